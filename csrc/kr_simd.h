@@ -1,0 +1,127 @@
+/* kr_simd.h: one small vocabulary of vector operations, mapped onto each ISA.
+ *
+ * The rungs from `simd` up are written once against this vocabulary:
+ *   kr_vec          one vector register of KR_VLEN floats
+ *   kr_load/kr_store          aligned-or-not full-width load and store
+ *   kr_load_n/kr_store_n      the first n lanes only (n < KR_VLEN): the edge of a row
+ *   kr_set1         broadcast one float to every lane
+ *   kr_fma(a, b, c) a * b + c in one instruction, one rounding
+ *
+ * The ISA is chosen at compile time. By default it is the widest one the compiler
+ * targets (with -march=native: what this CPU has). Defining KR_ISA forces a narrower
+ * one, so a notebook can compare AVX2 with AVX-512 on the same machine.
+ */
+#ifndef KR_SIMD_H
+#define KR_SIMD_H
+#include <stdint.h>
+
+#define KR_ISA_SCALAR 0
+#define KR_ISA_NEON 1
+#define KR_ISA_AVX2 2
+#define KR_ISA_AVX512 3
+
+#ifndef KR_ISA
+#  if defined(__AVX512F__)
+#    define KR_ISA KR_ISA_AVX512
+#  elif defined(__AVX2__) && defined(__FMA__)
+#    define KR_ISA KR_ISA_AVX2
+#  elif defined(__ARM_NEON) && defined(__aarch64__)
+#    define KR_ISA KR_ISA_NEON
+#  else
+#    define KR_ISA KR_ISA_SCALAR
+#  endif
+#endif
+
+#if KR_ISA == KR_ISA_AVX512
+#  if !defined(__AVX512F__)
+#    error "KR_ISA=AVX512 was asked for, but the compiler does not target AVX-512 (-mavx512f)"
+#  endif
+#  include <immintrin.h>
+#  define KR_ISA_NAME "avx512"
+#  define KR_VLEN 16
+#  define KR_VREGS 32
+typedef __m512 kr_vec;
+static inline kr_vec kr_zero(void) { return _mm512_setzero_ps(); }
+static inline kr_vec kr_set1(float x) { return _mm512_set1_ps(x); }
+static inline kr_vec kr_load(const float *p) { return _mm512_loadu_ps(p); }
+static inline void kr_store(float *p, kr_vec v) { _mm512_storeu_ps(p, v); }
+static inline kr_vec kr_fma(kr_vec a, kr_vec b, kr_vec c) { return _mm512_fmadd_ps(a, b, c); }
+static inline kr_vec kr_add(kr_vec a, kr_vec b) { return _mm512_add_ps(a, b); }
+/* AVX-512 mask registers make a partial row one instruction: lanes >= n are not touched. */
+static inline __mmask16 kr_mask(int64_t n) { return (__mmask16)((1u << n) - 1u); }
+static inline kr_vec kr_load_n(const float *p, int64_t n) {
+    return _mm512_maskz_loadu_ps(kr_mask(n), p);
+}
+static inline void kr_store_n(float *p, kr_vec v, int64_t n) {
+    _mm512_mask_storeu_ps(p, kr_mask(n), v);
+}
+
+#elif KR_ISA == KR_ISA_AVX2
+#  if !defined(__AVX2__) || !defined(__FMA__)
+#    error "KR_ISA=AVX2 was asked for, but the compiler does not target AVX2+FMA (-mavx2 -mfma)"
+#  endif
+#  include <immintrin.h>
+#  define KR_ISA_NAME "avx2"
+#  define KR_VLEN 8
+#  define KR_VREGS 16
+typedef __m256 kr_vec;
+static inline kr_vec kr_zero(void) { return _mm256_setzero_ps(); }
+static inline kr_vec kr_set1(float x) { return _mm256_set1_ps(x); }
+static inline kr_vec kr_load(const float *p) { return _mm256_loadu_ps(p); }
+static inline void kr_store(float *p, kr_vec v) { _mm256_storeu_ps(p, v); }
+static inline kr_vec kr_fma(kr_vec a, kr_vec b, kr_vec c) { return _mm256_fmadd_ps(a, b, c); }
+static inline kr_vec kr_add(kr_vec a, kr_vec b) { return _mm256_add_ps(a, b); }
+/* AVX2 has no mask registers; maskload/maskstore take the mask as a vector of lane flags. */
+static inline __m256i kr_mask(int64_t n) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane);
+}
+static inline kr_vec kr_load_n(const float *p, int64_t n) { return _mm256_maskload_ps(p, kr_mask(n)); }
+static inline void kr_store_n(float *p, kr_vec v, int64_t n) { _mm256_maskstore_ps(p, kr_mask(n), v); }
+
+#elif KR_ISA == KR_ISA_NEON
+#  if !defined(__ARM_NEON)
+#    error "KR_ISA=NEON was asked for, but the compiler does not target NEON"
+#  endif
+#  include <arm_neon.h>
+#  define KR_ISA_NAME "neon"
+#  define KR_VLEN 4
+#  define KR_VREGS 32
+typedef float32x4_t kr_vec;
+static inline kr_vec kr_zero(void) { return vdupq_n_f32(0.0f); }
+static inline kr_vec kr_set1(float x) { return vdupq_n_f32(x); }
+static inline kr_vec kr_load(const float *p) { return vld1q_f32(p); }
+static inline void kr_store(float *p, kr_vec v) { vst1q_f32(p, v); }
+static inline kr_vec kr_fma(kr_vec a, kr_vec b, kr_vec c) { return vfmaq_f32(c, a, b); }
+static inline kr_vec kr_add(kr_vec a, kr_vec b) { return vaddq_f32(a, b); }
+/* NEON has no masked memory access: go through a small buffer so no byte past n is touched. */
+static inline kr_vec kr_load_n(const float *p, int64_t n) {
+    float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int64_t l = 0; l < n; ++l) lanes[l] = p[l];
+    return vld1q_f32(lanes);
+}
+static inline void kr_store_n(float *p, kr_vec v, int64_t n) {
+    float lanes[4];
+    vst1q_f32(lanes, v);
+    for (int64_t l = 0; l < n; ++l) p[l] = lanes[l];
+}
+
+#elif KR_ISA == KR_ISA_SCALAR
+#  define KR_ISA_NAME "scalar"
+#  define KR_VLEN 1
+#  define KR_VREGS 16
+typedef float kr_vec;
+static inline kr_vec kr_zero(void) { return 0.0f; }
+static inline kr_vec kr_set1(float x) { return x; }
+static inline kr_vec kr_load(const float *p) { return *p; }
+static inline void kr_store(float *p, kr_vec v) { *p = v; }
+static inline kr_vec kr_fma(kr_vec a, kr_vec b, kr_vec c) { return a * b + c; }
+static inline kr_vec kr_add(kr_vec a, kr_vec b) { return a + b; }
+static inline kr_vec kr_load_n(const float *p, int64_t n) { return n > 0 ? *p : 0.0f; }
+static inline void kr_store_n(float *p, kr_vec v, int64_t n) { if (n > 0) *p = v; }
+
+#else
+#  error "KR_ISA must be one of KR_ISA_SCALAR, KR_ISA_NEON, KR_ISA_AVX2, KR_ISA_AVX512"
+#endif
+
+#endif

@@ -1,0 +1,214 @@
+/* Rung 5 - packed: packing and the BLIS five-loop structure.
+ *
+ * Keeps rung 4 (the KR_MR x KR_NR register-blocked micro-kernel, vector FMAs) and adds one idea:
+ * before computing, copy ("pack") the blocks of A and B the micro-kernel will read into small
+ * contiguous buffers, laid out in exactly the order the micro-kernel reads them:
+ *
+ *   packed B: kc x nc block of B as NR-wide micro-panels:  panel p holds B[k][p*NR .. p*NR+NR)
+ *             for k = 0..kc, one contiguous row of NR floats after another.
+ *   packed A: mc x kc block of A as MR-tall micro-panels:  panel p holds A[p*MR .. p*MR+MR)[k]
+ *             for k = 0..kc, one column of MR floats after another.
+ *
+ * Then every load in the micro-kernel is sequential, whatever the strides of A and B were
+ * (a transposed view costs nothing extra: the packing routine reads it in its own order),
+ * and the panels are padded with zeros to full MR and NR, so the micro-kernel never needs a
+ * scalar tail. The loops around it follow BLIS (Van Zee & van de Geijn, 2015):
+ *
+ *   jc: nc columns of C and B    B block (kc x nc) lives in L3
+ *    pc: kc of the depth          pack B[pc:pc+kc, jc:jc+nc]
+ *     ic: mc rows of C and A      pack A[ic:ic+mc, pc:pc+kc]; A block lives in L2
+ *      jr: NR columns             one B micro-panel (kc x NR) lives in L1
+ *       ir: MR rows               micro-kernel: C[ir:ir+MR, jr:jr+NR] += Ap * Bp
+ *
+ * rung 6 (parallel.c) includes this file and runs the same loops on several threads.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "krypton.h"
+#include "kr_simd.h"
+
+#ifndef KR_MR
+#  define KR_MR 6
+#endif
+#ifndef KR_NR
+#  define KR_NR (2 * KR_VLEN)
+#endif
+#define KR_NV (KR_NR / KR_VLEN)   /* vectors per row of the micro-tile */
+
+#if KR_NR % KR_VLEN != 0
+#  error "KR_NR must be a multiple of the vector width KR_VLEN"
+#endif
+#if KR_MR * KR_NV + KR_NV + 1 > KR_VREGS
+#  error "KR_MR x KR_NR needs more vector registers than the ISA has"
+#endif
+
+#define KR_ALIGN 64   /* one cache line: packed panels start on a line, vector loads never split */
+
+static int64_t kr_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t kr_round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
+
+static float *kr_alloc_floats(int64_t count)
+{
+    size_t bytes = (size_t)kr_round_up(count > 0 ? count : 1, KR_ALIGN / sizeof(float)) * sizeof(float);
+    return aligned_alloc(KR_ALIGN, bytes);
+}
+
+/* Pack rows [0, nr) x depth [0, kc) of the B block at `B` into one NR-wide micro-panel,
+ * padding columns nr..NR with zeros. */
+static void kr_pack_b_panel(int64_t kc, int64_t nr, const float *restrict B, int64_t rsb,
+                            int64_t csb, float *restrict Bp)
+{
+    for (int64_t k = 0; k < kc; ++k) {                 /* depth: one row of the panel per step */
+        const float *b_row = B + k * rsb;
+        float *dst = Bp + k * KR_NR;
+        if (csb == 1 && nr == KR_NR) {
+            for (int v = 0; v < KR_NV; ++v)
+                kr_store(dst + v * KR_VLEN, kr_load(b_row + v * KR_VLEN));
+        } else {
+            int64_t j = 0;
+            for (; j < nr; ++j)
+                dst[j] = b_row[j * csb];
+            for (; j < KR_NR; ++j)
+                dst[j] = 0.0f;
+        }
+    }
+}
+
+/* Pack rows [0, mr) x depth [0, kc) of the A block at `A` into one MR-tall micro-panel,
+ * padding rows mr..MR with zeros. */
+static void kr_pack_a_panel(int64_t kc, int64_t mr, const float *restrict A, int64_t rsa,
+                            int64_t csa, float *restrict Ap)
+{
+    for (int64_t k = 0; k < kc; ++k) {                 /* depth: one column of the panel per step */
+        float *dst = Ap + k * KR_MR;
+        int64_t r = 0;
+        for (; r < mr; ++r)
+            dst[r] = A[r * rsa + k * csa];
+        for (; r < KR_MR; ++r)
+            dst[r] = 0.0f;
+    }
+}
+
+/* The micro-kernel: an MR x NR block of A*B over depth kc, from packed panels, held in
+ * registers. `overwrite` is set on the first kc block (C = AB); later blocks add (C += AB).
+ * Full tiles are written straight into C; edge tiles (mr < MR or nr < NR) go through a small
+ * buffer so the zero padding never lands outside C. */
+static inline void kr_microkernel(int64_t kc, const float *restrict Ap, const float *restrict Bp,
+                                  float *restrict C, int64_t ldc, int64_t mr, int64_t nr,
+                                  int overwrite)
+{
+    kr_vec acc[KR_MR][KR_NV];
+#pragma GCC unroll 32
+    for (int r = 0; r < KR_MR; ++r)
+#pragma GCC unroll 8
+        for (int v = 0; v < KR_NV; ++v)
+            acc[r][v] = kr_zero();
+
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; ++k) {                 /* depth: one rank-1 update per step */
+        kr_vec b[KR_NV];
+#pragma GCC unroll 8
+        for (int v = 0; v < KR_NV; ++v)
+            b[v] = kr_load(Bp + k * KR_NR + v * KR_VLEN);
+#pragma GCC unroll 32
+        for (int r = 0; r < KR_MR; ++r) {
+            const kr_vec a = kr_set1(Ap[k * KR_MR + r]);
+#pragma GCC unroll 8
+            for (int v = 0; v < KR_NV; ++v)
+                acc[r][v] = kr_fma(a, b[v], acc[r][v]);
+        }
+    }
+
+    if (mr == KR_MR && nr == KR_NR) {
+#pragma GCC unroll 32
+        for (int r = 0; r < KR_MR; ++r)
+#pragma GCC unroll 8
+            for (int v = 0; v < KR_NV; ++v) {
+                float *c = C + r * ldc + v * KR_VLEN;
+                kr_store(c, overwrite ? acc[r][v] : kr_add(acc[r][v], kr_load(c)));
+            }
+        return;
+    }
+    float tile[KR_MR * KR_NR] __attribute__((aligned(KR_ALIGN)));
+#pragma GCC unroll 32
+    for (int r = 0; r < KR_MR; ++r)
+#pragma GCC unroll 8
+        for (int v = 0; v < KR_NV; ++v)
+            kr_store(tile + r * KR_NR + v * KR_VLEN, acc[r][v]);
+    for (int64_t r = 0; r < mr; ++r)
+        for (int64_t j = 0; j < nr; ++j)
+            C[r * ldc + j] = overwrite ? tile[r * KR_NR + j] : C[r * ldc + j] + tile[r * KR_NR + j];
+}
+
+/* The two loops around the micro-kernel (jr, ir) over one packed mc x kc block of A and the
+ * packed panels [panel_begin, panel_end) of B. C points at C[ic][jc]. */
+static void kr_macrokernel(int64_t mc, int64_t nc, int64_t kc, int64_t panel_begin,
+                           int64_t panel_end, const float *restrict Ap, const float *restrict Bp,
+                           float *restrict C, int64_t ldc, int overwrite)
+{
+    for (int64_t p = panel_begin; p < panel_end; ++p) {      /* jr: one NR-wide panel of B (L1) */
+        const int64_t jr = p * KR_NR;
+        const int64_t nr = kr_min(KR_NR, nc - jr);
+        for (int64_t ir = 0; ir < mc; ir += KR_MR) {         /* ir: one MR-tall panel of A */
+            const int64_t mr = kr_min(KR_MR, mc - ir);
+            kr_microkernel(kc, Ap + ir * kc, Bp + p * KR_NR * kc, C + ir * ldc + jr, ldc,
+                           mr, nr, overwrite);
+        }
+    }
+}
+
+static void kr_pack_a_block(int64_t mc, int64_t kc, const float *restrict A, int64_t rsa,
+                            int64_t csa, float *restrict Ap)
+{
+    for (int64_t ir = 0; ir < mc; ir += KR_MR)
+        kr_pack_a_panel(kc, kr_min(KR_MR, mc - ir), A + ir * rsa, rsa, csa, Ap + ir * kc);
+}
+
+/* C[0:M, 0:N] = 0 for K == 0: the five loops below never run then, but C must be defined. */
+static void kr_zero_c(int64_t M, int64_t N, float *restrict C, int64_t ldc)
+{
+    for (int64_t i = 0; i < M; ++i)
+        memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+}
+
+int kr_sgemm_packed(int64_t M, int64_t N, int64_t K,
+                    const float *restrict A, int64_t rsa, int64_t csa,
+                    const float *restrict B, int64_t rsb, int64_t csb,
+                    float *restrict C, int64_t ldc, const kr_knobs *knobs)
+{
+    if (knobs->mc < 1 || knobs->kc < 1 || knobs->nc < 1)
+        return KR_EINVAL;
+    if (K == 0) {
+        kr_zero_c(M, N, C, ldc);
+        return KR_OK;
+    }
+    const int64_t mc_max = kr_round_up(knobs->mc, KR_MR);
+    const int64_t nc_max = kr_round_up(knobs->nc, KR_NR);
+    const int64_t kc_max = knobs->kc;
+    float *Ap = kr_alloc_floats(mc_max * kc_max);
+    float *Bp = kr_alloc_floats(nc_max * kc_max);
+    if (!Ap || !Bp) {
+        free(Ap);
+        free(Bp);
+        return KR_ENOMEM;
+    }
+
+    for (int64_t jc = 0; jc < N; jc += nc_max) {                 /* jc: nc columns of C (L3) */
+        const int64_t nc = kr_min(nc_max, N - jc);
+        const int64_t panels = (nc + KR_NR - 1) / KR_NR;
+        for (int64_t pc = 0; pc < K; pc += kc_max) {             /* pc: kc of the depth */
+            const int64_t kc = kr_min(kc_max, K - pc);
+            for (int64_t p = 0; p < panels; ++p)
+                kr_pack_b_panel(kc, kr_min(KR_NR, nc - p * KR_NR),
+                                B + pc * rsb + (jc + p * KR_NR) * csb, rsb, csb, Bp + p * KR_NR * kc);
+            for (int64_t ic = 0; ic < M; ic += mc_max) {         /* ic: mc rows of C (L2) */
+                const int64_t mc = kr_min(mc_max, M - ic);
+                kr_pack_a_block(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap);
+                kr_macrokernel(mc, nc, kc, 0, panels, Ap, Bp, C + ic * ldc + jc, ldc, pc == 0);
+            }
+        }
+    }
+    free(Ap);
+    free(Bp);
+    return KR_OK;
+}

@@ -1,0 +1,145 @@
+/* Rung 6 - parallel: the five loops of rung 5, on several threads.
+ *
+ * Keeps everything of rung 5 (it includes packed.c: the same packing routines, micro-kernel
+ * and loop order) and adds one idea: split the work of the ic and jr loops between threads.
+ *
+ * - The loops that split K (pc, and the k loop in the micro-kernel) are never divided, so every
+ *   element of C is summed in the same order whatever the thread count: the result is bitwise
+ *   identical for 1, 2 or 64 threads.
+ * - Each (jc, pc) step, all threads pack a share of the B panels into one shared buffer, wait
+ *   at a barrier, then each computes its own rectangle of C: a range of MR-row panels times a
+ *   range of NR-column panels, packing its own rows of A into a private buffer.
+ * - The rectangles come from a threads_m x threads_n grid chosen to balance the micro-tiles per
+ *   thread: tall matrices split rows (each thread packs only its A), short-and-wide ones (the
+ *   128-row batches of training) split columns.
+ * - OpenMP keeps its team of threads alive between calls, so a small matmul does not pay for
+ *   starting threads. Without OpenMP the same code runs on one thread, still correct.
+ */
+#include "packed.c"
+#ifdef _OPENMP
+#  include <omp.h>
+#endif
+
+typedef struct kr_parallel_job {
+    int64_t M, N, K, mc_max, nc_max, kc_max;
+    const float *A; int64_t rsa, csa;
+    const float *B; int64_t rsb, csb;
+    float *C; int64_t ldc;
+    float *Bp;          /* shared: the packed kc x nc block of B */
+    float **Ap;         /* private: one packed mc x kc block of A per thread */
+} kr_parallel_job;
+
+static int64_t kr_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Pick threads_m x threads_n == threads minimizing the micro-tiles of the busiest thread;
+ * ties go to splitting rows, which keeps each thread's packed A private and small. */
+static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
+                           int64_t *threads_m, int64_t *threads_n)
+{
+    int64_t best_cost = -1;
+    for (int64_t tm = threads; tm >= 1; --tm) {
+        if (threads % tm != 0)
+            continue;
+        const int64_t tn = threads / tm;
+        const int64_t cost = kr_ceil_div(m_panels, tm) * kr_ceil_div(n_panels, tn);
+        if (best_cost < 0 || cost < best_cost) {
+            best_cost = cost;
+            *threads_m = tm;
+            *threads_n = tn;
+        }
+    }
+}
+
+/* What one thread does. The barriers are OpenMP's; called outside a parallel region
+ * (one thread, or no OpenMP) they do nothing. */
+static void kr_parallel_worker(const kr_parallel_job *job, int64_t tid, int64_t threads)
+{
+    const int64_t m_panels = kr_ceil_div(job->M, KR_MR);
+    float *Ap = job->Ap[tid];
+
+    for (int64_t jc = 0; jc < job->N; jc += job->nc_max) {          /* jc: nc columns (L3) */
+        const int64_t nc = kr_min(job->nc_max, job->N - jc);
+        const int64_t n_panels = kr_ceil_div(nc, KR_NR);
+        int64_t threads_m = 1, threads_n = 1;
+        kr_thread_grid(m_panels, n_panels, threads, &threads_m, &threads_n);
+        /* This thread's rectangle: panel rows [m0, m1) x panel columns [n0, n1). */
+        const int64_t tid_m = tid / threads_n, tid_n = tid % threads_n;
+        const int64_t m_step = kr_ceil_div(m_panels, threads_m);
+        const int64_t n_step = kr_ceil_div(n_panels, threads_n);
+        const int64_t row_begin = kr_min(tid_m * m_step * KR_MR, job->M);
+        const int64_t row_end = kr_min((tid_m + 1) * m_step * KR_MR, job->M);
+        const int64_t n0 = kr_min(tid_n * n_step, n_panels);
+        const int64_t n1 = kr_min((tid_n + 1) * n_step, n_panels);
+
+        for (int64_t pc = 0; pc < job->K; pc += job->kc_max) {      /* pc: kc of the depth */
+            const int64_t kc = kr_min(job->kc_max, job->K - pc);
+            for (int64_t p = tid; p < n_panels; p += threads)       /* pack B: panels shared out */
+                kr_pack_b_panel(kc, kr_min(KR_NR, nc - p * KR_NR),
+                                job->B + pc * job->rsb + (jc + p * KR_NR) * job->csb,
+                                job->rsb, job->csb, job->Bp + p * KR_NR * kc);
+#pragma omp barrier
+            for (int64_t ic = row_begin; ic < row_end; ic += job->mc_max) {  /* ic: my rows */
+                const int64_t mc = kr_min(job->mc_max, row_end - ic);
+                if (n0 < n1) {
+                    kr_pack_a_block(mc, kc, job->A + ic * job->rsa + pc * job->csa,
+                                    job->rsa, job->csa, Ap);
+                    kr_macrokernel(mc, nc, kc, n0, n1, Ap, job->Bp,
+                                   job->C + ic * job->ldc + jc, job->ldc, pc == 0);
+                }
+            }
+#pragma omp barrier
+        }
+    }
+}
+
+int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
+                      const float *restrict A, int64_t rsa, int64_t csa,
+                      const float *restrict B, int64_t rsb, int64_t csb,
+                      float *restrict C, int64_t ldc, const kr_knobs *knobs)
+{
+    if (knobs->mc < 1 || knobs->kc < 1 || knobs->nc < 1 || knobs->threads < 1)
+        return KR_EINVAL;
+    if (K == 0) {
+        kr_zero_c(M, N, C, ldc);
+        return KR_OK;
+    }
+#ifdef _OPENMP
+    const int64_t threads = knobs->threads;
+#else
+    const int64_t threads = 1;
+#endif
+    kr_parallel_job job = {
+        .M = M, .N = N, .K = K,
+        .mc_max = kr_round_up(knobs->mc, KR_MR), .nc_max = kr_round_up(knobs->nc, KR_NR),
+        .kc_max = knobs->kc,
+        .A = A, .rsa = rsa, .csa = csa, .B = B, .rsb = rsb, .csb = csb, .C = C, .ldc = ldc,
+    };
+    int status = KR_OK;
+    job.Bp = kr_alloc_floats(job.nc_max * job.kc_max);
+    job.Ap = calloc((size_t)threads, sizeof(float *));
+    if (!job.Bp || !job.Ap)
+        status = KR_ENOMEM;
+    for (int64_t t = 0; status == KR_OK && t < threads; ++t)
+        if (!(job.Ap[t] = kr_alloc_floats(job.mc_max * job.kc_max)))
+            status = KR_ENOMEM;
+
+    if (status == KR_OK) {
+#ifdef _OPENMP
+        if (threads > 1) {
+#pragma omp parallel num_threads((int)threads)
+            {
+                /* OpenMP may grant fewer threads than asked (e.g. nested, or a limit set):
+                 * then the work is split over the threads that actually run. */
+                kr_parallel_worker(&job, omp_get_thread_num(), omp_get_num_threads());
+            }
+        } else
+#endif
+            kr_parallel_worker(&job, 0, 1);
+    }
+
+    for (int64_t t = 0; job.Ap && t < threads; ++t)
+        free(job.Ap[t]);
+    free(job.Ap);
+    free(job.Bp);
+    return status;
+}

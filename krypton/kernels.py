@@ -1,0 +1,387 @@
+"""The kernel ladder: one C file per rung in csrc/, and ``matmul`` to run any of them.
+
+Every rung computes ``C = A @ B`` for float32 matrices of any shape and exports the same C
+signature (csrc/krypton.h). This module knows, for each rung, which knobs it has, compiles it
+through the seam (cached), validates everything in Python before entering C, and turns the
+C return code into an exception.
+
+Two kinds of knob:
+    code knobs      change the generated code, so they are ``-D`` macros and each value is a
+                    separate compiled module: ``isa`` (vector ISA), ``mr``/``nr`` (micro-tile).
+    runtime knobs   sizes passed as arguments: ``loop_order``, ``tile_m``/``tile_n``/``tile_k``,
+                    ``mc``/``kc``/``nc``; and ``threads`` for the parallel rung.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from krypton import machine, seam
+
+KERNELS = ("naive", "tiled", "simd", "regblock", "packed", "parallel")
+"""The rungs of the ladder, slowest first."""
+
+LOOP_ORDERS = ("ijk", "ikj")
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """What the package knows about one rung."""
+
+    name: str
+    rung: int
+    idea: str
+    runtime_knobs: tuple[str, ...]
+    code_knobs: tuple[str, ...]
+    flags: tuple[str, ...] = ()
+    needs_unit_stride_b: bool = False
+    threaded: bool = False
+
+    @property
+    def function(self) -> str:
+        return f"kr_sgemm_{self.name}"
+
+    @property
+    def knobs(self) -> tuple[str, ...]:
+        return self.runtime_knobs + self.code_knobs
+
+
+_TILES = ("tile_m", "tile_n", "tile_k")
+_BLOCKS = ("mc", "kc", "nc")
+_SCALAR = ("-fno-tree-vectorize",)  # rungs 1-2 stay scalar: vectors are rung 3's lesson
+
+SPECS: dict[str, KernelSpec] = {
+    spec.name: spec for spec in (
+        KernelSpec("naive", 1, "the triple loop; loop order", ("loop_order",), (), _SCALAR),
+        KernelSpec("tiled", 2, "cache blocking", _TILES, (), _SCALAR),
+        KernelSpec("simd", 3, "vector FMAs", _TILES, ("isa",), needs_unit_stride_b=True),
+        KernelSpec("regblock", 4, "MR x NR register-blocked micro-kernel", _TILES,
+                   ("isa", "mr", "nr"), needs_unit_stride_b=True),
+        KernelSpec("packed", 5, "packed panels, the BLIS five loops", _BLOCKS,
+                   ("isa", "mr", "nr")),
+        KernelSpec("parallel", 6, "threads over the ic and jr loops", _BLOCKS,
+                   ("isa", "mr", "nr"), threaded=True),
+    )
+}
+
+# Micro-tile shape per ISA: MR rows x NR columns (NR a multiple of the vector width). Sized so
+# MR * NR / VLEN accumulators + NR / VLEN loads of B + 1 broadcast of A fit in the registers,
+# with enough independent accumulators to cover the FMA latency on both FMA units.
+DEFAULT_MICROTILE = {"avx512": (12, 32), "avx2": (6, 16), "neon": (8, 12), "scalar": (4, 2)}
+
+_ERROR_CODES = {1: "KR_ENOMEM", 2: "KR_EINVAL"}
+
+
+def registers_needed(mr: int, nr: int, isa: str) -> int:
+    """Vector registers an ``mr x nr`` micro-kernel needs: accumulators, B vectors, A broadcast."""
+    vectors_per_row = nr // machine.VECTOR_WIDTH[isa]
+    return mr * vectors_per_row + vectors_per_row + 1
+
+
+def default_knobs(kernel: str, isa: str | None = None) -> dict[str, Any]:
+    """The knob values ``kernel`` uses when none are given, derived from this machine's caches.
+
+    Tiles (rungs 2-4): a tile_k x tile_n tile of B fills about half of L2, so it stays
+    there while tile_m rows of C are computed from it. Blocks (rungs 5-6), as in BLIS: a
+    kc x NR micro-panel of B plus an MR x kc micro-panel of A fill most of L1; an mc x kc
+    block of A fills half of L2; a kc x nc block of B fits in a share of L3.
+    """
+    spec = _spec(kernel)
+    caches = machine.cache_sizes()
+    isa = isa or machine.native_isa()
+    knobs: dict[str, Any] = {}
+    if "loop_order" in spec.knobs:
+        knobs["loop_order"] = "ijk"
+    if "tile_m" in spec.knobs:
+        tile_n = 256
+        tile_k = _clamp(caches.l2 // 2 // (tile_n * 4), 16, 512)
+        knobs.update(tile_m=64, tile_n=tile_n, tile_k=tile_k)
+    if "mr" in spec.knobs:
+        knobs["mr"], knobs["nr"] = DEFAULT_MICROTILE[isa]
+    if "isa" in spec.knobs:
+        knobs["isa"] = isa
+    if "mc" in spec.knobs:
+        mr, nr = knobs["mr"], knobs["nr"]
+        kc = _clamp(int(caches.l1d * 0.75) // ((mr + nr) * 4) // 8 * 8, 64, 1024)
+        mc = _clamp(caches.l2 // 2 // (kc * 4) // mr * mr, mr, 4096)
+        nc = _clamp(caches.l3 // 4 // (kc * 4) // nr * nr, nr, 8192)
+        knobs.update(mc=mc, kc=kc, nc=nc)
+    return knobs
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, int(value)))
+
+
+def _spec(kernel: str) -> KernelSpec:
+    if not isinstance(kernel, str) or kernel not in SPECS:
+        raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    return SPECS[kernel]
+
+
+def kernel_source(kernel: str) -> str:
+    """The C source of a rung, as compiled (csrc/<kernel>.c)."""
+    return (seam.CSRC / f"{_spec(kernel).name}.c").read_text()
+
+
+class Kernel:
+    """A compiled rung (or a learner's own C with a rung's signature), callable like ``matmul``.
+
+    ``Kernel(a, b, threads=None, **runtime_knobs)`` validates its inputs, runs the C function
+    with the GIL released, and returns a new float32 (M, N) array.
+    """
+
+    def __init__(self, spec: KernelSpec, module: seam.CompiledModule, function: str,
+                 code_knobs: Mapping[str, Any]):
+        self.spec = spec
+        self.module = module
+        self.function_name = function
+        self.code_knobs = dict(code_knobs)
+        self._function = getattr(module.lib, function)
+        self._ffi = module.ffi
+
+    def __repr__(self) -> str:
+        knobs = ", ".join(f"{k}={v!r}" for k, v in self.code_knobs.items())
+        return f"<Kernel {self.spec.name} ({self.function_name}{', ' if knobs else ''}{knobs})>"
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, threads: int | None = None,
+                 **knobs: Any) -> np.ndarray:
+        _check_operands(a, b)
+        runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, knobs)
+        threads = _resolve_threads(self.spec, threads)
+        m, k = a.shape
+        n = b.shape[1]
+        c = np.empty((m, n), dtype=np.float32)
+        if m == 0 or n == 0:
+            return c
+        if k == 0:  # an empty sum is 0 (and the strides of empty arrays mean nothing)
+            c.fill(0.0)
+            return c
+        a = _readable_by_c(a)
+        b = _readable_by_c(b)
+        if self.spec.needs_unit_stride_b and n > 1 and b.strides[1] != b.itemsize:
+            b = np.ascontiguousarray(b)  # rungs 3-4 load rows of B as vectors
+        c_knobs = self._ffi.new("kr_knobs *", dict(runtime, threads=threads))
+        status = self._function(
+            m, n, k,
+            self._ffi.cast("const float *", a.ctypes.data), *_element_strides(a),
+            self._ffi.cast("const float *", b.ctypes.data), *_element_strides(b),
+            self._ffi.cast("float *", c.ctypes.data), n, c_knobs,
+        )
+        if status != 0:
+            _raise_for_status(status, self.spec.name, m, n, k, runtime)
+        return c
+
+
+def _readable_by_c(x: np.ndarray) -> np.ndarray:
+    # C indexes with whole-element strides from an aligned pointer; a view that breaks that
+    # (byte-offset buffers, byte-swapped data) is copied once. Transposes and slices pass as is.
+    aligned = x.ctypes.data % x.itemsize == 0 and all(s % x.itemsize == 0 for s in x.strides)
+    if aligned and x.dtype.isnative:
+        return x
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _element_strides(x: np.ndarray) -> tuple[int, int]:
+    return x.strides[0] // x.itemsize, x.strides[1] // x.itemsize
+
+
+def _check_operands(a: Any, b: Any) -> None:
+    for label, x in (("a", a), ("b", b)):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(
+                f"{label} must be a NumPy array, got {type(x).__name__}: "
+                f"pass np.asarray({label}, dtype=np.float32)")
+        if x.dtype != np.float32:
+            raise TypeError(
+                f"{label} must be float32, got {x.dtype}: pass {label}.astype(np.float32)")
+        if x.ndim != 2:
+            raise ValueError(
+                f"{label} must be 2-D ({'M, K' if label == 'a' else 'K, N'}), got "
+                f"{x.ndim}-D shape {x.shape}: reshape it, e.g. {label}.reshape(1, -1)")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(
+            f"shapes {a.shape} and {b.shape} do not multiply: a is (M, K) = {a.shape}, so b "
+            f"must be (K, N) with K = {a.shape[1]}, but b.shape[0] = {b.shape[0]}")
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
+def _resolve_runtime_knobs(spec: KernelSpec, code_knobs: Mapping[str, Any],
+                           knobs: Mapping[str, Any]) -> dict[str, int]:
+    unknown = sorted(set(knobs) - set(spec.runtime_knobs))
+    if unknown:
+        hint = (" (code knobs are given when the kernel is compiled, as they are for "
+                "krypton.matmul)" if set(unknown) & set(spec.code_knobs) else "")
+        raise ValueError(
+            f"kernel {spec.name!r} has no knob {', '.join(map(repr, unknown))}{hint}; its knobs "
+            f"are {', '.join(spec.runtime_knobs) or 'none'}")
+    values = {k: v for k, v in default_knobs(spec.name, code_knobs.get("isa")).items()
+              if k in spec.runtime_knobs}
+    values.update(knobs)
+    resolved: dict[str, int] = {}
+    for name, value in values.items():
+        if name == "loop_order":
+            if value not in LOOP_ORDERS:
+                raise ValueError(f"loop_order must be one of {LOOP_ORDERS}, got {value!r}")
+            resolved[name] = LOOP_ORDERS.index(value)
+        else:
+            resolved[name] = _check_positive_int(name, value)
+    return resolved
+
+
+def _resolve_threads(spec: KernelSpec, threads: Any) -> int:
+    if threads is None:
+        return machine.cpu_count() if spec.threaded else 1
+    threads = _check_positive_int("threads", threads)
+    if not spec.threaded and threads != 1:
+        raise ValueError(
+            f"kernel {spec.name!r} runs on one thread; threads={threads} applies only to "
+            f"'parallel' (pass kernel='parallel', or leave threads unset)")
+    if threads > 1024:
+        raise ValueError(f"threads={threads} is more than 1024; pass at most the core count "
+                         f"({machine.cpu_count()} here)")
+    return threads
+
+
+def _raise_for_status(status: int, kernel: str, m: int, n: int, k: int,
+                      knobs: Mapping[str, int]) -> None:
+    name = _ERROR_CODES.get(status, f"error {status}")
+    detail = ", ".join(f"{key}={value}" for key, value in knobs.items())
+    if name == "KR_ENOMEM":
+        raise MemoryError(f"kernel {kernel!r} could not allocate its packing buffers for "
+                          f"M={m}, N={n}, K={k} ({detail}); try smaller mc/kc/nc")
+    raise RuntimeError(f"kernel {kernel!r} returned {name} for M={m}, N={n}, K={k} ({detail})")
+
+
+def _resolve_code_knobs(spec: KernelSpec, knobs: Mapping[str, Any]) -> dict[str, Any]:
+    isa = knobs.get("isa")
+    if "isa" in spec.code_knobs:
+        isa = isa or machine.native_isa()
+        if isa not in machine.available_isas():
+            raise ValueError(f"isa {isa!r} is not available on this machine; choose one of "
+                             f"{', '.join(machine.available_isas())}")
+    resolved: dict[str, Any] = {"isa": isa} if "isa" in spec.code_knobs else {}
+    if "mr" in spec.code_knobs:
+        default_mr, default_nr = DEFAULT_MICROTILE[isa]
+        mr = _check_positive_int("mr", knobs.get("mr", default_mr))
+        nr = _check_positive_int("nr", knobs.get("nr", default_nr))
+        width = machine.VECTOR_WIDTH[isa]
+        if nr % width:
+            raise ValueError(f"nr must be a multiple of the {isa} vector width {width}, got "
+                             f"nr={nr}; try nr={max(width, nr // width * width)}")
+        needed, available = registers_needed(mr, nr, isa), machine.VECTOR_REGISTERS[isa]
+        if needed > available:
+            raise ValueError(
+                f"an mr x nr = {mr} x {nr} micro-tile needs {needed} vector registers "
+                f"({mr} x {nr // width} accumulators + {nr // width} for B + 1 for A) but "
+                f"{isa} has {available}; choose a smaller mr or nr")
+        resolved.update(mr=mr, nr=nr)
+    return resolved
+
+
+@functools.lru_cache(maxsize=None)
+def _compile(name: str, code_items: tuple[tuple[str, Any], ...]) -> Kernel:
+    spec = SPECS[name]
+    code = dict(code_items)
+    macros, flags = _macros_and_flags(spec, code)
+    module = seam.compile_c(kernel_source(name), seam.cdef_for([spec.function]), name=name,
+                            macros=macros, flags=flags)
+    return Kernel(spec, module, spec.function, code)
+
+
+def _macros_and_flags(spec: KernelSpec, code: Mapping[str, Any]) -> tuple[dict, tuple]:
+    macros: dict[str, Any] = {}
+    flags = spec.flags
+    if "isa" in code:
+        macros["KR_ISA"] = machine.ISA_MACROS[code["isa"]]
+        flags = flags + machine.ISA_FLAGS[code["isa"]]
+    if "mr" in code:
+        macros.update(KR_MR=code["mr"], KR_NR=code["nr"])
+    return macros, flags
+
+
+def get_kernel(kernel: str = "parallel", **code_knobs: Any) -> Kernel:
+    """Compile (or load from the cache) one rung with the given code knobs.
+
+    Args:
+        kernel: a name from ``KERNELS``.
+        **code_knobs: ``isa`` ("avx512", "avx2", "neon", "scalar"), ``mr``, ``nr``, for the
+            rungs that have them.
+
+    Returns:
+        A ``Kernel``; call it as ``kernel(a, b, threads=None, **runtime_knobs)``.
+    """
+    spec = _spec(kernel)
+    unknown = sorted(set(code_knobs) - set(spec.code_knobs))
+    if unknown:
+        raise ValueError(f"kernel {kernel!r} has no code knob {', '.join(map(repr, unknown))}; "
+                         f"its code knobs are {', '.join(spec.code_knobs) or 'none'}")
+    code = _resolve_code_knobs(spec, code_knobs)
+    return _compile(kernel, tuple(sorted(code.items())))
+
+
+def compile_source(source: str, function: str, like: str = "packed", *, name: str = "custom",
+                   **code_knobs: Any) -> Kernel:
+    """Compile a learner's own C kernel through the same seam, callable like ``matmul``.
+
+    Args:
+        source: C source defining ``function`` with the signature of csrc/krypton.h; it may
+            ``#include "krypton.h"``, ``"kr_simd.h"`` or any file of csrc/.
+        function: the name of the function to call, e.g. ``"kr_sgemm_mine"``.
+        like: the rung whose knobs, stride needs and threading the new kernel shares.
+        name: a short identifier for the compiled module.
+        **code_knobs: ``isa``/``mr``/``nr`` as for ``like``; passed as ``-D`` macros.
+
+    Raises:
+        CompileError: with the compiler's own message, when the source does not compile.
+    """
+    spec = _spec(like)
+    code = _resolve_code_knobs(spec, code_knobs)
+    macros, flags = _macros_and_flags(spec, code)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", function):
+        raise ValueError(f"function must be a C identifier, got {function!r}")
+    # The cdef is the ladder's own signature under the learner's function name.
+    cdef = seam.cdef_for(["kr_sgemm_naive"]).replace("kr_sgemm_naive", function)
+    module = seam.compile_c(source, cdef, name=name, macros=macros, flags=flags)
+    if not hasattr(module.lib, function):
+        raise ValueError(f"the compiled source has no function {function!r}")
+    return Kernel(spec, module, function, code)
+
+
+def matmul(a: np.ndarray, b: np.ndarray, kernel: str = "parallel", threads: int | None = None,
+           **knobs: Any) -> np.ndarray:
+    """``a @ b`` computed by one rung of the kernel ladder.
+
+    Args:
+        a: (M, K) float32 array, any strides (transposed views and slices are read in place).
+        b: (K, N) float32 array, any strides.
+        kernel: a name from ``KERNELS``; default the fastest, ``"parallel"``.
+        threads: threads for ``"parallel"`` (default: all cores); other rungs run on one.
+        **knobs: the rung's knobs, e.g. ``tile_m=64`` or ``mc=240, kc=256`` or ``isa="avx2"``.
+            ``krypton.kernels.default_knobs(kernel)`` shows them with their defaults.
+
+    Returns:
+        A new C-contiguous float32 array of shape (M, N).
+
+    Raises:
+        TypeError: an operand is not a float32 NumPy array.
+        ValueError: wrong ndim, shapes that do not multiply, an unknown kernel or knob, or a
+            knob value the kernel cannot use.
+    """
+    spec = _spec(kernel)
+    _check_operands(a, b)
+    code = {k: v for k, v in knobs.items() if k in spec.code_knobs}
+    runtime = {k: v for k, v in knobs.items() if k not in spec.code_knobs}
+    return get_kernel(kernel, **code)(a, b, threads=threads, **runtime)

@@ -1,0 +1,231 @@
+"""The machine: what CPU this is, its caches and vector ISA, and its measured roofs.
+
+Everything a benchmark needs to say *where* it ran, and everything the kernels need to pick
+their default block sizes. The two roofs of the roofline come from the probes in csrc/:
+the peak rate of fused multiply-adds (``peak_gflops``) and the memory bandwidth of a STREAM
+triad (``bandwidth_gbs``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from krypton import seam
+
+ISA_MACROS = {"avx512": 3, "avx2": 2, "neon": 1, "scalar": 0}
+"""ISA names, widest first, and the value of ``KR_ISA`` that selects each in kr_simd.h."""
+
+VECTOR_WIDTH = {"avx512": 16, "avx2": 8, "neon": 4, "scalar": 1}
+"""float32 lanes per vector register."""
+
+VECTOR_REGISTERS = {"avx512": 32, "avx2": 16, "neon": 32, "scalar": 16}
+"""Architectural vector registers (for scalar code: a typical count of float registers)."""
+
+# Flags that make the compiler target exactly one ISA, so that a forced narrower ISA is
+# honest: with AVX-512 switched off, nothing in the module can use it behind our back.
+ISA_FLAGS = {
+    "avx512": (),
+    "avx2": ("-mno-avx512f",),
+    "neon": (),
+    "scalar": (),
+}
+
+
+@dataclass(frozen=True)
+class CacheSizes:
+    """Per-core data cache sizes in bytes (L3 is shared), and the cache line size."""
+
+    l1d: int
+    l2: int
+    l3: int
+    line: int
+
+
+@functools.lru_cache(maxsize=None)
+def cache_sizes() -> CacheSizes:
+    """Cache sizes as the OS reports them (Linux sysfs, macOS sysctl), with safe fallbacks."""
+    found: dict[str, int] = {}
+    line = 64
+    sysfs = Path("/sys/devices/system/cpu/cpu0/cache")
+    for index in sorted(sysfs.glob("index*")):
+        try:
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            size = _parse_size((index / "size").read_text().strip())
+            line = int((index / "coherency_line_size").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if kind in ("Data", "Unified"):
+            found[{"1": "l1d", "2": "l2", "3": "l3"}.get(level, "")] = size
+    if sys.platform == "darwin" and not found:
+        found = _darwin_cache_sizes()
+    return CacheSizes(
+        l1d=found.get("l1d", 32 * 1024),
+        l2=found.get("l2", 1024 * 1024),
+        l3=found.get("l3", 8 * 1024 * 1024),
+        line=line,
+    )
+
+
+def _parse_size(text: str) -> int:
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+    if text and text[-1].upper() in units:
+        return int(text[:-1]) * units[text[-1].upper()]
+    return int(text)
+
+
+def _darwin_cache_sizes() -> dict[str, int]:
+    import subprocess
+
+    names = {"l1d": "hw.l1dcachesize", "l2": "hw.l2cachesize", "l3": "hw.l3cachesize"}
+    sizes = {}
+    for key, name in names.items():
+        result = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True)
+        if result.returncode == 0 and result.stdout.strip().isdigit():
+            sizes[key] = int(result.stdout.strip())
+    return sizes
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity where the OS tells)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_model() -> str:
+    """The CPU's marketing name, e.g. ``AMD EPYC 9R45``."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def available_isas() -> tuple[str, ...]:
+    """The vector ISAs kernels can be compiled for on this machine, widest first."""
+    macros = seam.predefined_macros()
+    isas = []
+    if "__AVX512F__" in macros:
+        isas.append("avx512")
+    if "__AVX2__" in macros and "__FMA__" in macros:
+        isas.append("avx2")
+    if "__ARM_NEON" in macros and "__aarch64__" in macros:
+        isas.append("neon")
+    isas.append("scalar")
+    return tuple(isas)
+
+
+def native_isa() -> str:
+    """The widest vector ISA of this machine (what kernels use unless told otherwise)."""
+    return available_isas()[0]
+
+
+def _probes() -> seam.CompiledModule:
+    return _probes_for(native_isa())
+
+
+@functools.lru_cache(maxsize=None)
+def _probes_for(isa: str) -> seam.CompiledModule:
+    source = '#include "probe_peak.c"\n#include "probe_bandwidth.c"\n'
+    cdef = seam.cdef_for(["kr_probe_fma", "kr_probe_triad", "kr_probe_vector_width"])
+    return seam.compile_c(source, cdef, name="probes", macros={"KR_ISA": ISA_MACROS[isa]},
+                          flags=ISA_FLAGS[isa])
+
+
+def peak_gflops(threads: int = 1, isa: str | None = None, seconds: float = 0.3,
+                repeats: int = 3) -> float:
+    """Measure the peak FMA rate in GFLOPS on ``threads`` cores with ``isa``'s vectors.
+
+    Independent chains of fused multiply-adds, enough to cover the FMA latency on every
+    unit (see csrc/probe_peak.c). The best of ``repeats`` runs of about ``seconds`` each.
+    """
+    isa = isa or native_isa()
+    if isa not in available_isas():
+        raise ValueError(f"isa {isa!r} is not available here; choose from {available_isas()}")
+    lib = _probes_for(isa).lib
+    iterations = 100_000
+    while True:  # grow the run until it is long enough to time reliably
+        start = time.perf_counter()
+        lib.kr_probe_fma(iterations, threads)
+        if time.perf_counter() - start > seconds / 4 or iterations > 10**10:
+            break
+        iterations *= 4
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        flops = lib.kr_probe_fma(iterations, threads)
+        best = max(best, flops / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def bandwidth_gbs(threads: int = 1, megabytes: float | None = None, repeats: int = 5) -> float:
+    """Measure memory bandwidth in GB/s with the STREAM triad on ``threads`` cores.
+
+    By default the three arrays together take four times the L3 cache, so the result is the
+    bandwidth of main memory. The best of ``repeats`` runs.
+    """
+    if megabytes is None:
+        megabytes = 4 * cache_sizes().l3 / 1e6
+    n = max(1024, int(megabytes * 1e6 / 12))
+    a = np.zeros(n, np.float32)
+    b = np.ones(n, np.float32)
+    c = np.full(n, 2.0, np.float32)
+    ffi, lib = _probes().ffi, _probes().lib
+    pa, pb, pc = (ffi.cast("float *", x.ctypes.data) for x in (a, b, c))
+    lib.kr_probe_triad(pa, pb, pc, n, 1, threads)  # warm up: touch every page once
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        moved = lib.kr_probe_triad(pa, pb, pc, n, 1, threads)
+        best = max(best, moved / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def blas_info() -> list[dict[str, Any]]:
+    """The BLAS libraries NumPy has loaded (threadpoolctl's view: name, version, threads)."""
+    from threadpoolctl import threadpool_info
+
+    return [
+        {k: info.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+        for info in threadpool_info() if info.get("user_api") == "blas"
+    ]
+
+
+def machine_info() -> dict[str, Any]:
+    """Everything needed to compare benchmark results from two machines honestly."""
+    return {
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "cores": cpu_count(),
+        "isa": native_isa(),
+        "isas_available": list(available_isas()),
+        "caches": asdict(cache_sizes()),
+        "compiler": seam.compiler_version(),
+        "openmp": bool(seam.openmp_flags()),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": blas_info(),
+    }
+
+
+def describe() -> str:
+    """One line naming the machine, for plot captions and table headers."""
+    caches = cache_sizes()
+    return (f"{cpu_model()}, {cpu_count()} cores, {native_isa().upper()}, "
+            f"L1d {caches.l1d // 1024} KiB / L2 {caches.l2 // 1024} KiB / "
+            f"L3 {caches.l3 // 1024**2} MiB, NumPy {np.__version__}")

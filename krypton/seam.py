@@ -1,0 +1,291 @@
+"""The C <-> Python seam: compile C source with the system compiler and load it through cffi.
+
+cffi runs in API mode, out of line: cffi writes a small C wrapper around our declarations
+(the cdef), the system C compiler builds wrapper and kernel into one extension module, and
+Python imports it. Calls through it release the GIL, so two Python threads can run kernels
+on two cores at once.
+
+Built modules are cached on disk. The cache key is a hash of everything that changes the
+binary: the source, the cdef, the macros, the compiler flags, the compiler's version, the
+headers in the include directories and the Python ABI. Change any of them and the next call
+compiles again; change none and the module loads in milliseconds. A module is compiled in a
+private temporary directory and moved into the cache with an atomic rename, so two processes
+compiling the same kernel at once both succeed and nobody ever loads half a file.
+
+Environment variables:
+    CC                  the C compiler (default: ``cc``)
+    KRYPTON_CACHE       the cache directory (default: ``~/.cache/krypton/kernels``)
+    KRYPTON_CFLAGS      extra flags appended to every compile (e.g. ``-g``)
+    KRYPTON_NO_NATIVE   set to 1 to drop ``-march=native`` (e.g. to build for another machine)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import cffi
+
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+"""The C sources of the kernel ladder (the repository's csrc/ directory)."""
+
+_loaded: dict[str, "CompiledModule"] = {}
+
+
+class CompileError(RuntimeError):
+    """The C compiler rejected the source; ``compiler_output`` holds what it said."""
+
+    def __init__(self, message: str, compiler_output: str = "", command: Sequence[str] = ()):
+        super().__init__(message)
+        self.compiler_output = compiler_output
+        self.command = list(command)
+
+
+class CompilerNotFoundError(CompileError):
+    """No C compiler could be run."""
+
+
+@dataclass(frozen=True)
+class CompiledModule:
+    """A compiled and loaded cffi extension: ``lib`` holds the C functions, ``ffi`` the types."""
+
+    ffi: Any
+    lib: Any
+    path: Path
+    key: str
+
+
+def cache_dir() -> Path:
+    """The directory compiled kernels are cached in (created if missing)."""
+    root = os.environ.get("KRYPTON_CACHE")
+    if root:
+        path = Path(root).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        path = Path(base) / "krypton" / "kernels"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def compiler() -> list[str]:
+    """The C compiler command, from ``$CC`` or ``cc``; raises if it cannot be found."""
+    command = shlex.split(os.environ.get("CC", "cc"))
+    if not command or shutil.which(command[0]) is None:
+        raise CompilerNotFoundError(
+            f"no C compiler found (looked for {command[0] if command else '$CC'!r} on PATH). "
+            "Krypton compiles its kernels from C: install one (Debian/Ubuntu: "
+            "`sudo apt-get install gcc`; macOS: `xcode-select --install`; conda: "
+            "`conda install -c conda-forge c-compiler`) or point $CC at it."
+        )
+    return command
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_version() -> str:
+    """The first line the compiler prints for ``--version`` (e.g. ``gcc (Debian 12.2.0) 12.2.0``)."""
+    result = subprocess.run([*compiler(), "--version"], capture_output=True, text=True)
+    lines = (result.stdout or result.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def _compiler_accepts(flags: Sequence[str], source: str = "int main(void) { return 0; }") -> bool:
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp, "probe.c")
+        src.write_text(source)
+        result = subprocess.run(
+            [*compiler(), *flags, str(src), "-o", str(Path(tmp, "probe"))],
+            capture_output=True, text=True,
+        )
+        return result.returncode == 0
+
+
+@functools.lru_cache(maxsize=None)
+def native_flags() -> tuple[str, ...]:
+    """Flags that target this very CPU (``-march=native`` or ``-mcpu=native``), if accepted."""
+    if os.environ.get("KRYPTON_NO_NATIVE") == "1":
+        return ()
+    for flag in ("-march=native", "-mcpu=native"):
+        if _compiler_accepts([flag]):
+            return (flag,)
+    return ()
+
+
+@functools.lru_cache(maxsize=None)
+def openmp_flags() -> tuple[str, ...]:
+    """The flag that enables OpenMP, or ``()`` when the compiler has none (kernels still work,
+    on one thread)."""
+    probe = "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+    if _compiler_accepts(["-fopenmp"], probe):
+        return ("-fopenmp",)
+    return ()
+
+
+@functools.lru_cache(maxsize=None)
+def predefined_macros(extra_flags: tuple[str, ...] = ()) -> frozenset[str]:
+    """The macros the compiler defines for this target (``__AVX512F__``, ``__ARM_NEON``, ...)."""
+    result = subprocess.run(
+        [*compiler(), *native_flags(), *extra_flags, "-dM", "-E", "-x", "c", os.devnull],
+        capture_output=True, text=True,
+    )
+    return frozenset(re.findall(r"^#define (\w+)", result.stdout, flags=re.MULTILINE))
+
+
+def base_flags() -> list[str]:
+    """The flags every module is compiled with, before per-kernel flags and macros."""
+    flags = ["-O3", "-std=gnu11", "-fPIC", "-shared", *native_flags(), *openmp_flags()]
+    if sys.platform == "darwin":
+        flags += ["-undefined", "dynamic_lookup"]
+    flags += shlex.split(os.environ.get("KRYPTON_CFLAGS", ""))
+    return flags
+
+
+def _headers_digest(include_dirs: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for directory in include_dirs:
+        for path in sorted(Path(directory).glob("*.[ch]")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _cache_key(source: str, cdef: str, macros: Mapping[str, Any], flags: Sequence[str],
+               include_dirs: Sequence[Path]) -> str:
+    material = {
+        "source": source,
+        "cdef": cdef,
+        "macros": sorted((str(k), str(v)) for k, v in macros.items()),
+        "flags": list(flags),
+        "compiler": [*compiler(), compiler_version()],
+        "headers": _headers_digest(include_dirs),
+        "abi": sysconfig.get_config_var("EXT_SUFFIX"),
+        "cffi": cffi.__version__,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _import_extension(module_name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def compile_c(source: str, cdef: str, *, name: str = "kernel",
+              macros: Mapping[str, Any] | None = None, flags: Sequence[str] = (),
+              include_dirs: Sequence[Path | str] = (CSRC,), force: bool = False) -> CompiledModule:
+    """Compile C source into a cached cffi extension module and load it.
+
+    Args:
+        source: C source text. It is saved as ``<name>.c`` and compiled; the compiler's
+            messages refer to that name and its line numbers.
+        cdef: plain C declarations (no preprocessor lines) of what Python may call.
+        name: a short identifier for the module (letters, digits, underscores).
+        macros: ``-D`` definitions; they are part of the cache key.
+        flags: extra compiler flags for this module (e.g. ``["-fno-tree-vectorize"]``).
+        include_dirs: searched for ``#include "..."``; the headers in them are part of the
+            cache key, so editing a header recompiles what depends on it.
+        force: recompile even when the cache has the module.
+
+    Returns:
+        The loaded module: call C through ``.lib``, make C objects with ``.ffi``.
+
+    Raises:
+        CompilerNotFoundError: there is no C compiler to run.
+        CompileError: the compiler failed; the message includes its own output.
+    """
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"module name must be a C identifier (letters, digits, _), got {name!r}")
+    macros = dict(macros or {})
+    include_dirs = [Path(d).resolve() for d in include_dirs]
+    all_flags = [*base_flags(), *flags]
+    key = _cache_key(source, cdef, macros, all_flags, include_dirs)
+    module_name = f"_kr_{name}_{key[:16]}"
+    if not force and module_name in _loaded:
+        return _loaded[module_name]
+
+    target = cache_dir() / f"{module_name}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    module = None
+    if target.exists() and not force:
+        try:
+            module = _import_extension(module_name, target)
+        except ImportError:
+            # A damaged cache entry (e.g. a truncated file): build it again below.
+            target.unlink(missing_ok=True)
+    if module is None:
+        _build(source, cdef, name, module_name, macros, all_flags, include_dirs, target)
+        module = _import_extension(module_name, target)
+    compiled = CompiledModule(ffi=module.ffi, lib=module.lib, path=target, key=key)
+    _loaded[module_name] = compiled
+    return compiled
+
+
+def _build(source: str, cdef: str, name: str, module_name: str, macros: Mapping[str, Any],
+           flags: Sequence[str], include_dirs: Sequence[Path], target: Path) -> None:
+    ffi = cffi.FFI()
+    ffi.cdef(cdef)
+    ffi.set_source(module_name, f'#include "{name}.c"\n')
+    workdir = Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=target.parent))
+    try:
+        (workdir / f"{name}.c").write_text(source)
+        wrapper = workdir / f"{module_name}.c"
+        with contextlib.redirect_stdout(io.StringIO()):  # cffi announces "generating ..."
+            ffi.emit_c_code(str(wrapper))
+        python_include = sysconfig.get_paths()["include"]
+        partial = workdir / target.name
+        command = [
+            *compiler(), *flags,
+            *[f"-D{k}={v}" for k, v in macros.items()],
+            f"-I{workdir}", *[f"-I{d}" for d in include_dirs], f"-I{python_include}",
+            wrapper.name, "-o", partial.name,
+        ]
+        result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+        if result.returncode != 0:
+            output = (result.stderr + result.stdout).replace(str(workdir) + os.sep, "")
+            raise CompileError(
+                f"compiling {name}.c failed (exit code {result.returncode}).\n"
+                f"The compiler said:\n{output.strip()}\n"
+                f"Command: {shlex.join(command)}",
+                compiler_output=output, command=command,
+            )
+        os.replace(partial, target)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+_PROTOTYPE = re.compile(r"^[\w ]+?\b(kr_\w+)\s*\([^)]*\)\s*;", re.MULTILINE)
+
+
+def cdef_for(functions: Sequence[str], header: Path | str = CSRC / "krypton.h") -> str:
+    """A cdef for cffi from the header: its types, plus the prototypes of ``functions`` only.
+
+    The header is the single source of truth for the C signatures; comments and preprocessor
+    lines are dropped (cffi's cdef takes plain declarations), and so are the prototypes of
+    functions this module does not define (API mode would look for them at link time).
+    """
+    text = Path(header).read_text()
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.DOTALL)
+    text = re.sub(r"//[^\n]*", "", text)
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    prototypes = {m.group(1): m.group(0) for m in _PROTOTYPE.finditer(text)}
+    missing = [f for f in functions if f not in prototypes]
+    if missing:
+        raise ValueError(f"{Path(header).name} declares no {missing}; it has {sorted(prototypes)}")
+    types = _PROTOTYPE.sub("", text).strip()
+    return "\n".join([types, *(prototypes[f] for f in functions)])
