@@ -22,6 +22,7 @@
  *
  * rung 6 (parallel.c) includes this file and runs the same loops on several threads.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include "krypton.h"
@@ -51,6 +52,56 @@ static float *kr_alloc_floats(int64_t count)
 {
     size_t bytes = (size_t)kr_round_up(count > 0 ? count : 1, KR_ALIGN / sizeof(float)) * sizeof(float);
     return aligned_alloc(KR_ALIGN, bytes);
+}
+
+/* Packing buffers are reused from call to call: allocating (and page-faulting) a few MB on every
+ * call would cost more than a small matmul itself. Each thread keeps its own buffers, so calls
+ * from several Python threads at once never share one; they are freed when the thread ends. */
+enum { KR_BUFFER_A = 0, KR_BUFFER_B = 1, KR_BUFFERS = 2 };
+typedef struct kr_workspace { float *data[KR_BUFFERS]; int64_t capacity[KR_BUFFERS]; } kr_workspace;
+
+static pthread_key_t kr_workspace_key;
+static pthread_once_t kr_workspace_once = PTHREAD_ONCE_INIT;
+
+static void kr_workspace_free(void *opaque)
+{
+    kr_workspace *ws = opaque;
+    for (int i = 0; i < KR_BUFFERS; ++i)
+        free(ws->data[i]);
+    free(ws);
+}
+
+static void kr_workspace_release_main_thread(void)
+{
+    kr_workspace *ws = pthread_getspecific(kr_workspace_key);
+    if (ws) {
+        pthread_setspecific(kr_workspace_key, NULL);
+        kr_workspace_free(ws);
+    }
+}
+
+static void kr_workspace_create_key(void)
+{
+    pthread_key_create(&kr_workspace_key, kr_workspace_free);
+    atexit(kr_workspace_release_main_thread);  /* thread destructors do not run for main() */
+}
+
+/* This thread's buffer `which`, grown to hold at least `count` floats; NULL if out of memory. */
+static float *kr_thread_buffer(int which, int64_t count)
+{
+    pthread_once(&kr_workspace_once, kr_workspace_create_key);
+    kr_workspace *ws = pthread_getspecific(kr_workspace_key);
+    if (!ws) {
+        if (!(ws = calloc(1, sizeof *ws)))
+            return NULL;
+        pthread_setspecific(kr_workspace_key, ws);
+    }
+    if (ws->capacity[which] < count) {
+        free(ws->data[which]);
+        ws->data[which] = kr_alloc_floats(count);
+        ws->capacity[which] = ws->data[which] ? count : 0;
+    }
+    return ws->data[which];
 }
 
 /* Pack rows [0, nr) x depth [0, kc) of the B block at `B` into one NR-wide micro-panel,
@@ -185,13 +236,11 @@ int kr_sgemm_packed(int64_t M, int64_t N, int64_t K,
     const int64_t mc_max = kr_round_up(knobs->mc, KR_MR);
     const int64_t nc_max = kr_round_up(knobs->nc, KR_NR);
     const int64_t kc_max = knobs->kc;
-    float *Ap = kr_alloc_floats(mc_max * kc_max);
-    float *Bp = kr_alloc_floats(nc_max * kc_max);
-    if (!Ap || !Bp) {
-        free(Ap);
-        free(Bp);
+    /* Buffers as large as this product needs, not as large as the blocks could be. */
+    float *Ap = kr_thread_buffer(KR_BUFFER_A, kr_min(mc_max, kr_round_up(M, KR_MR)) * kr_min(kc_max, K));
+    float *Bp = kr_thread_buffer(KR_BUFFER_B, kr_min(nc_max, kr_round_up(N, KR_NR)) * kr_min(kc_max, K));
+    if (!Ap || !Bp)
         return KR_ENOMEM;
-    }
 
     for (int64_t jc = 0; jc < N; jc += nc_max) {                 /* jc: nc columns of C (L3) */
         const int64_t nc = kr_min(nc_max, N - jc);
@@ -208,7 +257,5 @@ int kr_sgemm_packed(int64_t M, int64_t N, int64_t K,
             }
         }
     }
-    free(Ap);
-    free(Bp);
     return KR_OK;
 }

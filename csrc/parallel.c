@@ -25,8 +25,9 @@ typedef struct kr_parallel_job {
     const float *A; int64_t rsa, csa;
     const float *B; int64_t rsb, csb;
     float *C; int64_t ldc;
-    float *Bp;          /* shared: the packed kc x nc block of B */
-    float **Ap;         /* private: one packed mc x kc block of A per thread */
+    float *Bp;          /* shared: the packed kc x nc block of B (the calling thread's buffer) */
+    int64_t a_floats;   /* size of each thread's private packed block of A */
+    int out_of_memory;  /* set by a thread that could not get its buffer */
 } kr_parallel_job;
 
 static int64_t kr_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -52,10 +53,16 @@ static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
 
 /* What one thread does. The barriers are OpenMP's; called outside a parallel region
  * (one thread, or no OpenMP) they do nothing. */
-static void kr_parallel_worker(const kr_parallel_job *job, int64_t tid, int64_t threads)
+static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t threads)
 {
     const int64_t m_panels = kr_ceil_div(job->M, KR_MR);
-    float *Ap = job->Ap[tid];
+    /* Each thread packs A into its own buffer; OpenMP's threads live on between calls, and so
+     * do their buffers. A thread without one still walks the loops, to meet every barrier. */
+    float *Ap = kr_thread_buffer(KR_BUFFER_A, job->a_floats);
+    if (!Ap) {
+#pragma omp atomic write
+        job->out_of_memory = 1;
+    }
 
     for (int64_t jc = 0; jc < job->N; jc += job->nc_max) {          /* jc: nc columns (L3) */
         const int64_t nc = kr_min(job->nc_max, job->N - jc);
@@ -80,7 +87,7 @@ static void kr_parallel_worker(const kr_parallel_job *job, int64_t tid, int64_t 
 #pragma omp barrier
             for (int64_t ic = row_begin; ic < row_end; ic += job->mc_max) {  /* ic: my rows */
                 const int64_t mc = kr_min(job->mc_max, row_end - ic);
-                if (n0 < n1) {
+                if (n0 < n1 && Ap) {
                     kr_pack_a_block(mc, kc, job->A + ic * job->rsa + pc * job->csa,
                                     job->rsa, job->csa, Ap);
                     kr_macrokernel(mc, nc, kc, n0, n1, Ap, job->Bp,
@@ -114,16 +121,12 @@ int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
         .kc_max = knobs->kc,
         .A = A, .rsa = rsa, .csa = csa, .B = B, .rsb = rsb, .csb = csb, .C = C, .ldc = ldc,
     };
-    int status = KR_OK;
-    job.Bp = kr_alloc_floats(job.nc_max * job.kc_max);
-    job.Ap = calloc((size_t)threads, sizeof(float *));
-    if (!job.Bp || !job.Ap)
-        status = KR_ENOMEM;
-    for (int64_t t = 0; status == KR_OK && t < threads; ++t)
-        if (!(job.Ap[t] = kr_alloc_floats(job.mc_max * job.kc_max)))
-            status = KR_ENOMEM;
-
-    if (status == KR_OK) {
+    const int64_t kc_floats = kr_min(job.kc_max, K);
+    job.a_floats = kr_min(job.mc_max, kr_round_up(M, KR_MR)) * kc_floats;
+    job.Bp = kr_thread_buffer(KR_BUFFER_B, kr_min(job.nc_max, kr_round_up(N, KR_NR)) * kc_floats);
+    if (!job.Bp)
+        return KR_ENOMEM;
+    {
 #ifdef _OPENMP
         if (threads > 1) {
 #pragma omp parallel num_threads((int)threads)
@@ -136,10 +139,5 @@ int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
 #endif
             kr_parallel_worker(&job, 0, 1);
     }
-
-    for (int64_t t = 0; job.Ap && t < threads; ++t)
-        free(job.Ap[t]);
-    free(job.Ap);
-    free(job.Bp);
-    return status;
+    return job.out_of_memory ? KR_ENOMEM : KR_OK;
 }

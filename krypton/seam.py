@@ -147,7 +147,8 @@ def predefined_macros(extra_flags: tuple[str, ...] = ()) -> frozenset[str]:
 
 def base_flags() -> list[str]:
     """The flags every module is compiled with, before per-kernel flags and macros."""
-    flags = ["-O3", "-std=gnu11", "-fPIC", "-shared", *native_flags(), *openmp_flags()]
+    flags = ["-O3", "-std=gnu11", "-fPIC", "-shared", "-pthread", *native_flags(),
+             *openmp_flags()]
     if sys.platform == "darwin":
         flags += ["-undefined", "dynamic_lookup"]
     flags += shlex.split(os.environ.get("KRYPTON_CFLAGS", ""))
