@@ -223,18 +223,32 @@ def compile_c(source: str, cdef: str, *, name: str = "kernel",
 
     target = cache_dir() / f"{module_name}{sysconfig.get_config_var('EXT_SUFFIX')}"
     module = None
-    if target.exists() and not force:
+    if target.exists() and not force and _intact(target):
         try:
             module = _import_extension(module_name, target)
         except ImportError:
-            # A damaged cache entry (e.g. a truncated file): build it again below.
-            target.unlink(missing_ok=True)
+            module = None
     if module is None:
         _build(source, cdef, name, module_name, macros, all_flags, include_dirs, target)
         module = _import_extension(module_name, target)
     compiled = CompiledModule(ffi=module.ffi, lib=module.lib, path=target, key=key)
     _loaded[module_name] = compiled
     return compiled
+
+
+def _digest_path(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def _intact(target: Path) -> bool:
+    # Loading a damaged shared library (say, truncated by a full disk or a killed process)
+    # can crash the interpreter inside dlopen, so the file is checked against the digest
+    # written beside it when it was built; a mismatch means: build it again.
+    try:
+        expected = _digest_path(target).read_text().strip()
+        return hashlib.sha256(target.read_bytes()).hexdigest() == expected
+    except OSError:
+        return False
 
 
 def _build(source: str, cdef: str, name: str, module_name: str, macros: Mapping[str, Any],
@@ -265,6 +279,11 @@ def _build(source: str, cdef: str, name: str, module_name: str, macros: Mapping[
                 f"Command: {shlex.join(command)}",
                 compiler_output=output, command=command,
             )
+        digest = workdir / "digest"
+        digest.write_text(hashlib.sha256(partial.read_bytes()).hexdigest())
+        # Digest first, then the library: a reader that sees the new library also sees its
+        # digest. Both renames are atomic, so nobody ever reads a half-written file.
+        os.replace(digest, _digest_path(target))
         os.replace(partial, target)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,22 @@
+"""Test configuration shared by every test file (and by nbval's notebook runs).
+
+Quick mode (KRYPTON_QUICK=1) shrinks sizes and sweeps in notebooks and benchmarks; the code
+paths are the same. Hypothesis gets a CI profile: derandomized, so a CI run is repeatable,
+and with no deadline, since the shared 2-core machines are noisy.
+"""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+os.environ.setdefault("KRYPTON_QUICK", "1")
+
+settings.register_profile(
+    "krypton", deadline=None, derandomize=True, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "long", deadline=None, max_examples=5000, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("KRYPTON_HYPOTHESIS_PROFILE", "krypton"))

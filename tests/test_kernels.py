@@ -1,0 +1,160 @@
+"""Every rung of the ladder against a float64 NumPy reference, on shapes, layouts and knobs
+chosen to break kernels: 0, 1, primes, block edges, transposed and strided operands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import krypton
+from krypton.kernels import default_knobs, get_kernel
+
+import strategies as S
+
+RUNGS = krypton.KERNELS
+FAST_RUNGS = tuple(k for k in RUNGS if k != "naive")
+
+
+def check(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    expected = S.reference(a, b)
+    assert c.shape == expected.shape and c.dtype == np.float32
+    assert c.flags.c_contiguous
+    if c.size:
+        error = np.abs(c - expected).max()
+        assert error <= S.tolerance(a.shape[1]), f"max error {error:.3g} for shape {a.shape} @ {b.shape}"
+
+
+@pytest.mark.parametrize("kernel", RUNGS)
+@settings(max_examples=60)
+@given(shape=S.shapes(), layouts=st.tuples(st.sampled_from(S.LAYOUTS), st.sampled_from(S.LAYOUTS)),
+       seed=st.integers(0, 2**32 - 1))
+def test_rung_matches_numpy_on_random_shapes_and_layouts(kernel, shape, layouts, seed):
+    m, n, k = shape
+    rng = np.random.default_rng(seed)
+    a = S.make_operand(rng, m, k, layouts[0])
+    b = S.make_operand(rng, k, n, layouts[1])
+    check(krypton.matmul(a, b, kernel=kernel), a, b)
+
+
+@pytest.mark.parametrize("kernel", RUNGS)
+@settings(max_examples=40)
+@given(data=st.data(), shape=S.shapes(100), seed=st.integers(0, 2**32 - 1))
+def test_rung_matches_numpy_with_non_default_knobs(kernel, data, shape, seed):
+    m, n, k = shape
+    knobs = data.draw(S.runtime_knobs(kernel))
+    rng = np.random.default_rng(seed)
+    a = S.make_operand(rng, m, k, "c")
+    b = S.make_operand(rng, k, n, data.draw(st.sampled_from(S.LAYOUTS)))
+    threads = data.draw(st.integers(1, 4)) if kernel == "parallel" else None
+    check(krypton.matmul(a, b, kernel=kernel, threads=threads, **knobs), a, b)
+
+
+@pytest.mark.parametrize("kernel", ("regblock", "packed", "parallel"))
+@settings(max_examples=30)
+@given(variant=S.microtiles(), shape=S.shapes(100), seed=st.integers(0, 2**32 - 1))
+def test_micro_kernel_variants_and_narrower_isas_match_numpy(kernel, variant, shape, seed):
+    m, n, k = shape
+    rng = np.random.default_rng(seed)
+    a = S.make_operand(rng, m, k, "transposed")
+    b = S.make_operand(rng, k, n, "c")
+    small_blocks = {"mc": 50, "kc": 30, "nc": 70} if kernel != "regblock" else {"tile_k": 30}
+    check(krypton.matmul(a, b, kernel=kernel, **variant, **small_blocks), a, b)
+
+
+@pytest.mark.parametrize("kernel", FAST_RUNGS)
+def test_rung_handles_sizes_around_its_default_blocks(kernel):
+    knobs = default_knobs(kernel)
+    rng = np.random.default_rng(1)
+    dims = set()
+    for name in ("tile_k", "kc"):
+        if name in knobs:
+            dims |= {knobs[name] - 1, knobs[name], knobs[name] + 1}
+    for k in sorted(dims) or [255, 256, 257]:
+        a = S.make_operand(rng, 29, k, "c")
+        b = S.make_operand(rng, k, 45, "c")
+        check(krypton.matmul(a, b, kernel=kernel), a, b)
+    if "mc" in knobs:
+        for m in (knobs["mc"] - 1, knobs["mc"] + 1):
+            a = S.make_operand(rng, m, 19, "c")
+            b = S.make_operand(rng, 19, 3 * knobs["nr"] + 1, "c")
+            check(krypton.matmul(a, b, kernel=kernel), a, b)
+
+
+@pytest.mark.parametrize("kernel", FAST_RUNGS)
+def test_rung_handles_tall_skinny_and_wide_shapes(kernel):
+    rng = np.random.default_rng(2)
+    for m, k, n in [(1000, 3, 1), (1, 3, 1000), (2, 2000, 2), (300, 1, 300), (1, 1, 1)]:
+        a = S.make_operand(rng, m, k, "c")
+        b = S.make_operand(rng, k, n, "sliced")
+        check(krypton.matmul(a, b, kernel=kernel), a, b)
+
+
+def test_naive_loop_orders_agree_with_numpy():
+    rng = np.random.default_rng(3)
+    a = S.make_operand(rng, 33, 47, "c")
+    b = S.make_operand(rng, 47, 29, "reversed")
+    for order in ("ijk", "ikj"):
+        check(krypton.matmul(a, b, kernel="naive", loop_order=order), a, b)
+
+
+@pytest.mark.parametrize("kernel", RUNGS)
+def test_empty_dimensions_give_empty_or_zero_results(kernel):
+    for m, k, n in [(0, 5, 3), (4, 0, 3), (4, 5, 0), (0, 0, 0)]:
+        c = krypton.matmul(np.ones((m, k), np.float32), np.ones((k, n), np.float32), kernel=kernel)
+        assert c.shape == (m, n) and c.dtype == np.float32
+        assert np.array_equal(c, np.zeros((m, n), np.float32))
+
+
+@pytest.mark.parametrize("kernel", RUNGS)
+def test_nan_and_inf_propagate_like_numpy(kernel):
+    rng = np.random.default_rng(4)
+    a = S.make_operand(rng, 23, 37, "c")
+    b = S.make_operand(rng, 37, 41, "c")
+    a[3, 5] = np.nan
+    a[7, 2] = np.inf
+    b[11, 13] = -np.inf
+    b[20, :] = 0.0
+    a[9, 20] = np.inf  # inf * 0 = nan, in NumPy and in every rung
+    c = krypton.matmul(a, b, kernel=kernel)
+    expected = S.reference(a, b)
+    assert np.array_equal(np.isnan(c), np.isnan(expected))
+    assert np.array_equal(np.isposinf(c), np.isposinf(expected))
+    assert np.array_equal(np.isneginf(c), np.isneginf(expected))
+    finite = np.isfinite(expected)
+    assert np.abs(c[finite] - expected[finite]).max() <= S.tolerance(37)
+
+
+def test_parallel_is_bitwise_identical_for_every_thread_count_and_to_packed():
+    rng = np.random.default_rng(5)
+    for m, k, n in [(257, 531, 389), (128, 784, 256), (7, 1000, 3), (1000, 50, 1)]:
+        a = S.make_operand(rng, m, k, "c")
+        b = S.make_operand(rng, k, n, "transposed")
+        results = [krypton.matmul(a, b, kernel="parallel", threads=t) for t in (1, 2, 3, 4, 7)]
+        results.append(krypton.matmul(a, b, kernel="packed"))
+        for other in results[1:]:
+            assert np.array_equal(results[0], other)
+
+
+def test_kernels_do_not_modify_their_inputs():
+    rng = np.random.default_rng(6)
+    a = S.make_operand(rng, 70, 90, "c")
+    b = S.make_operand(rng, 90, 50, "sliced")
+    a_before, b_before = a.copy(), b.copy()
+    for kernel in RUNGS:
+        krypton.matmul(a, b, kernel=kernel)
+    assert np.array_equal(a, a_before) and np.array_equal(b, b_before)
+
+
+def test_read_only_and_broadcast_operands_are_accepted():
+    a = np.broadcast_to(np.arange(7, dtype=np.float32)[None, :], (5, 7))  # zero row stride
+    b = np.arange(21, dtype=np.float32).reshape(7, 3)
+    b.setflags(write=False)
+    for kernel in RUNGS:
+        check(krypton.matmul(a, b, kernel=kernel), a, b)
+
+
+def test_compiled_kernel_is_reused_from_the_process_cache():
+    assert get_kernel("packed") is get_kernel("packed")
+    assert get_kernel("packed", mr=6, nr=32) is not get_kernel("packed")
