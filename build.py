@@ -1,0 +1,96 @@
+"""Build the whole kernel ladder, check it, and measure it: Krypton's main job.
+
+    python build.py                 # the ladder at 1024 x 1024 x 1024
+    python build.py --size 2048     # another size
+    KRYPTON_QUICK=1 python build.py # a quick run (256^3), as CI does
+
+1. compiles every rung through the cffi seam (warming the on-disk cache for the notebooks),
+2. checks every rung against NumPy in float64 on awkward shapes (primes, 1, transposed),
+3. measures this machine's FMA peak, on one core and on all,
+4. times the ladder beside NumPy and prints the table, and saves results/ladder.png and
+   results/results.json (with the machine the numbers came from).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from krypton import KERNELS, bench, machine, seam
+from krypton.kernels import default_knobs, get_kernel, matmul
+
+CHECK_SHAPES = [(1, 1, 1), (7, 13, 5), (64, 64, 64), (131, 257, 97), (256, 1, 300), (33, 500, 1)]
+
+
+def compile_all() -> None:
+    from tqdm.auto import tqdm
+
+    for name in tqdm(KERNELS, desc="compile", unit="kernel", file=sys.stderr):
+        get_kernel(name)
+
+
+def check_all() -> bool:
+    rng = np.random.default_rng(0)
+    print(f"{'kernel':>9} {'shapes':>7} {'max |error|':>12} {'tolerance':>10}  result")
+    ok = True
+    for name in KERNELS:
+        worst = worst_tolerance = 0.0
+        for m, k, n in CHECK_SHAPES:
+            a = rng.uniform(-1, 1, (m, k)).astype(np.float32)
+            b = np.ascontiguousarray(rng.uniform(-1, 1, (n, k)).astype(np.float32)).T
+            error = float(np.abs(matmul(a, b, kernel=name) - a.astype(np.float64) @ b).max())
+            tolerance = 1e-5 * max(1, k) ** 0.5
+            if error / tolerance > worst / max(worst_tolerance, 1e-30):
+                worst, worst_tolerance = error, tolerance
+            ok &= error <= tolerance
+        verdict = "ok" if worst <= worst_tolerance else "WRONG"
+        print(f"{name:>9} {len(CHECK_SHAPES):>7} {worst:12.2e} {worst_tolerance:10.1e}  {verdict}")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    quick = bench.quick_mode()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256 if quick else 1024,
+                        help="square size of the ladder benchmark (default 1024; quick: 256)")
+    parser.add_argument("--repeats", type=int, default=3 if quick else 5)
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    if args.size < 1 or args.repeats < 1:
+        parser.error("--size and --repeats must be positive")
+
+    print(f"Machine: {machine.describe()}")
+    print(f"Compiler: {seam.compiler_version()}; OpenMP: "
+          f"{'yes' if seam.openmp_flags() else 'no (parallel runs on one thread)'}")
+    print(f"Block sizes chosen from the caches: {default_knobs('parallel')}\n")
+    start = time.perf_counter()
+    compile_all()
+    print(f"Compiled {len(KERNELS)} kernels in {time.perf_counter() - start:.1f} s "
+          f"(cache: {seam.cache_dir()})\n")
+
+    if not check_all():
+        print("\nA kernel disagrees with NumPy: stopping before the benchmark.")
+        return 1
+
+    cores = machine.cpu_count()
+    threads = sorted({1, cores})
+    print("\nMeasuring the FMA peak ...", flush=True)
+    peak = bench.peaks(threads)
+    print("FMA peak: " + ", ".join(f"{g:.0f} GFLOPS on {t} core{'s' * (t > 1)}"
+                                   for t, g in peak.items()))
+    references = ["numpy", "torch"] if bench.torch_available() else ["numpy"]
+    n = args.size
+    print(f"\nThe ladder at M = N = K = {n} (median of {args.repeats} interleaved rounds):")
+    measurements = bench.run(list(KERNELS) + references, [(n, n, n)], threads, args.repeats)
+    print(bench.format_table(measurements, peak))
+    paths = bench.save_results(measurements, peak, args.out)
+    print("\nSaved " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

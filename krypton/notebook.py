@@ -1,0 +1,162 @@
+"""Plumbing the notebooks share: show C source, check a kernel, time it, read its assembly.
+
+The notebooks keep what they teach in view and import only this kind of plumbing. Nothing
+here is needed outside a notebook, but all of it works in a plain Python session too.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from krypton import bench, seam
+from krypton.kernels import Kernel, get_kernel, kernel_source, matmul
+
+
+def quick_mode() -> bool:
+    """True under ``KRYPTON_QUICK=1`` (CI and nbval): smaller sizes, same code paths."""
+    return bench.quick_mode()
+
+
+def pick(full: Any, quick: Any) -> Any:
+    """``full`` normally, ``quick`` in quick mode: ``sizes = pick([256, 512, 1024], [64, 128])``."""
+    return quick if quick_mode() else full
+
+
+def c_source(kernel_or_path: str | Path, function: str | None = None) -> str:
+    """The C source of a rung (``"packed"``) or a file of csrc/, or just one function of it."""
+    name = str(kernel_or_path)
+    if Path(name).suffix in (".c", ".h"):
+        text = (seam.CSRC / Path(name).name).read_text()
+    else:
+        text = kernel_source(name)
+    if function is None:
+        return text
+    match = re.search(rf"^[^\n;{{}}]*\b{re.escape(function)}\s*\([^;{{]*?\)\s*\{{", text,
+                      flags=re.MULTILINE)
+    if not match:
+        raise ValueError(f"no function {function!r} defined in {name}")
+    start = text.rfind("\n\n", 0, match.start()) + 2  # include the comment block above it
+    depth, end = 0, match.end() - 1
+    for end in range(match.end() - 1, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[end], 0)
+        if depth == 0:
+            break
+    return text[start:end + 1]
+
+
+def show_c(kernel_or_path: str | Path, function: str | None = None):
+    """Display C source with syntax highlighting (a whole rung, a csrc/ file, or one function)."""
+    from IPython.display import Code
+
+    return Code(c_source(kernel_or_path, function), language="c")
+
+
+def check_against_numpy(kernel: str | Kernel | Callable, shapes: Iterable[tuple[int, int, int]]
+                        = ((1, 1, 1), (7, 13, 5), (64, 64, 64), (97, 131, 61)),
+                        seed: int = 0, **knobs: Any) -> list[dict[str, Any]]:
+    """Run a kernel on (M, N, K) shapes and compare with NumPy in float64.
+
+    Returns one row per shape: the shape, the largest absolute error, the tolerance (which
+    grows like sqrt(K), as float32 rounding errors do) and whether the kernel passed.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m, n, k in shapes:
+        a = rng.uniform(-1, 1, (m, k)).astype(np.float32)
+        b = rng.uniform(-1, 1, (k, n)).astype(np.float32)
+        c = _call(kernel, a, b, **knobs)
+        error = float(np.abs(c - a.astype(np.float64) @ b).max()) if c.size else 0.0
+        tolerance = 1e-5 * max(1, k) ** 0.5
+        rows.append({"shape": (m, n, k), "max_error": error, "tolerance": tolerance,
+                     "ok": error <= tolerance})
+    return rows
+
+
+def print_check(rows: Sequence[dict[str, Any]]) -> bool:
+    """Print ``check_against_numpy``'s rows as a table; return True when every shape passed."""
+    print(f"{'M x N x K':>16} {'max |error|':>12} {'tolerance':>10}  result")
+    for row in rows:
+        m, n, k = row["shape"]
+        print(f"{f'{m} x {n} x {k}':>16} {row['max_error']:12.2e} {row['tolerance']:10.1e}  "
+              f"{'ok' if row['ok'] else 'WRONG'}")
+    return all(row["ok"] for row in rows)
+
+
+def _call(kernel: str | Kernel | Callable, a: np.ndarray, b: np.ndarray, **knobs: Any):
+    if isinstance(kernel, str):
+        return matmul(a, b, kernel=kernel, **knobs)
+    return kernel(a, b, **knobs)
+
+
+def time_gflops(kernel: str | Kernel | Callable, n: int | tuple[int, int, int],
+                repeats: int = 5, threads: int | None = None, seed: int = 0,
+                **knobs: Any) -> float:
+    """GFLOPS of one kernel on one shape: median of ``repeats`` timed calls after a warm-up.
+
+    ``kernel`` is a rung name, "numpy", a ``Kernel`` or any function ``f(a, b)``; ``n`` is a
+    square size or (M, N, K).
+    """
+    m, n_, k = (n, n, n) if isinstance(n, int) else n
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-1, 1, (m, k)).astype(np.float32)
+    b = rng.uniform(-1, 1, (k, n_)).astype(np.float32)
+    if kernel == "numpy":
+        with bench.blas_threads(threads or 1):
+            seconds = _median_time(lambda: a @ b, repeats)
+    else:
+        extra = {"threads": threads} if threads is not None else {}
+        seconds = _median_time(lambda: _call(kernel, a, b, **extra, **knobs), repeats)
+    return bench.gflops(m, n_, k, seconds)
+
+
+def _median_time(call: Callable[[], Any], repeats: int) -> float:
+    import time
+
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def disassemble(kernel: str | Kernel, symbol: str | None = None, **code_knobs: Any) -> str:
+    """The machine code of a compiled kernel (objdump), or of one function in it.
+
+    Static helper functions are usually inlined into the exported ``kr_sgemm_<rung>``; pass
+    ``symbol`` to pick another function that survived as its own symbol.
+    """
+    compiled = kernel if isinstance(kernel, Kernel) else get_kernel(kernel, **code_knobs)
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        raise RuntimeError("objdump was not found: install binutils (apt-get install binutils)")
+    symbol = symbol or compiled.function_name
+    result = subprocess.run([objdump, "-d", "--no-show-raw-insn", "-M", "intel",
+                             str(compiled.module.path)], capture_output=True, text=True)
+    if result.returncode != 0:  # -M intel is x86-only
+        result = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(compiled.module.path)],
+                                capture_output=True, text=True, check=True)
+    blocks = re.split(r"\n(?=[0-9a-f]+ <)", result.stdout)
+    names = []
+    for block in blocks:
+        found = re.match(r"[0-9a-f]+ <([^>]+)>:", block)
+        if not found:
+            continue
+        names.append(found.group(1))
+        # gcc may rename a specialised copy: kr_microkernel.constprop.0, .isra.0, ...
+        if found.group(1) == symbol or found.group(1).startswith(symbol + "."):
+            return block
+    ours = [n for n in names if n.startswith("kr_")]
+    raise ValueError(f"no symbol {symbol!r} in {compiled.module.path.name}; it has {ours}")
+
+
+def count_instructions(assembly: str, patterns: Sequence[str] = ("vfmadd", "fmla")) -> dict:
+    """Count lines of ``assembly`` that contain each pattern (e.g. FMA mnemonics, stack spills)."""
+    return {p: sum(1 for line in assembly.splitlines() if p in line) for p in patterns}
