@@ -9,6 +9,9 @@
 3. measures this machine's FMA peak, on one core and on all,
 4. times the ladder beside NumPy and prints the table, and saves results/ladder.png and
    results/results.json (with the machine the numbers came from).
+
+    python build.py --notebooks     # re-execute every notebook in place (committed outputs)
+    python build.py --notebooks 05  # only the notebooks whose name starts with 05
 """
 
 from __future__ import annotations
@@ -52,6 +55,29 @@ def check_all() -> bool:
     return ok
 
 
+def run_notebooks(prefixes: list[str], timeout: int = 3600) -> int:
+    """Execute notebooks in place, in order, so their saved outputs are a fresh full run."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    folder = Path(__file__).resolve().parent / "notebooks"
+    paths = [p for p in sorted(folder.glob("[0-9]*.ipynb"))
+             if not prefixes or any(p.name.startswith(x) for x in prefixes)]
+    if not paths:
+        print(f"no notebook in notebooks/ starts with {prefixes}")
+        return 1
+    mode = "quick" if bench.quick_mode() else "full"
+    for path in paths:
+        notebook = nbformat.read(path, as_version=4)
+        start = time.perf_counter()
+        NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": str(folder)}}).execute()
+        nbformat.write(notebook, path)
+        print(f"{path.name}: executed in {time.perf_counter() - start:.0f} s ({mode} mode)",
+              flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     quick = bench.quick_mode()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="square size of the ladder benchmark (default 1024; quick: 256)")
     parser.add_argument("--repeats", type=int, default=3 if quick else 5)
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--notebooks", nargs="*", metavar="PREFIX", default=None,
+                        help="re-execute the notebooks in place instead (optionally only "
+                             "those whose names start with a PREFIX)")
     args = parser.parse_args(argv)
+    if args.notebooks is not None:
+        return run_notebooks(args.notebooks)
     if args.size < 1 or args.repeats < 1:
         parser.error("--size and --repeats must be positive")
 

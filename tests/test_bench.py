@@ -1,0 +1,84 @@
+"""The benchmark CLI and build.py: what they print and save (never how fast anything is)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from krypton import bench
+from krypton.bench import Measurement
+
+
+def test_gflops_counts_two_flops_per_multiply_add():
+    assert bench.gflops(1000, 1000, 1000, 2.0) == pytest.approx(1.0)
+    assert bench.gflops(128, 10, 256, 1e-6) == pytest.approx(2 * 128 * 10 * 256 / 1e-6 / 1e9)
+
+
+@pytest.mark.parametrize("text, shape", [("64", (64, 64, 64)), ("128x784x256", (128, 256, 784)),
+                                         ("1X2X3", (1, 3, 2))])
+def test_shapes_parse_as_m_by_k_by_n(text, shape):
+    assert bench.parse_shape(text) == shape
+
+
+@pytest.mark.parametrize("text", ["0", "12x", "axb", "1x2", "-4"])
+def test_bad_shapes_are_rejected_with_the_expected_form(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="MxKxN"):
+        bench.parse_shape(text)
+
+
+def test_table_reports_ratios_to_naive_numpy_and_peak():
+    rows = [Measurement("naive", 100, 100, 100, 1, [1e-2]),
+            Measurement("packed", 100, 100, 100, 1, [1e-4, 2e-4, 1e-4]),
+            Measurement("numpy", 100, 100, 100, 1, [2e-4])]
+    table = bench.format_table(rows, {1: 40.0})
+    packed = next(line for line in table.splitlines() if " packed " in line).split()
+    # packed: median 1e-4 s -> 20 GFLOPS; naive 0.2 GFLOPS; numpy 10 GFLOPS; peak 40
+    assert packed[-4:] == ["20.0", "100.0", "200%", "50%"]
+
+
+def test_measure_shape_times_every_contender_in_every_round():
+    results = bench.measure_shape(["packed", "numpy"], 32, 16, 8, threads=1, repeats=3,
+                                  min_block_seconds=0.0)
+    assert [r.kernel for r in results] == ["packed", "numpy"]
+    assert all(len(r.seconds) == 3 and r.gflops > 0 for r in results)
+
+
+def test_cli_prints_the_table_and_saves_json_and_plots(tmp_path, capsys):
+    status = bench.main(["--kernels", "naive", "packed", "parallel", "--sizes", "24", "40",
+                         "--shapes", "8x16x4", "--threads", "1", "2", "--vs", "numpy",
+                         "--repeats", "2", "--out", str(tmp_path), "--no-progress"])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "% NumPy" in out and "Measured FMA peak" in out and "8x16x4" in out
+    document = json.loads((tmp_path / "results.json").read_text())
+    machine = document["machine"]
+    for key in ("cpu", "isa", "caches", "cores", "compiler", "numpy", "blas"):
+        assert machine[key] not in (None, "", [])
+    kinds = {(m["kernel"], m["threads"]) for m in document["measurements"]}
+    assert ("parallel", 2) in kinds and ("numpy", 2) in kinds and ("packed", 1) in kinds
+    assert ("packed", 2) not in kinds  # single-threaded rungs are measured once
+    assert (tmp_path / "ladder.png").stat().st_size > 10_000
+    assert (tmp_path / "gflops_vs_size.png").stat().st_size > 10_000
+
+
+def test_cli_rejects_unknown_kernels():
+    with pytest.raises(SystemExit):
+        bench.main(["--kernels", "fastest", "--no-plots"])
+
+
+def _load_build():
+    spec = importlib.util.spec_from_file_location(
+        "krypton_build", Path(__file__).resolve().parent.parent / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_build_checks_every_kernel_against_numpy(capsys):
+    assert _load_build().check_all() is True
+    out = capsys.readouterr().out
+    assert out.count(" ok") == 6 and "WRONG" not in out
