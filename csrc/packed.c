@@ -142,11 +142,12 @@ static void kr_pack_a_panel(int64_t kc, int64_t mr, const float *restrict A, int
 
 /* The micro-kernel: an MR x NR block of A*B over depth kc, from packed panels, held in
  * registers. `overwrite` is set on the first kc block (C = AB); later blocks add (C += AB).
- * Full tiles are written straight into C; edge tiles (mr < MR or nr < NR) go through a small
- * buffer so the zero padding never lands outside C. */
+ * Full tiles of a row-major C are stored straight from the registers; edge tiles (mr < MR or
+ * nr < NR) and tiles of a transposed C (csc != 1) go through a small buffer, so the zero
+ * padding never lands outside C. */
 static inline void kr_microkernel(int64_t kc, const float *restrict Ap, const float *restrict Bp,
-                                  float *restrict C, int64_t ldc, int64_t mr, int64_t nr,
-                                  int overwrite)
+                                  float *restrict C, int64_t rsc, int64_t csc, int64_t mr,
+                                  int64_t nr, int overwrite)
 {
     kr_vec acc[KR_MR][KR_NV];
 #pragma GCC unroll 32
@@ -170,12 +171,12 @@ static inline void kr_microkernel(int64_t kc, const float *restrict Ap, const fl
         }
     }
 
-    if (mr == KR_MR && nr == KR_NR) {
+    if (mr == KR_MR && nr == KR_NR && csc == 1) {
 #pragma GCC unroll 32
         for (int r = 0; r < KR_MR; ++r)
 #pragma GCC unroll 8
             for (int v = 0; v < KR_NV; ++v) {
-                float *c = C + r * ldc + v * KR_VLEN;
+                float *c = C + r * rsc + v * KR_VLEN;
                 kr_store(c, overwrite ? acc[r][v] : kr_add(acc[r][v], kr_load(c)));
             }
         return;
@@ -187,23 +188,25 @@ static inline void kr_microkernel(int64_t kc, const float *restrict Ap, const fl
         for (int v = 0; v < KR_NV; ++v)
             kr_store(tile + r * KR_NR + v * KR_VLEN, acc[r][v]);
     for (int64_t r = 0; r < mr; ++r)
-        for (int64_t j = 0; j < nr; ++j)
-            C[r * ldc + j] = overwrite ? tile[r * KR_NR + j] : C[r * ldc + j] + tile[r * KR_NR + j];
+        for (int64_t j = 0; j < nr; ++j) {
+            float *c = C + r * rsc + j * csc;
+            *c = overwrite ? tile[r * KR_NR + j] : *c + tile[r * KR_NR + j];
+        }
 }
 
 /* The two loops around the micro-kernel (jr, ir) over one packed mc x kc block of A and the
  * packed panels [panel_begin, panel_end) of B. C points at C[ic][jc]. */
 static void kr_macrokernel(int64_t mc, int64_t nc, int64_t kc, int64_t panel_begin,
                            int64_t panel_end, const float *restrict Ap, const float *restrict Bp,
-                           float *restrict C, int64_t ldc, int overwrite)
+                           float *restrict C, int64_t rsc, int64_t csc, int overwrite)
 {
     for (int64_t p = panel_begin; p < panel_end; ++p) {      /* jr: one NR-wide panel of B (L1) */
         const int64_t jr = p * KR_NR;
         const int64_t nr = kr_min(KR_NR, nc - jr);
         for (int64_t ir = 0; ir < mc; ir += KR_MR) {         /* ir: one MR-tall panel of A */
             const int64_t mr = kr_min(KR_MR, mc - ir);
-            kr_microkernel(kc, Ap + ir * kc, Bp + p * KR_NR * kc, C + ir * ldc + jr, ldc,
-                           mr, nr, overwrite);
+            kr_microkernel(kc, Ap + ir * kc, Bp + p * KR_NR * kc, C + ir * rsc + jr * csc,
+                           rsc, csc, mr, nr, overwrite);
         }
     }
 }
@@ -222,17 +225,12 @@ static void kr_zero_c(int64_t M, int64_t N, float *restrict C, int64_t ldc)
         memset(C + i * ldc, 0, (size_t)N * sizeof(float));
 }
 
-int kr_sgemm_packed(int64_t M, int64_t N, int64_t K,
-                    const float *restrict A, int64_t rsa, int64_t csa,
-                    const float *restrict B, int64_t rsb, int64_t csb,
-                    float *restrict C, int64_t ldc, const kr_knobs *knobs)
+/* The five loops for C = A*B, where C has strides (rsc, csc). */
+static int kr_packed_five_loops(int64_t M, int64_t N, int64_t K,
+                                const float *restrict A, int64_t rsa, int64_t csa,
+                                const float *restrict B, int64_t rsb, int64_t csb,
+                                float *restrict C, int64_t rsc, int64_t csc, const kr_knobs *knobs)
 {
-    if (knobs->mc < 1 || knobs->kc < 1 || knobs->nc < 1)
-        return KR_EINVAL;
-    if (K == 0) {
-        kr_zero_c(M, N, C, ldc);
-        return KR_OK;
-    }
     const int64_t mc_max = kr_round_up(knobs->mc, KR_MR);
     const int64_t nc_max = kr_round_up(knobs->nc, KR_NR);
     const int64_t kc_max = knobs->kc;
@@ -253,9 +251,34 @@ int kr_sgemm_packed(int64_t M, int64_t N, int64_t K,
             for (int64_t ic = 0; ic < M; ic += mc_max) {         /* ic: mc rows of C (L2) */
                 const int64_t mc = kr_min(mc_max, M - ic);
                 kr_pack_a_block(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap);
-                kr_macrokernel(mc, nc, kc, 0, panels, Ap, Bp, C + ic * ldc + jc, ldc, pc == 0);
+                kr_macrokernel(mc, nc, kc, 0, panels, Ap, Bp, C + ic * rsc + jc * csc, rsc, csc,
+                               pc == 0);
             }
         }
     }
     return KR_OK;
+}
+
+/* A product with few columns would waste most of every NR-wide micro-tile on zero padding
+ * (N = 10 with NR = 32 computes 22 columns of zeros). C^T = B^T A^T has the same sums in the
+ * same order, so compute that instead, writing C transposed: the narrow side now fills MR. */
+static int kr_prefer_transposed(int64_t M, int64_t N)
+{
+    return N < KR_NR / 2 && M > N;
+}
+
+int kr_sgemm_packed(int64_t M, int64_t N, int64_t K,
+                    const float *restrict A, int64_t rsa, int64_t csa,
+                    const float *restrict B, int64_t rsb, int64_t csb,
+                    float *restrict C, int64_t ldc, const kr_knobs *knobs)
+{
+    if (knobs->mc < 1 || knobs->kc < 1 || knobs->nc < 1)
+        return KR_EINVAL;
+    if (K == 0) {
+        kr_zero_c(M, N, C, ldc);
+        return KR_OK;
+    }
+    if (kr_prefer_transposed(M, N))
+        return kr_packed_five_loops(N, M, K, B, csb, rsb, A, csa, rsa, C, 1, ldc, knobs);
+    return kr_packed_five_loops(M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, 1, knobs);
 }

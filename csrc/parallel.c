@@ -24,11 +24,15 @@ typedef struct kr_parallel_job {
     int64_t M, N, K, mc_max, nc_max, kc_max;
     const float *A; int64_t rsa, csa;
     const float *B; int64_t rsb, csb;
-    float *C; int64_t ldc;
+    float *C; int64_t rsc, csc;
     float *Bp;          /* shared: the packed kc x nc block of B (the calling thread's buffer) */
     int64_t a_floats;   /* size of each thread's private packed block of A */
     int out_of_memory;  /* set by a thread that could not get its buffer */
 } kr_parallel_job;
+
+#ifndef KR_MIN_FLOPS_PER_THREAD
+#  define KR_MIN_FLOPS_PER_THREAD (4 * 1000 * 1000)
+#endif
 
 static int64_t kr_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -91,7 +95,8 @@ static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t thread
                     kr_pack_a_block(mc, kc, job->A + ic * job->rsa + pc * job->csa,
                                     job->rsa, job->csa, Ap);
                     kr_macrokernel(mc, nc, kc, n0, n1, Ap, job->Bp,
-                                   job->C + ic * job->ldc + jc, job->ldc, pc == 0);
+                                   job->C + ic * job->rsc + jc * job->csc, job->rsc, job->csc,
+                                   pc == 0);
                 }
             }
 #pragma omp barrier
@@ -111,19 +116,32 @@ int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
         return KR_OK;
     }
 #ifdef _OPENMP
-    const int64_t threads = knobs->threads;
+    int64_t threads = knobs->threads;
 #else
-    const int64_t threads = 1;
+    int64_t threads = 1;
 #endif
     kr_parallel_job job = {
         .M = M, .N = N, .K = K,
         .mc_max = kr_round_up(knobs->mc, KR_MR), .nc_max = kr_round_up(knobs->nc, KR_NR),
         .kc_max = knobs->kc,
-        .A = A, .rsa = rsa, .csa = csa, .B = B, .rsb = rsb, .csb = csb, .C = C, .ldc = ldc,
+        .A = A, .rsa = rsa, .csa = csa, .B = B, .rsb = rsb, .csb = csb,
+        .C = C, .rsc = ldc, .csc = 1,
     };
+    if (kr_prefer_transposed(M, N)) {   /* as in rung 5: C^T = B^T A^T */
+        job = (kr_parallel_job){
+            .M = N, .N = M, .K = K,
+            .mc_max = job.mc_max, .nc_max = job.nc_max, .kc_max = job.kc_max,
+            .A = B, .rsa = csb, .csa = rsb, .B = A, .rsb = csa, .csb = rsa,
+            .C = C, .rsc = 1, .csc = ldc,
+        };
+    }
+    /* Waking threads and meeting at barriers costs microseconds: a small product finishes
+     * sooner on fewer threads. The split never changes the sums, so neither does this. */
+    const int64_t flops = 2 * M * N * K;
+    threads = kr_min(threads, flops / KR_MIN_FLOPS_PER_THREAD + 1);
     const int64_t kc_floats = kr_min(job.kc_max, K);
-    job.a_floats = kr_min(job.mc_max, kr_round_up(M, KR_MR)) * kc_floats;
-    job.Bp = kr_thread_buffer(KR_BUFFER_B, kr_min(job.nc_max, kr_round_up(N, KR_NR)) * kc_floats);
+    job.a_floats = kr_min(job.mc_max, kr_round_up(job.M, KR_MR)) * kc_floats;
+    job.Bp = kr_thread_buffer(KR_BUFFER_B, kr_min(job.nc_max, kr_round_up(job.N, KR_NR)) * kc_floats);
     if (!job.Bp)
         return KR_ENOMEM;
     {

@@ -144,6 +144,7 @@ class Kernel:
         self.code_knobs = dict(code_knobs)
         self._function = getattr(module.lib, function)
         self._ffi = module.ffi
+        self._default_knobs: dict[int, tuple[dict[str, int], Any]] = {}
 
     def __repr__(self) -> str:
         knobs = ", ".join(f"{k}={v!r}" for k, v in self.code_knobs.items())
@@ -152,8 +153,12 @@ class Kernel:
     def __call__(self, a: np.ndarray, b: np.ndarray, threads: int | None = None,
                  **knobs: Any) -> np.ndarray:
         _check_operands(a, b)
-        runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, knobs)
         threads = _resolve_threads(self.spec, threads)
+        if knobs:
+            runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, knobs)
+            c_knobs = self._ffi.new("kr_knobs *", dict(runtime, threads=threads))
+        else:  # the common case in training: defaults, resolved once per thread count
+            runtime, c_knobs = self._defaults(threads)
         m, k = a.shape
         n = b.shape[1]
         c = np.empty((m, n), dtype=np.float32)
@@ -164,31 +169,41 @@ class Kernel:
             return c
         a = _readable_by_c(a)
         b = _readable_by_c(b)
-        if self.spec.needs_unit_stride_b and n > 1 and b.strides[1] != b.itemsize:
+        if self.spec.needs_unit_stride_b and n > 1 and b.strides[1] != 4:
             b = np.ascontiguousarray(b)  # rungs 3-4 load rows of B as vectors
-        c_knobs = self._ffi.new("kr_knobs *", dict(runtime, threads=threads))
+        ffi = self._ffi
         status = self._function(
             m, n, k,
-            self._ffi.cast("const float *", a.ctypes.data), *_element_strides(a),
-            self._ffi.cast("const float *", b.ctypes.data), *_element_strides(b),
-            self._ffi.cast("float *", c.ctypes.data), n, c_knobs,
+            _pointer(ffi, a), a.strides[0] // 4, a.strides[1] // 4,
+            _pointer(ffi, b), b.strides[0] // 4, b.strides[1] // 4,
+            ffi.from_buffer("float[]", c), n, c_knobs,
         )
         if status != 0:
             _raise_for_status(status, self.spec.name, m, n, k, runtime)
         return c
 
+    def _defaults(self, threads: int) -> tuple[dict[str, int], Any]:
+        cached = self._default_knobs.get(threads)
+        if cached is None:
+            runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, {})
+            # Read-only for C, so one struct can serve concurrent calls from many threads.
+            cached = runtime, self._ffi.new("kr_knobs *", dict(runtime, threads=threads))
+            self._default_knobs[threads] = cached
+        return cached
+
+
+def _pointer(ffi: Any, x: np.ndarray) -> Any:
+    # from_buffer is the fast way to hand C a pointer, but it takes contiguous arrays only;
+    # a view (a.T, a slice) goes by its address, and its strides tell C how to walk it.
+    if x.flags.c_contiguous:
+        return ffi.from_buffer("float[]", x)
+    return ffi.cast("float *", x.ctypes.data)
+
 
 def _readable_by_c(x: np.ndarray) -> np.ndarray:
     # C indexes with whole-element strides from an aligned pointer; a view that breaks that
-    # (byte-offset buffers, byte-swapped data) is copied once. Transposes and slices pass as is.
-    aligned = x.ctypes.data % x.itemsize == 0 and all(s % x.itemsize == 0 for s in x.strides)
-    if aligned and x.dtype.isnative:
-        return x
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def _element_strides(x: np.ndarray) -> tuple[int, int]:
-    return x.strides[0] // x.itemsize, x.strides[1] // x.itemsize
+    # (a buffer at an odd byte offset, say) is copied once. Transposes and slices pass as is.
+    return x if x.flags.aligned else np.ascontiguousarray(x)
 
 
 def _check_operands(a: Any, b: Any) -> None:
@@ -380,8 +395,16 @@ def matmul(a: np.ndarray, b: np.ndarray, kernel: str = "parallel", threads: int 
         ValueError: wrong ndim, shapes that do not multiply, an unknown kernel or knob, or a
             knob value the kernel cannot use.
     """
+    if not knobs and kernel in _default_kernels:  # fast path: no knobs, compiled before
+        return _default_kernels[kernel](a, b, threads=threads)
     spec = _spec(kernel)
     _check_operands(a, b)
     code = {k: v for k, v in knobs.items() if k in spec.code_knobs}
     runtime = {k: v for k, v in knobs.items() if k not in spec.code_knobs}
-    return get_kernel(kernel, **code)(a, b, threads=threads, **runtime)
+    compiled = get_kernel(kernel, **code)
+    if not knobs:
+        _default_kernels[kernel] = compiled
+    return compiled(a, b, threads=threads, **runtime)
+
+
+_default_kernels: dict[str, Kernel] = {}
