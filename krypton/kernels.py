@@ -83,13 +83,15 @@ def registers_needed(mr: int, nr: int, isa: str) -> int:
     return mr * vectors_per_row + vectors_per_row + 1
 
 
-def default_knobs(kernel: str, isa: str | None = None) -> dict[str, Any]:
+def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True) -> dict[str, Any]:
     """The knob values ``kernel`` uses when none are given, derived from this machine's caches.
 
     Tiles (rungs 2-4): a tile_k x tile_n tile of B fills about half of L2, so it stays
     there while tile_m rows of C are computed from it. Blocks (rungs 5-6), as in BLIS: a
     kc x NR micro-panel of B plus an MR x kc micro-panel of A fill most of L1; an mc x kc
     block of A fills half of L2; a kc x nc block of B fits in a share of L3.
+    When ``python -m krypton.autotune`` has saved measured values for this machine, rungs 5-6
+    use those instead (pass ``tuned=False`` to see the formulas' values).
     """
     spec = _spec(kernel)
     caches = machine.cache_sizes()
@@ -111,7 +113,21 @@ def default_knobs(kernel: str, isa: str | None = None) -> dict[str, Any]:
         mc = _clamp(caches.l2 // 2 // (kc * 4) // mr * mr, mr, 4096)
         nc = _clamp(caches.l3 // 4 // (kc * 4) // nr * nr, nr, 8192)
         knobs.update(mc=mc, kc=kc, nc=nc)
+        if tuned:
+            knobs.update(_tuned(isa) or {})
     return knobs
+
+
+def _tuned(isa: str) -> dict[str, int] | None:
+    from krypton import autotune  # autotune runs kernels, so it imports this module
+
+    return autotune.load_tuned(isa)
+
+
+def forget_defaults() -> None:
+    """Drop the defaults resolved so far (after autotuning saved new ones)."""
+    _default_kernels.clear()
+    _compile.cache_clear()
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -289,7 +305,8 @@ def _resolve_code_knobs(spec: KernelSpec, knobs: Mapping[str, Any]) -> dict[str,
                              f"{', '.join(machine.available_isas())}")
     resolved: dict[str, Any] = {"isa": isa} if "isa" in spec.code_knobs else {}
     if "mr" in spec.code_knobs:
-        default_mr, default_nr = DEFAULT_MICROTILE[isa]
+        tuned = _tuned(isa) if spec.name in ("packed", "parallel") else None
+        default_mr, default_nr = (tuned["mr"], tuned["nr"]) if tuned else DEFAULT_MICROTILE[isa]
         mr = _check_positive_int("mr", knobs.get("mr", default_mr))
         nr = _check_positive_int("nr", knobs.get("nr", default_nr))
         width = machine.VECTOR_WIDTH[isa]

@@ -10,6 +10,8 @@ import os
 from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("KRYPTON_QUICK", "1")
+# Tests see the formula defaults, not a tuning saved on this machine by the autotuner.
+os.environ["KRYPTON_CONFIG"] = os.path.join(os.path.dirname(__file__), "no-tuning-in-tests.json")
 
 settings.register_profile(
     "krypton", deadline=None, derandomize=True, print_blob=True,
