@@ -104,33 +104,38 @@ static float *kr_thread_buffer(int which, int64_t count)
     return ws->data[which];
 }
 
-/* Pack rows [0, nr) x depth [0, kc) of the B block at `B` into one NR-wide micro-panel,
- * padding columns nr..NR with zeros. */
-static void kr_pack_b_panel(int64_t kc, int64_t nr, const float *restrict B, int64_t rsb,
-                            int64_t csb, float *restrict Bp)
+/* Pack panels [p_begin, p_end) of the kc x nc block of B into NR-wide micro-panels: panel p
+ * holds B[k][p*NR .. p*NR+NR) for k = 0..kc, padded with zero columns beyond nc. */
+static void kr_pack_b_panels(int64_t kc, int64_t nc, int64_t p_begin, int64_t p_end,
+                             const float *restrict B, int64_t rsb, int64_t csb,
+                             float *restrict Bp)
 {
-    for (int64_t k = 0; k < kc; ++k) {                 /* depth: one row of the panel per step */
-        const float *b_row = B + k * rsb;
-        float *dst = Bp + k * KR_NR;
-        if (csb == 1 && nr == KR_NR) {
-            for (int v = 0; v < KR_NV; ++v)
-                kr_store(dst + v * KR_VLEN, kr_load(b_row + v * KR_VLEN));
-        } else {
-            int64_t j = 0;
-            for (; j < nr; ++j)
-                dst[j] = b_row[j * csb];
-            for (; j < KR_NR; ++j)
-                dst[j] = 0.0f;
+    for (int64_t p = p_begin; p < p_end; ++p) {        /* one NR-wide panel at a time */
+        const int64_t nr = kr_min(KR_NR, nc - p * KR_NR);
+        const float *src = B + p * KR_NR * csb;
+        float *dst = Bp + p * kc * KR_NR;
+        if (csb == 1) {                                /* rows contiguous: vector copies */
+            for (int64_t k = 0; k < kc; ++k)
+                for (int v = 0; v < KR_NV; ++v) {
+                    const int64_t lanes = kr_min(KR_VLEN, nr - v * KR_VLEN);
+                    const float *from = src + k * rsb + v * KR_VLEN;
+                    kr_store(dst + k * KR_NR + v * KR_VLEN, lanes == KR_VLEN ? kr_load(from)
+                             : lanes > 0 ? kr_load_n(from, lanes) : kr_zero());
+                }
+        } else {                                       /* B transposed (or any strides): */
+            for (int64_t j = 0; j < KR_NR; ++j)        /* walk down each column of B, which */
+                for (int64_t k = 0; k < kc; ++k)       /* is contiguous in memory when rsb == 1 */
+                    dst[k * KR_NR + j] = j < nr ? src[k * rsb + j * csb] : 0.0f;
         }
     }
 }
 
-/* Pack rows [0, mr) x depth [0, kc) of the A block at `A` into one MR-tall micro-panel,
- * padding rows mr..MR with zeros. */
+/* Pack rows [0, mr) x depth [0, kc) of the A block at `A` into one MR-tall micro-panel:
+ * column k of the panel is A[0..MR)[k], padded with zero rows beyond mr. */
 static void kr_pack_a_panel(int64_t kc, int64_t mr, const float *restrict A, int64_t rsa,
                             int64_t csa, float *restrict Ap)
 {
-    for (int64_t k = 0; k < kc; ++k) {                 /* depth: one column of the panel per step */
+    for (int64_t k = 0; k < kc; ++k) {                 /* depth: one column of the panel */
         float *dst = Ap + k * KR_MR;
         int64_t r = 0;
         for (; r < mr; ++r)
@@ -245,9 +250,7 @@ static int kr_packed_five_loops(int64_t M, int64_t N, int64_t K,
         const int64_t panels = (nc + KR_NR - 1) / KR_NR;
         for (int64_t pc = 0; pc < K; pc += kc_max) {             /* pc: kc of the depth */
             const int64_t kc = kr_min(kc_max, K - pc);
-            for (int64_t p = 0; p < panels; ++p)
-                kr_pack_b_panel(kc, kr_min(KR_NR, nc - p * KR_NR),
-                                B + pc * rsb + (jc + p * KR_NR) * csb, rsb, csb, Bp + p * KR_NR * kc);
+            kr_pack_b_panels(kc, nc, 0, panels, B + pc * rsb + jc * csb, rsb, csb, Bp);
             for (int64_t ic = 0; ic < M; ic += mc_max) {         /* ic: mc rows of C (L2) */
                 const int64_t mc = kr_min(mc_max, M - ic);
                 kr_pack_a_block(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap);

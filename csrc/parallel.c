@@ -84,10 +84,11 @@ static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t thread
 
         for (int64_t pc = 0; pc < job->K; pc += job->kc_max) {      /* pc: kc of the depth */
             const int64_t kc = kr_min(job->kc_max, job->K - pc);
-            for (int64_t p = tid; p < n_panels; p += threads)       /* pack B: panels shared out */
-                kr_pack_b_panel(kc, kr_min(KR_NR, nc - p * KR_NR),
-                                job->B + pc * job->rsb + (jc + p * KR_NR) * job->csb,
-                                job->rsb, job->csb, job->Bp + p * KR_NR * kc);
+            /* pack B: each thread packs a contiguous share of the panels */
+            const int64_t share = kr_ceil_div(n_panels, threads);
+            kr_pack_b_panels(kc, nc, kr_min(tid * share, n_panels),
+                             kr_min((tid + 1) * share, n_panels),
+                             job->B + pc * job->rsb + jc * job->csb, job->rsb, job->csb, job->Bp);
 #pragma omp barrier
             for (int64_t ic = row_begin; ic < row_end; ic += job->mc_max) {  /* ic: my rows */
                 const int64_t mc = kr_min(job->mc_max, row_end - ic);
