@@ -71,8 +71,11 @@ SPECS: dict[str, KernelSpec] = {
 
 # Micro-tile shape per ISA: MR rows x NR columns (NR a multiple of the vector width). Sized so
 # MR * NR / VLEN accumulators + NR / VLEN loads of B + 1 broadcast of A fit in the registers,
-# with enough independent accumulators to cover the FMA latency on both FMA units.
-DEFAULT_MICROTILE = {"avx512": (12, 32), "avx2": (6, 16), "neon": (8, 12), "scalar": (4, 2)}
+# with enough independent accumulators to cover the FMA latency on both FMA units (>= 8 for
+# 4-cycle latency x 2 units). Among the shapes that fit, the AVX-512 default 6 x 64 (24
+# accumulators, 10 loads per 24 FMAs) measured best on the team's Zen 5; `python -m
+# krypton.autotune` measures them all on yours.
+DEFAULT_MICROTILE = {"avx512": (6, 64), "avx2": (6, 16), "neon": (8, 12), "scalar": (4, 2)}
 
 _ERROR_CODES = {1: "KR_ENOMEM", 2: "KR_EINVAL"}
 
