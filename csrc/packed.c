@@ -160,6 +160,12 @@ static inline void kr_microkernel(int64_t kc, const float *restrict Ap, const fl
 #pragma GCC unroll 8
         for (int v = 0; v < KR_NV; ++v)
             acc[r][v] = kr_zero();
+    /* C is touched only after the k loop. Ask for its lines now, so that on large matrices,
+     * where C lives in memory, the loads at the end do not stall (as BLIS's kernels do). */
+    if (csc == 1)
+        for (int r = 0; r < KR_MR; ++r)
+            for (int j = 0; j < KR_NR; j += 64 / (int)sizeof(float))
+                __builtin_prefetch(C + r * rsc + j, 1, 3);
 
 #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; ++k) {                 /* depth: one rank-1 update per step */
