@@ -90,11 +90,14 @@ def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True) -> di
     """The knob values ``kernel`` uses when none are given, derived from this machine's caches.
 
     Tiles (rungs 2-4): a tile_k x tile_n tile of B fills about half of L2, so it stays
-    there while tile_m rows of C are computed from it. Blocks (rungs 5-6), as in BLIS: a
-    kc x NR micro-panel of B plus an MR x kc micro-panel of A fill most of L1; an mc x kc
-    block of A fills a quarter of L2 (half left B's panels streaming through L2 and evicting
-    A: measured on Zen 5 at 2048^2, 222 vs 245 GFLOPS); a kc x nc block of B fits in a share
-    of L3. When ``python -m krypton.autotune`` has saved measured values for this machine, rungs 5-6
+    there while tile_m rows of C are computed from it. Blocks (rungs 5-6), after BLIS: a
+    kc x NR micro-panel of B takes an eighth of L2 (and an MR x kc micro-panel of A a part
+    of L1); an mc x kc block of A a quarter of L2; a kc x nc block of B a share of L3. kc is
+    kept large because C is read and written once per kc block: on Zen 5 at 4096^2, where C
+    lives in memory, kc = 128 gave 190 GFLOPS and kc = 512 gave 230. Half of L2 for the A
+    block measured slower than a quarter (222 vs ~240 GFLOPS at 2048^2): B's panels stream
+    through L2 too. When ``python -m krypton.autotune`` has saved measured values for this
+    machine, rungs 5-6
     use those instead (pass ``tuned=False`` to see the formulas' values).
     """
     spec = _spec(kernel)
@@ -113,7 +116,7 @@ def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True) -> di
         knobs["isa"] = isa
     if "mc" in spec.knobs:
         mr, nr = knobs["mr"], knobs["nr"]
-        kc = _clamp(int(caches.l1d * 0.75) // ((mr + nr) * 4) // 8 * 8, 64, 1024)
+        kc = _clamp(caches.l2 // 8 // (nr * 4) // 8 * 8, 64, 512)
         mc = _clamp(caches.l2 // 4 // (kc * 4) // mr * mr, mr, 4096)
         nc = _clamp(caches.l3 // 4 // (kc * 4) // nr * nr, nr, 8192)
         knobs.update(mc=mc, kc=kc, nc=nc)
