@@ -36,6 +36,14 @@ def caption(fig, text: str | None = None) -> None:
              color="#555555", ha="left", va="bottom")
 
 
+def _finish(ax, own: bool):
+    # A figure this module made gets the machine caption; one the caller passed in is theirs.
+    if own:
+        caption(ax.figure)
+        ax.figure.tight_layout(rect=(0, 0.03, 1, 1))
+    return ax.figure
+
+
 def label_of(x: "Measurement") -> str:
     return f"{x.kernel} ({x.threads} thr)" if x.threads > 1 else x.kernel
 
@@ -67,11 +75,7 @@ def plot_ladder(measurements: Sequence["Measurement"], shape: tuple[int, int, in
     ax.set_ylabel("GFLOPS (higher is better)")
     ax.set_xlabel("kernel (threads)")
     ax.tick_params(axis="x", rotation=20)
-    if own:
-        caption(fig)
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        return fig
-    return ax.figure
+    return _finish(ax, own)
 
 
 def plot_gflops_vs_size(measurements: Sequence["Measurement"], ax=None, title: str | None = None,
@@ -97,11 +101,7 @@ def plot_gflops_vs_size(measurements: Sequence["Measurement"], ax=None, title: s
     ax.set_title(title or "GFLOPS against matrix size")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(True, which="both", alpha=0.3)
-    if own:
-        caption(fig)
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        return fig
-    return ax.figure
+    return _finish(ax, own)
 
 
 def plot_roofline(peak_gflops: float, bandwidth_gbs: float,
@@ -135,11 +135,7 @@ def plot_roofline(peak_gflops: float, bandwidth_gbs: float,
     ax.set_title(title or "Roofline of this machine")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, which="both", alpha=0.3)
-    if own:
-        caption(fig)
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        return fig
-    return ax.figure
+    return _finish(ax, own)
 
 
 def save_benchmark_plots(measurements: Sequence["Measurement"], peak: Mapping[int, float],
