@@ -122,10 +122,16 @@ static void kr_pack_b_panels(int64_t kc, int64_t nc, int64_t p_begin, int64_t p_
                     kr_store(dst + k * KR_NR + v * KR_VLEN, lanes == KR_VLEN ? kr_load(from)
                              : lanes > 0 ? kr_load_n(from, lanes) : kr_zero());
                 }
-        } else {                                       /* B transposed (or any strides): */
-            for (int64_t j = 0; j < KR_NR; ++j)        /* walk down each column of B, which */
-                for (int64_t k = 0; k < kc; ++k)       /* is contiguous in memory when rsb == 1 */
-                    dst[k * KR_NR + j] = j < nr ? src[k * rsb + j * csb] : 0.0f;
+        } else {
+            /* B transposed (or any strides): a blocked transpose. For 16 rows k at a time,
+             * walk down each column j (contiguous in memory when rsb == 1): the 16 x NR block
+             * read and the one written both stay in L1, whatever the distance between columns. */
+            for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+                const int64_t k1 = kr_min(k0 + 16, kc);
+                for (int64_t j = 0; j < KR_NR; ++j)
+                    for (int64_t k = k0; k < k1; ++k)
+                        dst[k * KR_NR + j] = j < nr ? src[k * rsb + j * csb] : 0.0f;
+            }
         }
     }
 }
