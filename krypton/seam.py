@@ -17,6 +17,12 @@ Environment variables:
     KRYPTON_CACHE       the cache directory (default: ``~/.cache/krypton/kernels``)
     KRYPTON_CFLAGS      extra flags appended to every compile (e.g. ``-g``)
     KRYPTON_NO_NATIVE   set to 1 to drop ``-march=native`` (e.g. to build for another machine)
+    KRYPTON_SANITIZE    sanitizers to build every module with, e.g. ``address,undefined``: adds
+                        ``-fsanitize=...`` with frame pointers and debug info, and makes UBSan
+                        abort on its first report rather than print and go on. The flags are in
+                        the cache key, so sanitized modules never replace normal ones. Python
+                        itself is not sanitized: preload the runtime, e.g. ``LD_PRELOAD=$(gcc
+                        -print-file-name=libasan.so)`` (tests/test_sanitizers.py shows how).
 """
 
 from __future__ import annotations
@@ -151,7 +157,20 @@ def base_flags() -> list[str]:
              *openmp_flags()]
     if sys.platform == "darwin":
         flags += ["-undefined", "dynamic_lookup"]
+    flags += sanitizer_flags()
     flags += shlex.split(os.environ.get("KRYPTON_CFLAGS", ""))
+    return flags
+
+
+def sanitizer_flags() -> list[str]:
+    """The flags ``$KRYPTON_SANITIZE`` asks for (e.g. ``address,undefined``), or ``[]``."""
+    requested = os.environ.get("KRYPTON_SANITIZE", "").split(",")
+    sanitizers = [name.strip() for name in requested if name.strip()]
+    if not sanitizers:
+        return []
+    flags = [f"-fsanitize={','.join(sanitizers)}", "-fno-omit-frame-pointer", "-g"]
+    if "undefined" in sanitizers:
+        flags.append("-fno-sanitize-recover=undefined")
     return flags
 
 
