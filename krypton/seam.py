@@ -27,9 +27,7 @@ Environment variables:
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import hashlib
 import importlib.util
 import json
@@ -274,13 +272,14 @@ def _build(source: str, cdef: str, name: str, module_name: str, macros: Mapping[
            flags: Sequence[str], include_dirs: Sequence[Path], target: Path) -> None:
     ffi = cffi.FFI()
     ffi.cdef(cdef)
-    ffi.set_source(module_name, f'#include "{name}.c"\n')
+    # Quiet, rather than redirecting sys.stdout around the call: the redirect is process-wide,
+    # so two threads compiling at once could leave sys.stdout pointing at a dead buffer.
+    ffi.set_source(module_name, f'#include "{name}.c"\n', compiler_verbose=False)
     workdir = Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=target.parent))
     try:
         (workdir / f"{name}.c").write_text(source)
         wrapper = workdir / f"{module_name}.c"
-        with contextlib.redirect_stdout(io.StringIO()):  # cffi announces "generating ..."
-            ffi.emit_c_code(str(wrapper))
+        ffi.emit_c_code(str(wrapper))
         python_include = sysconfig.get_paths()["include"]
         partial = workdir / target.name
         command = [
