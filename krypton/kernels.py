@@ -226,7 +226,7 @@ def _pointer(ffi: Any, x: np.ndarray) -> Any:
 def _readable_by_c(x: np.ndarray) -> np.ndarray:
     # C indexes with whole-element strides from an aligned pointer; a view that breaks that
     # (a buffer at an odd byte offset, say) is copied once. Transposes and slices pass as is.
-    return x if x.flags.aligned else np.ascontiguousarray(x)
+    return x if x.flags.aligned else x.copy()  # ascontiguousarray would keep it misaligned
 
 
 def _check_operands(a: Any, b: Any) -> None:
