@@ -202,15 +202,17 @@ def _sysfs_ways(level: int) -> int | None:
 
 def default_levels() -> list[Cache]:
     """This machine's L1d and L2 (sizes from ``machine.cache_sizes()``; line size and ways
-    from Linux sysfs where it says, else 64-byte lines and 8 ways)."""
+    from Linux sysfs where it says, else 64-byte lines and about 8 ways)."""
     caches = machine.cache_sizes()
     line = _sysfs_int("index0", "coherency_line_size") or 64
     levels = []
     for name, size, level in (("L1", caches.l1d, 1), ("L2", caches.l2, 2)):
-        ways = _sysfs_ways(level) or 8
-        sets = size // (line * ways)
-        if size % (line * ways) or sets & (sets - 1):
-            ways = 8  # a geometry this model cannot hold (e.g. 12 ways): keep size, use 8 ways
+        ways = _sysfs_ways(level)
+        sets = size // (line * ways) if ways else 0
+        if not ways or size % (line * ways) or sets & (sets - 1):
+            # Unknown: about 8 ways, with a power-of-two number of sets (48 KiB -> 12 ways).
+            sets = 1 << max(0, (size // line // 8).bit_length() - 1)
+            ways = size // line // sets
         levels.append(Cache(size, line, ways, name=name))
     return levels
 
