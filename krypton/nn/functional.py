@@ -1,0 +1,60 @@
+"""Functions of tensors used to build networks, with PyTorch's names (``import krypton.nn.functional as F``).
+
+Each one is a thin wrapper over the Tensor operation of the same name in ``krypton.tensor``,
+where the forward and backward formulas live.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from krypton.tensor import Tensor, cross_entropy
+
+__all__ = ["cross_entropy", "linear", "log_softmax", "mse_loss", "relu", "sigmoid", "softmax",
+           "tanh"]
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight.T + bias`` with ``weight`` of shape (out_features, in_features), as
+    ``torch.nn.functional.linear``. ``weight.T`` is a view: the kernel reads it in place."""
+    y = x @ weight.T
+    return y if bias is None else y + bias
+
+
+def relu(x: Tensor) -> Tensor:
+    return _tensor(x, "relu").relu()
+
+
+def tanh(x: Tensor) -> Tensor:
+    return _tensor(x, "tanh").tanh()
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    return _tensor(x, "sigmoid").sigmoid()
+
+
+def softmax(x: Tensor, dim: int = -1) -> Tensor:
+    return _tensor(x, "softmax").softmax(axis=dim)
+
+
+def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
+    return _tensor(x, "log_softmax").log_softmax(axis=dim)
+
+
+def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
+    """Mean (or sum) of squared differences, as ``torch.nn.functional.mse_loss``."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    diff = _tensor(input, "mse_loss") - target
+    if diff.shape != input.shape:
+        raise ValueError(f"mse_loss: target of shape {diff.shape} does not match input of shape "
+                         f"{input.shape}")
+    squared = diff * diff
+    return squared.mean() if reduction == "mean" else squared.sum()
+
+
+def _tensor(x: Any, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} takes a Tensor, got {type(x).__name__}: wrap it as "
+                        f"krypton.Tensor(x)")
+    return x
