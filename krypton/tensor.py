@@ -581,7 +581,8 @@ def _expand(grad: np.ndarray, axes: tuple[int, ...], keepdims: bool,
 
 
 def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
-    shifted = z - np.max(z, axis=axis, keepdims=True) if z.size else z
+    with np.errstate(over="ignore"):  # 3e38 - (-3e38) is -inf after the shift: exp gives 0
+        shifted = z - np.max(z, axis=axis, keepdims=True) if z.size else z
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
