@@ -248,12 +248,14 @@ static int kr_packed_five_loops(int64_t M, int64_t N, int64_t K,
                                 const float *restrict B, int64_t rsb, int64_t csb,
                                 float *restrict C, int64_t rsc, int64_t csc, const kr_knobs *knobs)
 {
-    const int64_t mc_max = kr_round_up(knobs->mc, KR_MR);
-    const int64_t nc_max = kr_round_up(knobs->nc, KR_NR);
-    const int64_t kc_max = knobs->kc;
-    /* Buffers as large as this product needs, not as large as the blocks could be. */
-    float *Ap = kr_thread_buffer(KR_BUFFER_A, kr_min(mc_max, kr_round_up(M, KR_MR)) * kr_min(kc_max, K));
-    float *Bp = kr_thread_buffer(KR_BUFFER_B, kr_min(nc_max, kr_round_up(N, KR_NR)) * kr_min(kc_max, K));
+    /* Blocks no larger than the matrix: the buffers are as large as this product needs, not
+     * as large as the blocks could be, and a huge knob (say nc = 2^63 - 1) cannot overflow
+     * when it is rounded up to whole micro-panels. */
+    const int64_t mc_max = kr_round_up(kr_min(knobs->mc, M), KR_MR);
+    const int64_t nc_max = kr_round_up(kr_min(knobs->nc, N), KR_NR);
+    const int64_t kc_max = kr_min(knobs->kc, K);
+    float *Ap = kr_thread_buffer(KR_BUFFER_A, mc_max * kc_max);
+    float *Bp = kr_thread_buffer(KR_BUFFER_B, nc_max * kc_max);
     if (!Ap || !Bp)
         return KR_ENOMEM;
 
@@ -289,6 +291,8 @@ int kr_sgemm_packed(int64_t M, int64_t N, int64_t K,
 {
     if (knobs->mc < 1 || knobs->kc < 1 || knobs->nc < 1)
         return KR_EINVAL;
+    if (M == 0 || N == 0)   /* nothing to compute, and no buffer to get */
+        return KR_OK;
     if (K == 0) {
         kr_zero_c(M, N, C, ldc);
         return KR_OK;

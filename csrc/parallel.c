@@ -112,6 +112,8 @@ int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
 {
     if (knobs->mc < 1 || knobs->kc < 1 || knobs->nc < 1 || knobs->threads < 1)
         return KR_EINVAL;
+    if (M == 0 || N == 0)   /* nothing to compute, and no buffer to get */
+        return KR_OK;
     if (K == 0) {
         kr_zero_c(M, N, C, ldc);
         return KR_OK;
@@ -123,26 +125,29 @@ int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
 #endif
     kr_parallel_job job = {
         .M = M, .N = N, .K = K,
-        .mc_max = kr_round_up(knobs->mc, KR_MR), .nc_max = kr_round_up(knobs->nc, KR_NR),
-        .kc_max = knobs->kc,
         .A = A, .rsa = rsa, .csa = csa, .B = B, .rsb = rsb, .csb = csb,
         .C = C, .rsc = ldc, .csc = 1,
     };
     if (kr_prefer_transposed(M, N)) {   /* as in rung 5: C^T = B^T A^T */
         job = (kr_parallel_job){
             .M = N, .N = M, .K = K,
-            .mc_max = job.mc_max, .nc_max = job.nc_max, .kc_max = job.kc_max,
             .A = B, .rsa = csb, .csa = rsb, .B = A, .rsb = csa, .csb = rsa,
             .C = C, .rsc = 1, .csc = ldc,
         };
     }
     /* Waking threads and meeting at barriers costs microseconds: a small product finishes
      * sooner on fewer threads. The split never changes the sums, so neither does this. */
-    const int64_t flops = 2 * M * N * K;
-    threads = kr_min(threads, flops / KR_MIN_FLOPS_PER_THREAD + 1);
-    const int64_t kc_floats = kr_min(job.kc_max, K);
-    job.a_floats = kr_min(job.mc_max, kr_round_up(job.M, KR_MR)) * kc_floats;
-    job.Bp = kr_thread_buffer(KR_BUFFER_B, kr_min(job.nc_max, kr_round_up(job.N, KR_NR)) * kc_floats);
+    /* (in floating point: 2MNK overflows int64 for a broadcast operand with K = 10^17) */
+    const double flops = 2.0 * (double)M * (double)N * (double)K;
+    if (flops < (double)(threads - 1) * KR_MIN_FLOPS_PER_THREAD)
+        threads = (int64_t)(flops / KR_MIN_FLOPS_PER_THREAD) + 1;
+    /* As in rung 5: blocks no larger than the matrix, so buffers are as large as this product
+     * needs and a huge knob cannot overflow when rounded up to whole micro-panels. */
+    job.mc_max = kr_round_up(kr_min(knobs->mc, job.M), KR_MR);
+    job.nc_max = kr_round_up(kr_min(knobs->nc, job.N), KR_NR);
+    job.kc_max = kr_min(knobs->kc, K);
+    job.a_floats = job.mc_max * job.kc_max;
+    job.Bp = kr_thread_buffer(KR_BUFFER_B, job.nc_max * job.kc_max);
     if (!job.Bp)
         return KR_ENOMEM;
     {
