@@ -476,6 +476,42 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return Tensor._result(backends.matmul(a.data, b.data), (a, b), "MatMul", backward)
 
 
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight.T + bias`` as one graph node: the layer ``nn.Linear`` computes.
+
+    ``weight`` is (out_features, in_features) as in PyTorch. Fusing the three operations into one
+    node lets the backward pass produce each gradient in the layout it is stored in, with no
+    transposed copies: for Y = X Wᵀ + b,
+        dX = dY W        (N, out) @ (out, in)
+        dW = dYᵀ X       (out, N) @ (N, in): dYᵀ is a view, the kernel reads it in place
+        db = sum of dY over the batch
+    """
+    if x.ndim != 2 or weight.ndim != 2:  # e.g. a single 1-D sample: the general ops handle it
+        y = x @ weight.T
+        return y if bias is None else y + bias
+    _same_dtype(x, weight, "linear")
+    if bias is not None:
+        _same_dtype(x, bias, "linear")
+        if bias.shape != weight.shape[:1]:
+            raise ValueError(f"linear: bias of shape {bias.shape} does not match the weight of "
+                             f"shape {weight.shape}; it must be ({weight.shape[0]},)")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} has {x.shape[1]} features but the "
+                         f"weight of shape {weight.shape} expects {weight.shape[1]}")
+    out = backends.matmul(x.data, weight.data.T)
+    if bias is not None:
+        out += bias.data
+    parents = (x, weight) if bias is None else (x, weight, bias)
+
+    def backward(g: np.ndarray):
+        gx = backends.matmul(g, weight.data) if x.requires_grad else None
+        gw = backends.matmul(g.T, x.data) if weight.requires_grad else None
+        gb = g.sum(axis=0) if bias is not None and bias.requires_grad else None
+        return gx, gw, gb
+
+    return Tensor._result(out, parents, "Linear", backward)
+
+
 def cross_entropy(logits: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """The cross-entropy between ``logits`` (N, C) and class indices ``target`` (N,).
 

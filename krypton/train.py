@@ -543,11 +543,14 @@ def train(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
     def test_accuracy() -> float:
         return evaluate(model, data.test_images, data.test_labels)
 
-    with krypton.backend(backend, **_threads_knob(backend, threads)), blas_threads(threads):
-        _warm_up(model, data, plan.batch_size)
-        with matmul_timer() as matmul_clock:
-            _run_epochs(history, plan, data, training_step, test_accuracy, matmul_clock,
-                        progress, evaluate_each_epoch, log, callback)
+    try:
+        with krypton.backend(backend, **_threads_knob(backend, threads)), blas_threads(threads):
+            _warm_up(model, data, plan.batch_size)
+            with matmul_timer() as matmul_clock:
+                _run_epochs(history, plan, data, training_step, test_accuracy, matmul_clock,
+                            progress, evaluate_each_epoch, log, callback)
+    except KeyboardInterrupt:  # landed between two epochs: keep the ones that finished
+        history.interrupted = True
     return history
 
 
@@ -696,6 +699,8 @@ def train_torch(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
             twin(torch.from_numpy(data.train_images[:plan.batch_size]))
         _run_epochs(history, plan, data, training_step, test_accuracy, None, progress,
                     evaluate_each_epoch, log, callback)
+    except KeyboardInterrupt:  # landed between two epochs: keep the ones that finished
+        history.interrupted = True
     finally:
         torch.set_num_threads(previous_threads)
     return history

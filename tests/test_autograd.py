@@ -130,6 +130,23 @@ def test_cross_entropy(reduction):
     check_gradients(lambda z: krypton.nn.functional.cross_entropy(z, labels, reduction), r(5, 4))
 
 
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_fused_linear(with_bias):
+    if with_bias:
+        check_gradients(krypton.nn.functional.linear, r(6, 5), r(4, 5), r(4))
+    else:
+        check_gradients(krypton.nn.functional.linear, r(6, 5), r(4, 5))
+    check_gradients(krypton.nn.functional.linear, r(5), r(4, 5), r(4))  # one 1-D sample
+
+
+def test_fused_linear_checks_shapes():
+    with pytest.raises(ValueError, match=r"\(3, 5\) has 5 features.*\(4, 6\) expects 6"):
+        krypton.nn.functional.linear(Tensor(np.ones((3, 5))), Tensor(np.ones((4, 6))))
+    with pytest.raises(ValueError, match=r"bias of shape \(3,\).*must be \(4,\)"):
+        krypton.nn.functional.linear(Tensor(np.ones((3, 6))), Tensor(np.ones((4, 6))),
+                                     Tensor(np.ones(3)))
+
+
 def test_composed_expression():
     def mlp(x, w1, b1, w2):
         hidden = (x @ w1 + b1).tanh()
@@ -355,6 +372,16 @@ def test_forward_and_backward_products_run_on_the_chosen_kernel(monkeypatch):
     # The transposed weight reaches the kernel as a view of w's memory: no copy.
     assert np.shares_memory(seen[0][2], w.data)
     assert np.shares_memory(seen[2][1], x.data)
+    # nn.Linear's fused node: dX = dY W and dW = dY^T X, both from views of what it holds.
+    seen.clear()
+    layer = krypton.nn.Linear(6, 5)
+    with krypton.backend("packed"):
+        seen.clear()
+        layer(x).sum().backward()
+    assert [kernel for kernel, _, _ in seen] == ["packed"] * 3
+    assert np.shares_memory(seen[0][2], layer.weight.data)
+    assert np.shares_memory(seen[1][2], layer.weight.data)
+    assert np.shares_memory(seen[2][2], x.data)
 
 
 def test_no_gradient_is_computed_for_inputs_that_do_not_need_one(monkeypatch):

@@ -1,24 +1,18 @@
 """Functions of tensors used to build networks, with PyTorch's names (``import krypton.nn.functional as F``).
 
-Each one is a thin wrapper over the Tensor operation of the same name in ``krypton.tensor``,
-where the forward and backward formulas live.
+Each one is the Tensor operation of the same name in ``krypton.tensor`` (where the forward and
+backward formulas live), or a thin wrapper over it. ``linear(x, weight, bias)`` is ``x @ weight.T
++ bias`` as one fused node, with weight (out_features, in_features) as in PyTorch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from krypton.tensor import Tensor, cross_entropy
+from krypton.tensor import Tensor, cross_entropy, linear
 
 __all__ = ["cross_entropy", "linear", "log_softmax", "mse_loss", "relu", "sigmoid", "softmax",
            "tanh"]
-
-
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``x @ weight.T + bias`` with ``weight`` of shape (out_features, in_features), as
-    ``torch.nn.functional.linear``. ``weight.T`` is a view: the kernel reads it in place."""
-    y = x @ weight.T
-    return y if bias is None else y + bias
 
 
 def relu(x: Tensor) -> Tensor:
