@@ -82,12 +82,17 @@ def runtime_knobs(kernel: str) -> st.SearchStrategy[dict]:
     return st.fixed_dictionaries({}, optional={"mc": block, "kc": block, "nc": block})
 
 
-def microtiles() -> st.SearchStrategy[dict]:
-    """Compiled variants of the micro-kernel (each one is compiled once, then cached)."""
+def microtile_variants() -> list[dict]:
+    """The code knobs (isa, mr, nr) of the micro-kernel variants the tests compile."""
     variants = {"avx512": [(12, 32), (1, 16), (6, 48), (4, 64)], "avx2": [(6, 16), (3, 8)],
                 "neon": [(8, 12), (4, 8)], "scalar": [(4, 2), (1, 1)]}
     choices = [{"isa": ISA, "mr": mr, "nr": nr} for mr, nr in variants[ISA]]
     if ISA == "avx512":
         choices += [{"isa": "avx2", "mr": 6, "nr": 16}]
     choices += [{"isa": "scalar", "mr": 4, "nr": 2}]
-    return st.sampled_from(choices)
+    return choices
+
+
+def microtiles() -> st.SearchStrategy[dict]:
+    """Compiled variants of the micro-kernel (each one is compiled once, then cached)."""
+    return st.sampled_from(microtile_variants())
