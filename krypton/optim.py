@@ -86,16 +86,24 @@ class SGD(Optimizer):
             lr, momentum = group["lr"], group["momentum"]
             if group["weight_decay"]:
                 g = g + group["weight_decay"] * p.data
+            state = self.state.setdefault(id(p), {})
             if momentum:
-                state = self.state.setdefault(id(p), {})
                 buffer = state.get("momentum_buffer")
                 if buffer is None:
                     buffer = state["momentum_buffer"] = np.array(g, dtype=p.dtype)
                 else:
                     buffer *= momentum
-                    buffer += (1 - group["dampening"]) * g
+                    if group["dampening"]:
+                        buffer += (1 - group["dampening"]) * g
+                    else:
+                        buffer += g
                 g = g + momentum * buffer if group["nesterov"] else buffer
-            p.data -= lr * g
+            # p -= lr * g through a scratch array kept between steps: no allocation per step.
+            scratch = state.get("scratch")
+            if scratch is None:
+                scratch = state["scratch"] = np.empty_like(p.data)
+            np.multiply(g, lr, out=scratch, casting="unsafe")
+            p.data -= scratch
 
 
 class Adam(Optimizer):
