@@ -15,6 +15,9 @@ double kr_probe_triad(float *restrict a, const float *restrict b, const float *r
 #pragma omp parallel for num_threads((int)(threads > 0 ? threads : 1)) schedule(static)
         for (int64_t i = 0; i < n; ++i)
             a[i] = b[i] + s * c[i];
+        /* Tell the compiler memory changed: without this (and without OpenMP, where the loop
+         * above is plain C) it may see that every repeat stores the same values and do one. */
+        __asm__ __volatile__("" ::: "memory");
     }
     return 12.0 * (double)n * (double)repeats;
 }
