@@ -6,6 +6,8 @@ block size the kernel uses (vector width, MR, NR, tiles, mc, kc, nc).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -56,6 +58,57 @@ def make_operand(rng: np.random.Generator, rows: int, cols: int, layout: str) ->
     raise ValueError(layout)
 
 
+@dataclass(frozen=True)
+class MemoryLayout:
+    """How an operand sits in memory; ``view(values)`` builds it, ``repr`` rebuilds it.
+
+    strided: a view of a NaN-filled parent array in ``order`` ("C" or "F"), optionally made
+        as the ``.T`` of its transpose, taking every ``row_step``-th row and ``col_step``-th
+        column (negative: walked backwards). A kernel that reads between the elements reads
+        NaN, and the result shows it.
+    broadcast_rows / broadcast_cols: the first row (column) repeated with stride 0.
+    misaligned: a C-contiguous array starting one byte into its buffer.
+    """
+
+    kind: str = "strided"
+    order: str = "C"
+    row_step: int = 1
+    col_step: int = 1
+    transposed: bool = False
+
+    def view(self, values: np.ndarray) -> np.ndarray:
+        rows, cols = values.shape
+        if self.kind == "broadcast_rows":
+            return np.broadcast_to(values[:1], (rows, cols)) if rows else values
+        if self.kind == "broadcast_cols":
+            return np.broadcast_to(values[:, :1], (rows, cols)) if cols else values
+        if self.kind == "misaligned":
+            raw = np.empty(values.size * 4 + 1, np.uint8)
+            out = np.frombuffer(raw.data, np.float32, count=values.size, offset=1)
+            out = out.reshape(rows, cols)
+            out[...] = values
+            return out
+        parent_shape = (max(1, rows * abs(self.row_step)), max(1, cols * abs(self.col_step)))
+        if self.transposed:
+            parent = np.full(parent_shape[::-1], np.nan, np.float32, order=self.order).T
+        else:
+            parent = np.full(parent_shape, np.nan, np.float32, order=self.order)
+        out = parent[::self.row_step, ::self.col_step][:rows, :cols]
+        out[...] = values
+        return out
+
+
+def memory_layouts() -> st.SearchStrategy[MemoryLayout]:
+    """Layouts of every kind: contiguous, Fortran, transposed, strided, reversed, broadcast,
+    misaligned. Contiguous C order is the most likely single layout."""
+    steps = st.sampled_from([1, 1, 2, 3, -1, -2])
+    strided = st.builds(MemoryLayout, kind=st.just("strided"), order=st.sampled_from("CF"),
+                        row_step=steps, col_step=steps, transposed=st.booleans())
+    special = st.builds(MemoryLayout, kind=st.sampled_from(
+        ["broadcast_rows", "broadcast_cols", "misaligned"]))
+    return st.one_of(st.just(MemoryLayout()), strided, special)
+
+
 def tolerance(k: int) -> float:
     """Absolute tolerance for float32 sums of k products of values in [-1, 1].
 
@@ -65,15 +118,29 @@ def tolerance(k: int) -> float:
     return 4 * float(np.finfo(np.float32).eps) * max(1, k) ** 0.5 * max(1.0, (k / 3) ** 0.5) + 1e-6
 
 
+def error_bound(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The rounding error float32 can make in each element of a @ b, in any summation order:
+    gamma_(k+1) |A| |B| (Higham, Accuracy and Stability of Numerical Algorithms, 3.1), where
+    a sum of k products has k additions and one rounding per multiplication, fused or not.
+    Rigorous where ``tolerance`` is statistical: it holds for any values, e.g. k equal terms."""
+    k = a.shape[1]
+    unit = 2.0**-24
+    gamma = (k + 1) * unit / (1 - (k + 1) * unit)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return gamma * (np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64))) + 1e-37
+
+
 def reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The product in float64: the oracle every kernel is checked against."""
     with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is nan, as intended
         return a.astype(np.float64) @ b.astype(np.float64)
 
 
-def runtime_knobs(kernel: str) -> st.SearchStrategy[dict]:
-    """Non-default runtime knobs, small enough that edge blocks appear in small shapes."""
-    block = st.integers(1, 70)
+def runtime_knobs(kernel: str, block: st.SearchStrategy[int] | None = None
+                  ) -> st.SearchStrategy[dict]:
+    """Non-default runtime knobs, by default small enough (``block``: 1 to 70) that edge
+    blocks appear in small shapes."""
+    block = block if block is not None else st.integers(1, 70)
     if kernel == "naive":
         return st.fixed_dictionaries({"loop_order": st.sampled_from(["ijk", "ikj"])})
     if kernel in ("tiled", "simd", "regblock"):
