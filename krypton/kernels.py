@@ -235,6 +235,10 @@ def _check_operands(a: Any, b: Any) -> None:
             raise TypeError(
                 f"{label} must be a NumPy array, got {type(x).__name__}: "
                 f"pass np.asarray({label}, dtype=np.float32)")
+        if isinstance(x, np.ma.MaskedArray):  # the kernels would read the masked values
+            raise TypeError(
+                f"{label} is a masked array, and the kernels do not know masks: pass "
+                f"{label}.filled(0) to treat masked entries as 0")
         if x.dtype != np.float32:
             raise TypeError(
                 f"{label} must be float32, got {x.dtype}: pass {label}.astype(np.float32)")
@@ -253,7 +257,12 @@ def _check_positive_int(name: str, value: Any) -> int:
         raise TypeError(f"{name} must be a positive integer, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
+    if value > _INT64_MAX:  # C takes it as an int64_t
+        raise ValueError(f"{name} must be at most 2**63 - 1, got {value}")
     return int(value)
+
+
+_INT64_MAX = 2**63 - 1
 
 
 def _resolve_runtime_knobs(spec: KernelSpec, code_knobs: Mapping[str, Any],
@@ -389,13 +398,21 @@ def compile_source(source: str, function: str, like: str = "packed", *, name: st
     spec = _spec(like)
     code = _resolve_code_knobs(spec, code_knobs)
     macros, flags = _macros_and_flags(spec, code)
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", function):
+    if not isinstance(source, str):
+        raise TypeError(f"source must be C code as a str, got {type(source).__name__}"
+                        + (": decode it, source.decode()" if isinstance(source, bytes) else ""))
+    if not isinstance(function, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", function):
         raise ValueError(f"function must be a C identifier, got {function!r}")
     # The cdef is the ladder's own signature under the learner's function name.
     cdef = seam.cdef_for(["kr_sgemm_naive"]).replace("kr_sgemm_naive", function)
-    module = seam.compile_c(source, cdef, name=name, macros=macros, flags=flags)
-    if not hasattr(module.lib, function):
-        raise ValueError(f"the compiled source has no function {function!r}")
+    try:
+        module = seam.compile_c(source, cdef, name=name, macros=macros, flags=flags)
+    except ImportError as error:  # it compiled, but the loader finds no such function
+        if not re.search(r"undefined symbol|symbol not found", str(error)):  # Linux, macOS
+            raise
+        raise ValueError(f"the source does not define the function {function!r} (it compiled, "
+                         "but loading it found the symbol undefined); define it with the "
+                         "signature of csrc/krypton.h") from None
     return Kernel(spec, module, function, code)
 
 
