@@ -10,8 +10,8 @@ from krypton import data
 from krypton.backends import BACKENDS, backend, get_backend, set_backend
 from krypton.kernels import KERNELS, Kernel, compile_source, default_knobs, get_kernel, matmul
 from krypton.seam import CompileError, CompilerNotFoundError
-from krypton.tensor import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
-from krypton import nn, optim  # noqa: E402  (nn imports krypton.tensor)
+from krypton.autograd import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
+from krypton import nn, optim  # noqa: E402  (nn imports krypton.autograd)
 from krypton.nn import manual_seed
 
 __version__ = "0.1.0"

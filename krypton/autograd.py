@@ -230,6 +230,11 @@ class Tensor:
             for parent, parent_grad in zip(node._parents, node._backward(grad)):
                 if parent_grad is None or not parent.requires_grad:
                     continue
+                if parent_grad.shape != parent.shape:
+                    raise RuntimeError(
+                        f"the backward of {node._op} returned a gradient of shape "
+                        f"{parent_grad.shape} for an input of shape {parent.shape}; a gradient "
+                        f"must have its input's shape")
                 key = id(parent)
                 grads[key] = grads[key] + parent_grad if key in grads else parent_grad
             if not retain_graph:

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from krypton.tensor import Tensor, parameters_of
+from krypton.autograd import Tensor, parameters_of
 
 
 class Optimizer:

@@ -10,7 +10,7 @@ import pytest
 
 import krypton
 from krypton import Tensor, backends
-from krypton.tensor import graph
+from krypton.autograd import graph
 
 RNG = np.random.default_rng(1234)
 
@@ -193,6 +193,14 @@ def test_backward_of_a_non_scalar_needs_a_gradient():
     np.testing.assert_allclose(x.grad.data, np.ones((2, 3)))
     with pytest.raises(ValueError, match=r"gradient has shape \(3,\).*\(2, 3\)"):
         (x * 2).backward(np.ones(3))
+
+
+def test_a_backward_that_returns_the_wrong_shape_is_caught_at_once():
+    x = Tensor(np.ones((2, 3)), requires_grad=True)
+    bad = Tensor._result(x.data.sum(axis=0), (x,), "BadSum", lambda g: (g,))
+    with pytest.raises(RuntimeError, match=r"BadSum returned a gradient of shape \(3,\) for an "
+                                           r"input of shape \(2, 3\)"):
+        bad.sum().backward()
 
 
 def test_backward_on_a_tensor_without_grad_says_why():

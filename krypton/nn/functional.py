@@ -1,6 +1,6 @@
 """Functions of tensors used to build networks, with PyTorch's names (``import krypton.nn.functional as F``).
 
-Each one is the Tensor operation of the same name in ``krypton.tensor`` (where the forward and
+Each one is the Tensor operation of the same name in ``krypton.autograd`` (where the forward and
 backward formulas live), or a thin wrapper over it. ``linear(x, weight, bias)`` is ``x @ weight.T
 + bias`` as one fused node, with weight (out_features, in_features) as in PyTorch.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from krypton.tensor import Tensor, cross_entropy, linear
+from krypton.autograd import Tensor, cross_entropy, linear
 
 __all__ = ["cross_entropy", "linear", "log_softmax", "mse_loss", "relu", "sigmoid", "softmax",
            "tanh"]

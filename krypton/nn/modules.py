@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from krypton.nn import functional as F
-from krypton.tensor import Tensor
+from krypton.autograd import Tensor
 
 _generator = np.random.default_rng()
 
