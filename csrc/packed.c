@@ -86,9 +86,14 @@ static void kr_workspace_create_key(void)
     atexit(kr_workspace_release_main_thread);  /* thread destructors do not run for main() */
 }
 
-/* This thread's buffer `which`, grown to hold at least `count` floats; NULL if out of memory. */
-static float *kr_thread_buffer(int which, int64_t count)
+/* This thread's buffer `which`, grown to hold at least rows x cols floats; NULL if out of
+ * memory. A zero-stride NumPy view can make K as large as 2^61 with no memory behind it, so the
+ * product is checked: wrapped around, it would hand back a buffer far too small. */
+static float *kr_thread_buffer(int which, int64_t rows, int64_t cols)
 {
+    int64_t count;
+    if (__builtin_mul_overflow(rows, cols, &count) || count > INT64_MAX / 8)
+        return NULL;
     pthread_once(&kr_workspace_once, kr_workspace_create_key);
     kr_workspace *ws = pthread_getspecific(kr_workspace_key);
     if (!ws) {
@@ -254,8 +259,8 @@ static int kr_packed_five_loops(int64_t M, int64_t N, int64_t K,
     const int64_t mc_max = kr_round_up(kr_min(knobs->mc, M), KR_MR);
     const int64_t nc_max = kr_round_up(kr_min(knobs->nc, N), KR_NR);
     const int64_t kc_max = kr_min(knobs->kc, K);
-    float *Ap = kr_thread_buffer(KR_BUFFER_A, mc_max * kc_max);
-    float *Bp = kr_thread_buffer(KR_BUFFER_B, nc_max * kc_max);
+    float *Ap = kr_thread_buffer(KR_BUFFER_A, mc_max, kc_max);
+    float *Bp = kr_thread_buffer(KR_BUFFER_B, nc_max, kc_max);
     if (!Ap || !Bp)
         return KR_ENOMEM;
 

@@ -26,7 +26,6 @@ typedef struct kr_parallel_job {
     const float *B; int64_t rsb, csb;
     float *C; int64_t rsc, csc;
     float *Bp;          /* shared: the packed kc x nc block of B (the calling thread's buffer) */
-    int64_t a_floats;   /* size of each thread's private packed block of A */
     int out_of_memory;  /* set by a thread that could not get its buffer */
 } kr_parallel_job;
 
@@ -62,7 +61,7 @@ static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t thread
     const int64_t m_panels = kr_ceil_div(job->M, KR_MR);
     /* Each thread packs A into its own buffer; OpenMP's threads live on between calls, and so
      * do their buffers. A thread without one still walks the loops, to meet every barrier. */
-    float *Ap = kr_thread_buffer(KR_BUFFER_A, job->a_floats);
+    float *Ap = kr_thread_buffer(KR_BUFFER_A, job->mc_max, job->kc_max);
     if (!Ap) {
 #pragma omp atomic write
         job->out_of_memory = 1;
@@ -146,8 +145,7 @@ int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
     job.mc_max = kr_round_up(kr_min(knobs->mc, job.M), KR_MR);
     job.nc_max = kr_round_up(kr_min(knobs->nc, job.N), KR_NR);
     job.kc_max = kr_min(knobs->kc, K);
-    job.a_floats = job.mc_max * job.kc_max;
-    job.Bp = kr_thread_buffer(KR_BUFFER_B, job.nc_max * job.kc_max);
+    job.Bp = kr_thread_buffer(KR_BUFFER_B, job.nc_max, job.kc_max);
     if (!job.Bp)
         return KR_ENOMEM;
     {
