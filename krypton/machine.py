@@ -36,7 +36,9 @@ ISA_FLAGS = {
     "avx512": (),
     "avx2": ("-mno-avx512f",),
     "neon": (),
-    "scalar": (),
+    # Plain C stays plain: at -O3 -march=native gcc would vectorize the scalar fallback (and
+    # the 12 scalar chains of the peak probe) by itself, and "scalar" would measure vectors.
+    "scalar": ("-fno-tree-vectorize", "-fno-tree-slp-vectorize"),
 }
 
 
@@ -142,11 +144,8 @@ def _probes() -> seam.CompiledModule:
 def _probes_for(isa: str) -> seam.CompiledModule:
     source = '#include "probe_peak.c"\n#include "probe_bandwidth.c"\n'
     cdef = seam.cdef_for(["kr_probe_fma", "kr_probe_triad", "kr_probe_vector_width"])
-    # The scalar probe must stay scalar: at -O3 gcc would pack its 12 independent chains into
-    # vector registers by itself (seen: vfmadd132ps on ymm) and report a vector peak.
-    flags = ISA_FLAGS[isa] + (("-fno-tree-vectorize",) if isa == "scalar" else ())
     return seam.compile_c(source, cdef, name="probes", macros={"KR_ISA": ISA_MACROS[isa]},
-                          flags=flags)
+                          flags=ISA_FLAGS[isa])
 
 
 def peak_gflops(threads: int = 1, isa: str | None = None, seconds: float = 0.3,
