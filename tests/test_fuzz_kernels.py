@@ -16,13 +16,15 @@ tests/conftest.py:
 
     KRYPTON_HYPOTHESIS_PROFILE=long python -m pytest tests/test_fuzz_kernels.py -s
 
-runs 5000 cases per rung (a few minutes). A failure prints the case, the exact call to replay it,
-and hypothesis' ``@reproduce_failure`` blob.
+runs 5000 cases per rung (``KRYPTON_FUZZ_EXAMPLES=N`` sets any count). tests/test_sanitizers.py
+runs a share of them under ASan and UBSan. A failure prints the case, the exact call to replay
+it, and hypothesis' ``@reproduce_failure`` blob.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -38,6 +40,11 @@ import strategies as S
 from strategies import MemoryLayout  # noqa: F401  (so a replayed Case's repr evaluates)
 
 SPECIAL_VALUES = ("nan", "inf", "-inf")
+
+# Cases per rung: $KRYPTON_FUZZ_EXAMPLES if set (tests/test_sanitizers.py sets it), else 300, or
+# the profile's count if larger (the "long" profile: 5000).
+EXAMPLES = (int(os.environ.get("KRYPTON_FUZZ_EXAMPLES", "0"))
+            or max(300, settings.default.max_examples))
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,7 @@ def describe(case: Case) -> None:
 
 
 @pytest.mark.parametrize("kernel", krypton.KERNELS)
-@settings(max_examples=max(300, settings.default.max_examples))  # the "long" profile: 5000
+@settings(max_examples=EXAMPLES)
 @given(data=st.data())
 def test_fuzzed_calls_match_numpy(kernel, data):
     case = data.draw(cases(kernel), label="case")

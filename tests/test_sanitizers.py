@@ -3,9 +3,10 @@
 Two independent nets for the bugs a kernel hides at its edges (packing buffers, edge tiles,
 masked vector tails), each run in a subprocess so that a crash fails a test instead of pytest:
 
-- The whole kernel correctness suite (tests/test_kernels.py, tests/test_matmul_errors.py) runs
-  again with every kernel compiled by ``KRYPTON_SANITIZE=address,undefined``. ASan sees every
-  heap buffer: NumPy's arrays, the packing buffers; UBSan catches misaligned loads, overflows.
+- The whole kernel correctness suite (tests/test_kernels.py, tests/test_matmul_errors.py, and
+  150 fuzz cases per rung of tests/test_fuzz_kernels.py) runs again with every kernel compiled
+  by ``KRYPTON_SANITIZE=address,undefined``. ASan sees every heap buffer: NumPy's arrays,
+  the packing buffers; UBSan catches misaligned loads, overflows.
   Python is not built with ASan, so its runtime is preloaded (``LD_PRELOAD``), and leak
   detection is off: CPython deliberately does not free everything at exit, which LeakSanitizer
   would report as thousands of leaks. OpenMP works under ASan with gcc's libgomp. Sanitized
@@ -172,8 +173,11 @@ def pytest_sessionfinish(session, exitstatus):
                    "tests": session.testscollected}, log)
 '''
 
-# The kernel correctness suite, run again with every kernel sanitized.
-SANITIZED_SUITE = ("tests/test_kernels.py", "tests/test_matmul_errors.py")
+# The kernel correctness suite, run again with every kernel sanitized, with a share of the fuzz
+# cases (150 of its 300 per rung; all 5000 under the long profile would take an hour).
+SANITIZED_SUITE = ("tests/test_kernels.py", "tests/test_matmul_errors.py",
+                   "tests/test_fuzz_kernels.py")
+SANITIZED_FUZZ_EXAMPLES = "150"
 
 
 def test_kernel_suite_passes_under_asan_and_ubsan(sanitized_env, tmp_path):
@@ -181,6 +185,7 @@ def test_kernel_suite_passes_under_asan_and_ubsan(sanitized_env, tmp_path):
     (tmp_path / "krypton_call_counter.py").write_text(COUNTER_PLUGIN)
     log = tmp_path / "calls.json"
     env = {**sanitized_env, "KRYPTON_CALL_LOG": str(log),
+           "KRYPTON_FUZZ_EXAMPLES": SANITIZED_FUZZ_EXAMPLES,
            "PYTHONPATH": os.pathsep.join([str(tmp_path), sanitized_env["PYTHONPATH"]])}
     # --capture=sys: pytest captures Python's output only, so a sanitizer's report (written by
     # C to file descriptor 2) reaches us even when it aborts the process in the middle of a test.
