@@ -17,7 +17,7 @@
  *   jc: nc columns of C and B    B block (kc x nc) lives in L3
  *    pc: kc of the depth          pack B[pc:pc+kc, jc:jc+nc]
  *     ic: mc rows of C and A      pack A[ic:ic+mc, pc:pc+kc]; A block lives in L2
- *      jr: NR columns             one B micro-panel (kc x NR) lives in L1
+ *      jr: NR columns             one B micro-panel (kc x NR): L2, an eighth of it
  *       ir: MR rows               micro-kernel: C[ir:ir+MR, jr:jr+NR] += Ap * Bp
  *
  * rung 6 (parallel.c) includes this file and runs the same loops on several threads.
@@ -222,7 +222,7 @@ static void kr_macrokernel(int64_t mc, int64_t nc, int64_t kc, int64_t panel_beg
                            int64_t panel_end, const float *restrict Ap, const float *restrict Bp,
                            float *restrict C, int64_t rsc, int64_t csc, int overwrite)
 {
-    for (int64_t p = panel_begin; p < panel_end; ++p) {      /* jr: one NR-wide panel of B (L1) */
+    for (int64_t p = panel_begin; p < panel_end; ++p) {      /* jr: one NR-wide panel of B (in L2) */
         const int64_t jr = p * KR_NR;
         const int64_t nr = kr_min(KR_NR, nc - jr);
         for (int64_t ir = 0; ir < mc; ir += KR_MR) {         /* ir: one MR-tall panel of A */
