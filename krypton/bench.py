@@ -111,6 +111,11 @@ def contender(name: str, a: np.ndarray, b: np.ndarray, threads: int,
     return lambda: kernel(a, b, threads=kernel_threads, **runtime)
 
 
+IDLE_SECONDS = 0.15
+"""How long to wait for idle OpenMP / OpenBLAS threads, which spin a while after each call,
+to go to sleep before timing something else on the same cores."""
+
+
 def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, repeats: int,
                   max_seconds: float = 20.0, seed: int = 0,
                   knobs: dict[str, dict[str, Any]] | None = None,
@@ -131,9 +136,10 @@ def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, re
     b = rng.uniform(-1, 1, (k, n)).astype(np.float32)
     knobs = knobs or {}
     if gap_seconds is None:
-        gap_seconds = 0.15 if threads > 1 else 0.0
+        gap_seconds = IDLE_SECONDS if threads > 1 else 0.0
     results = {name: Measurement(name, m, n, k, threads if _is_threaded(name) else 1)
                for name in names}
+    time.sleep(IDLE_SECONDS)  # threads left spinning by whatever ran before this call
     with blas_threads(threads):
         calls = {name: contender(name, a, b, threads, **knobs.get(name, {})) for name in names}
         one_call = {}
