@@ -135,6 +135,7 @@ def test_threads_compiling_kernels_at_once_in_one_process(tmp_path):
                             env={**os.environ, "KRYPTON_CACHE": str(tmp_path)}, timeout=600)
     assert result.returncode == 0 and "errors: []" in result.stdout, result.stdout + result.stderr
     assert len(built_modules(tmp_path)) == 2
+    assert_entries_intact(tmp_path)
     assert not list(tmp_path.glob("build-*")), "temporary build directories were left behind"
 
 
@@ -143,6 +144,15 @@ def test_threads_compiling_kernels_at_once_in_one_process(tmp_path):
 
 def built_modules(cache: Path) -> list[Path]:
     return sorted(p for p in cache.glob("_kr_*") if not p.name.endswith(".sha256"))
+
+
+def assert_entries_intact(cache: Path) -> None:
+    """Every module in the cache has the digest of its own bytes beside it. (Racing builders
+    each rename a digest, then a library: the pairs could interleave, but the builds are
+    byte-identical, so whichever pair is last, it matches, and the next load needs no rebuild.)"""
+    for module in built_modules(cache):
+        digest = module.with_name(module.name + ".sha256").read_text().strip()
+        assert digest == hashlib.sha256(module.read_bytes()).hexdigest(), module.name
 
 
 PROCESS_SCRIPT = textwrap.dedent("""
@@ -171,6 +181,7 @@ def test_processes_compiling_the_same_kernels_into_an_empty_cache_all_succeed(tm
     assert [child.returncode for child in children] == [0, 0, 0], "\n".join(outputs)
     assert all(output.strip().endswith("ok") for output in outputs), outputs
     assert len(built_modules(cache)) == 2  # naive and packed, one module each
+    assert_entries_intact(cache)
     assert not list(cache.glob("build-*")), "temporary build directories were left behind"
 
 
