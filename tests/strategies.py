@@ -160,6 +160,17 @@ def microtile_variants() -> list[dict]:
     return choices
 
 
+def every_microtile(isa: str = ISA, max_mr: int = 16, max_vectors: int = 4) -> list[dict]:
+    """Every micro-tile ``isa`` can hold in its registers, up to ``max_mr`` rows and
+    ``max_vectors`` vectors per row (each one is a separate compile: for long runs)."""
+    from krypton.kernels import registers_needed
+
+    width = machine.VECTOR_WIDTH[isa]
+    return [{"isa": isa, "mr": mr, "nr": vectors * width}
+            for vectors in range(1, max_vectors + 1) for mr in range(1, max_mr + 1)
+            if registers_needed(mr, vectors * width, isa) <= machine.VECTOR_REGISTERS[isa]]
+
+
 def microtiles() -> st.SearchStrategy[dict]:
     """Compiled variants of the micro-kernel (each one is compiled once, then cached)."""
     return st.sampled_from(microtile_variants())

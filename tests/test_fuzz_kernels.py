@@ -12,7 +12,7 @@ thread count untested on fuzz-sized shapes; so it is also fuzzed as compiled wit
 ``KR_MIN_FLOPS_PER_THREAD=1``, where every product is split over all the threads asked for.
 
 Bounded in CI (300 cases per rung, about 20 s on 2 cores). On demand, the "long" profile of
-tests/conftest.py:
+tests/conftest.py, which also draws from every micro-tile shape the ISA can hold:
 
     KRYPTON_HYPOTHESIS_PROFILE=long python -m pytest tests/test_fuzz_kernels.py -s
 
@@ -45,6 +45,10 @@ SPECIAL_VALUES = ("nan", "inf", "-inf")
 # the profile's count if larger (the "long" profile: 5000).
 EXAMPLES = (int(os.environ.get("KRYPTON_FUZZ_EXAMPLES", "0"))
             or max(300, settings.default.max_examples))
+# Long runs (1000 cases per rung or more) draw from every micro-tile the native ISA can hold
+# (up to 16 rows and 4 vectors: ~45 on AVX-512, each compiled once per rung, minutes in all);
+# shorter runs from the handful that tests/test_kernels.py compiles anyway.
+ALL_MICROTILES = S.every_microtile() + S.microtile_variants()
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ def cases(draw, kernel: str) -> Case:
     every_thread = kernel == "parallel" and draw(st.booleans())
     code_knobs: dict = {}
     if spec.code_knobs and not every_thread and draw(st.booleans()):
-        variant = draw(S.microtiles())
+        variant = draw(S.microtiles() if EXAMPLES < 1000 else st.sampled_from(ALL_MICROTILES))
         code_knobs = {name: variant[name] for name in spec.code_knobs}
     runtime_knobs = draw(S.runtime_knobs(kernel, block=blocks()))
     isa = code_knobs.get("isa", S.ISA)
