@@ -18,6 +18,16 @@
 #include "packed.c"
 #ifdef _OPENMP
 #  include <omp.h>
+
+/* GCC's OpenMP runtime keeps its threads between calls, and they do not survive fork(): in a
+ * child forked after the parent ran a parallel region (what Python's multiprocessing does by
+ * default on Linux), the next parallel region waits forever for them. So the child marks itself
+ * at fork and computes on its calling thread only: the same sums, no hang. This flag is the
+ * ladder's one piece of mutable global state; it only ever goes from 0 to 1. */
+static int kr_threads_lost_to_fork;
+static pthread_once_t kr_fork_watch_once = PTHREAD_ONCE_INIT;
+static void kr_note_fork_in_child(void) { kr_threads_lost_to_fork = 1; }
+static void kr_watch_fork(void) { pthread_atfork(NULL, NULL, kr_note_fork_in_child); }
 #endif
 
 typedef struct kr_parallel_job {
@@ -150,7 +160,8 @@ int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
         return KR_ENOMEM;
     {
 #ifdef _OPENMP
-        if (threads > 1) {
+        if (threads > 1 && !kr_threads_lost_to_fork) {
+            pthread_once(&kr_fork_watch_once, kr_watch_fork);  /* before the first team starts */
 #pragma omp parallel num_threads((int)threads)
             {
                 /* OpenMP may grant fewer threads than asked (e.g. nested, or a limit set):
