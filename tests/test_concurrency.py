@@ -295,3 +295,40 @@ def test_threads_training_their_own_mlps_at_once_match_training_alone():
         for got, want in zip(together[index], alone[index]):
             assert np.array_equal(got, want), f"thread {index} ({backend}) trained differently"
         assert not np.array_equal(alone[index][0], initial_weights(index)["0.weight"])
+
+
+# ---------------------------------------------------------------------------------------------
+# fork() after the parallel rung has run
+
+
+FORK_SCRIPT = textwrap.dedent("""
+    import multiprocessing, numpy as np, krypton
+    a = np.arange(300 * 200, dtype=np.float32).reshape(300, 200) / 1e4
+    b = np.ones((200, 250), np.float32)
+    expected = krypton.matmul(a, b, kernel="parallel", threads=2)  # the OpenMP team now exists
+
+    def child(queue):
+        c = krypton.matmul(a, b, kernel="parallel", threads=2)
+        queue.put(bool(np.array_equal(c, expected)))
+
+    context = multiprocessing.get_context("fork")  # Linux's default in Python < 3.14
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    process.join(60)
+    if process.is_alive():
+        process.kill()
+        print("the forked child hung")
+    else:
+        print("exit", process.exitcode, "equal", queue.get(timeout=10))
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_process_forked_after_the_parallel_rung_ran_can_still_multiply():
+    # GCC's OpenMP threads do not survive fork(); before the fix, the child's first parallel
+    # region waited for them forever.
+    result = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "exit 0 equal True", result.stdout
