@@ -92,18 +92,11 @@ def _current() -> tuple[str, dict[str, Any]]:
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` for two 2-D arrays of one float dtype, computed by the current backend.
 
-    Views (``w.T``, slices) are handed to the kernels as they are: the kernels read any strides,
-    so a transposed weight is never copied. Only an array with a zero stride (the gradient of a
-    sum is one, made by ``np.broadcast_to``: all its rows are the same memory) is copied first;
-    the kernels are tested on positive and negative strides, not on aliased rows.
+    Views (``w.T``, slices, even the zero strides of ``np.broadcast_to``) are handed to the
+    kernels as they are: the kernels read any strides, so a transposed weight is never copied.
     """
     name, knobs = _current()
     if name == "numpy" or a.dtype != np.float32:
         return np.matmul(a, b)
-    return kernels.matmul(_walkable(a), _walkable(b), kernel=name, **knobs)
+    return kernels.matmul(a, b, kernel=name, **knobs)
 
-
-def _walkable(x: np.ndarray) -> np.ndarray:
-    if x.strides[0] != 0 and x.strides[1] != 0:
-        return x
-    return np.ascontiguousarray(x) if x.size else x

@@ -255,6 +255,13 @@ def save_results(measurements: Sequence[Measurement], peak: dict[int, float],
     return paths
 
 
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     quick = quick_mode()
     parser = argparse.ArgumentParser(
@@ -289,6 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = args.sizes if args.sizes is not None else (
         [parse_shape(s) for s in (("128", "256") if quick else ("256", "512", "1024"))])
     shapes = list(dict.fromkeys([*sizes, *args.shapes]))
+    memory = _physical_memory()
+    for m, n, k in shapes:
+        needed = 4 * (m * k + k * n + m * n)
+        if memory and needed > memory // 2:
+            parser.error(f"shape M={m} N={n} K={k} needs {needed / 2**30:.1f} GiB for A, B and "
+                         f"C, more than half of this machine's {memory / 2**30:.1f} GiB")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: exists and is not a directory; give a directory")
     threads_list = args.threads or sorted({1, machine.cpu_count()})
     references = args.vs if args.vs is not None else (
         ["numpy", "torch"] if torch_available() else ["numpy"])

@@ -36,6 +36,11 @@ class Optimizer:
         self.state: dict[int, dict[str, Any]] = {}
 
     def _check(self, group: dict[str, Any]) -> None:
+        for name, value in group.items():
+            numbers = value if name == "betas" else (value,)
+            if name not in ("params", "nesterov") and not all(
+                    isinstance(v, (int, float, np.floating, np.integer)) for v in numbers):
+                raise TypeError(f"{name} must be a number, got {value!r}")
         if not group["lr"] >= 0:
             raise ValueError(f"lr must be a number >= 0, got {group['lr']!r}")
         if not group.get("weight_decay", 0) >= 0:

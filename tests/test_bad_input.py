@@ -54,9 +54,6 @@ def test_bench_cli_reports_a_usage_error_from_the_command_line():
     assert "sizes >= 1" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.xfail(reason="krypton/bench.py does not check that a size can be allocated or that "
-                          "--out is a directory: a traceback (ValueError / FileExistsError), "
-                          "not a usage error (reported, issue 8)", strict=False)
 @pytest.mark.parametrize("args", [["--sizes", "99999999999"], ["--out", sys.executable]])
 def test_bench_cli_impossible_sizes_and_a_file_as_out_are_usage_errors(capsys, args):
     with pytest.raises(SystemExit) as exit_info:
