@@ -124,4 +124,34 @@ static inline void kr_store_n(float *p, kr_vec v, int64_t n) { if (n > 0) *p = v
 #  error "KR_ISA must be one of KR_ISA_SCALAR, KR_ISA_NEON, KR_ISA_AVX2, KR_ISA_AVX512"
 #endif
 
+/* kr_transpose8x8(src, lds, dst, ldd): dst[c * ldd + r] = src[r * lds + c] for r, c < 8, in
+ * registers: 8 row loads, 24 shuffles, 8 row stores, instead of 64 single-float moves. The
+ * packing of a transposed B uses it (packed.c). The classic three stages: interleave pairs of
+ * rows (unpack), then pairs of pairs (shuffle), then swap 128-bit halves (permute2f128). */
+#if KR_ISA == KR_ISA_AVX512 || KR_ISA == KR_ISA_AVX2
+#  define KR_HAVE_TRANSPOSE8 1
+static inline void kr_transpose8x8(const float *src, int64_t lds, float *dst, int64_t ldd)
+{
+    __m256 r[8], t[8], s[8];
+    for (int i = 0; i < 8; ++i)
+        r[i] = _mm256_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i += 2) {       /* t[i] = r[i]0 r[i+1]0 r[i]1 r[i+1]1 | ... */
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {       /* four rows' worth of one column per 128-bit half */
+        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int i = 0; i < 4; ++i) {          /* rows 0-3 from the low halves, 4-7 from the high */
+        _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(s[i], s[i + 4], 0x20));
+        _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(s[i], s[i + 4], 0x31));
+    }
+}
+#else
+#  define KR_HAVE_TRANSPOSE8 0
+#endif
+
 #endif

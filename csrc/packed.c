@@ -127,8 +127,19 @@ static void kr_pack_b_panels(int64_t kc, int64_t nc, int64_t p_begin, int64_t p_
                     kr_store(dst + k * KR_NR + v * KR_VLEN, lanes == KR_VLEN ? kr_load(from)
                              : lanes > 0 ? kr_load_n(from, lanes) : kr_zero());
                 }
+        } else if (rsb == 1 && KR_HAVE_TRANSPOSE8) {
+            /* B transposed (columns contiguous): 8 x 8 blocks transposed in registers, then
+             * the ragged rest (k beyond a multiple of 8, columns beyond one) and the zero
+             * padding one float at a time. */
+            const int64_t k8 = kc - kc % 8, j8 = nr - nr % 8;
+            for (int64_t k0 = 0; k0 < k8; k0 += 8)
+                for (int64_t j0 = 0; j0 < j8; j0 += 8)
+                    kr_transpose8x8(src + k0 + j0 * csb, csb, dst + k0 * KR_NR + j0, KR_NR);
+            for (int64_t k = 0; k < kc; ++k)
+                for (int64_t j = k < k8 ? j8 : 0; j < KR_NR; ++j)
+                    dst[k * KR_NR + j] = j < nr ? src[k + j * csb] : 0.0f;
         } else {
-            /* B transposed (or any strides): a blocked transpose. For 16 rows k at a time,
+            /* B with other strides: a blocked transpose. For 16 rows k at a time,
              * walk down each column j (contiguous in memory when rsb == 1): the 16 x NR block
              * read and the one written both stay in L1, whatever the distance between columns. */
             for (int64_t k0 = 0; k0 < kc; k0 += 16) {
