@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,10 @@ def run_notebooks(prefixes: list[str], timeout: int = 3600) -> int:
         print(f"no notebook in notebooks/ starts with {prefixes}")
         return 1
     mode = "quick" if bench.quick_mode() else "full"
+    # The notebooks' kernels import this checkout's krypton, whatever copy pip points at.
+    repo = str(folder.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [repo] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     for path in paths:
         notebook = nbformat.read(path, as_version=4)
         start = time.perf_counter()
