@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -56,6 +57,32 @@ def check_all() -> bool:
     return ok
 
 
+_PROGRESS_BAR = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")
+
+
+def drop_progress_bars(notebook) -> int:
+    """Remove tqdm's progress-bar widgets from a notebook's saved outputs; return how many.
+
+    A saved widget keeps only the text of its first frame ("0%| | 0/20"), which reads as a
+    stalled run on a web page; the bars are useful while the notebook runs, not afterwards.
+    """
+    dropped = 0
+    for cell in notebook.cells:
+        kept = []
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            text = data.get("text/plain", "")
+            text = "".join(text) if isinstance(text, list) else text
+            if ("application/vnd.jupyter.widget-view+json" in data
+                    and _PROGRESS_BAR.search(text)):
+                dropped += 1
+                continue
+            kept.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+    return dropped
+
+
 def run_notebooks(prefixes: list[str], timeout: int = 3600) -> int:
     """Execute notebooks in place, in order, so their saved outputs are a fresh full run."""
     import nbformat
@@ -77,6 +104,7 @@ def run_notebooks(prefixes: list[str], timeout: int = 3600) -> int:
         start = time.perf_counter()
         NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": str(folder)}}).execute()
+        drop_progress_bars(notebook)
         nbformat.write(notebook, path)
         print(f"{path.name}: executed in {time.perf_counter() - start:.0f} s ({mode} mode)",
               flush=True)
