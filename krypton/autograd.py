@@ -20,7 +20,7 @@ Names and semantics follow PyTorch (``requires_grad``, ``.grad``, ``.backward()`
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -677,13 +677,3 @@ def graph(root: Tensor) -> tuple[list[Tensor], list[tuple[Tensor, Tensor]]]:
     edges = [(parent, node) for node in nodes for parent in node._parents if parent.requires_grad]
     return nodes, edges
 
-
-def parameters_of(items: Iterable[Any]) -> list[Tensor]:
-    """The Tensors in ``items`` (for optimizers), with a clear error for anything else."""
-    found = []
-    for item in items:
-        if not isinstance(item, Tensor):
-            raise TypeError(f"expected Tensors (e.g. model.parameters()), got "
-                            f"{type(item).__name__}")
-        found.append(item)
-    return found

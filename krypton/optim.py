@@ -14,7 +14,17 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from krypton.autograd import Tensor, parameters_of
+from krypton.autograd import Tensor
+
+
+def _tensors(items: Iterable[Any]) -> list[Tensor]:
+    """The Tensors an optimizer will update, with a clear error for anything else."""
+    found = list(items)
+    for item in found:
+        if not isinstance(item, Tensor):
+            raise TypeError(f"expected Tensors (e.g. model.parameters()), got "
+                            f"{type(item).__name__}")
+    return found
 
 
 class Optimizer:
@@ -30,7 +40,7 @@ class Optimizer:
         self.param_groups: list[dict[str, Any]] = []
         for group in groups:
             group = dict(defaults, **group)
-            group["params"] = parameters_of(group["params"])
+            group["params"] = _tensors(group["params"])
             self._check(group)
             self.param_groups.append(group)
         self.state: dict[int, dict[str, Any]] = {}

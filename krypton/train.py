@@ -448,12 +448,28 @@ def make_optimizer(model, optimizer: str = "sgd", lr: float | None = None,
 
 
 def _set_lr(optimizer, lr: float) -> None:
-    groups = getattr(optimizer, "param_groups", None)
-    if groups:
-        for group in groups:
-            group["lr"] = lr
-    else:
-        optimizer.lr = lr
+    for group in optimizer.param_groups:  # krypton.optim and torch.optim alike
+        group["lr"] = lr
+
+
+def _timed_step(optimizer, loss_of: Callable[[np.ndarray, np.ndarray], Any]
+                ) -> Callable[[np.ndarray, np.ndarray, float, dict], float]:
+    """One training step on a batch, its phases timed: ``loss_of(x, y)`` is the forward pass
+    and loss (krypton's or PyTorch's); backward and the optimizer step are the same for both."""
+
+    def training_step(x: np.ndarray, y: np.ndarray, lr: float,
+                      clocks: dict[str, _Stopwatch]) -> float:
+        _set_lr(optimizer, lr)
+        with clocks["forward"]:
+            loss = loss_of(x, y)
+        with clocks["backward"]:
+            optimizer.zero_grad()
+            loss.backward()
+        with clocks["step"]:
+            optimizer.step()
+        return loss.item()
+
+    return training_step
 
 
 def evaluate(model, images: np.ndarray, labels: np.ndarray, backend: str | None = None,
@@ -528,17 +544,7 @@ def train(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
     history = History(backend, threads, data.dataset, plan.settings(data, _sizes_of(model)))
     opt = make_optimizer(model, plan.optimizer, plan.lr, plan.momentum)
 
-    def training_step(x: np.ndarray, y: np.ndarray, lr: float,
-                      clocks: dict[str, _Stopwatch]) -> float:
-        _set_lr(opt, lr)
-        with clocks["forward"]:
-            loss = F.cross_entropy(model(krypton.Tensor(x)), y)
-        with clocks["backward"]:
-            opt.zero_grad()
-            loss.backward()
-        with clocks["step"]:
-            opt.step()
-        return loss.item()
+    training_step = _timed_step(opt, lambda x, y: F.cross_entropy(model(krypton.Tensor(x)), y))
 
     def test_accuracy() -> float:
         return evaluate(model, data.test_images, data.test_labels)
@@ -676,18 +682,8 @@ def train_torch(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
     else:
         opt = torch.optim.Adam(twin.parameters(), lr=plan.lr)
 
-    def training_step(x: np.ndarray, y: np.ndarray, lr: float,
-                      clocks: dict[str, _Stopwatch]) -> float:
-        _set_lr(opt, lr)
-        with clocks["forward"]:
-            loss = torch.nn.functional.cross_entropy(twin(torch.from_numpy(x)),
-                                                     torch.from_numpy(y))
-        with clocks["backward"]:
-            opt.zero_grad()
-            loss.backward()
-        with clocks["step"]:
-            opt.step()
-        return loss.item()
+    training_step = _timed_step(opt, lambda x, y: torch.nn.functional.cross_entropy(
+        twin(torch.from_numpy(x)), torch.from_numpy(y)))
 
     def test_accuracy() -> float:
         return _torch_accuracy(twin, data.test_images, data.test_labels)
