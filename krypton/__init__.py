@@ -11,7 +11,7 @@ from krypton.backends import BACKENDS, backend, get_backend, set_backend
 from krypton.kernels import KERNELS, Kernel, compile_source, default_knobs, get_kernel, matmul
 from krypton.seam import CompileError, CompilerNotFoundError
 from krypton.autograd import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
-from krypton import nn, optim  # noqa: E402  (nn imports krypton.autograd)
+from krypton import nn, optim
 from krypton.nn import manual_seed
 
 __version__ = "0.1.0"
