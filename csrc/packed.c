@@ -110,15 +110,17 @@ static float *kr_thread_buffer(int which, int64_t rows, int64_t cols)
 }
 
 /* Pack panels [p_begin, p_end) of the kc x nc block of B into NR-wide micro-panels: panel p
- * holds B[k][p*NR .. p*NR+NR) for k = 0..kc, padded with zero columns beyond nc. */
+ * starts at Bp + p * panel_stride and holds B[k][p*NR .. p*NR+NR) for k = 0..kc, padded with
+ * zero columns beyond nc. The stride is kc_max * NR, not kc * NR: each panel keeps its place
+ * when the last, shorter kc block is packed (rung 6's threads rely on that). */
 static void kr_pack_b_panels(int64_t kc, int64_t nc, int64_t p_begin, int64_t p_end,
                              const float *restrict B, int64_t rsb, int64_t csb,
-                             float *restrict Bp)
+                             float *restrict Bp, int64_t panel_stride)
 {
     for (int64_t p = p_begin; p < p_end; ++p) {        /* one NR-wide panel at a time */
         const int64_t nr = kr_min(KR_NR, nc - p * KR_NR);
         const float *src = B + p * KR_NR * csb;
-        float *dst = Bp + p * kc * KR_NR;
+        float *dst = Bp + p * panel_stride;
         if (csb == 1) {                                /* rows contiguous: vector copies */
             for (int64_t k = 0; k < kc; ++k)
                 for (int v = 0; v < KR_NV; ++v) {
@@ -167,15 +169,23 @@ static void kr_pack_a_panel(int64_t kc, int64_t mr, const float *restrict A, int
     }
 }
 
-/* The micro-kernel: an MR x NR block of A*B over depth kc, from packed panels, held in
- * registers. `overwrite` is set on the first kc block (C = AB); later blocks add (C += AB).
- * Full tiles of a row-major C are stored straight from the registers; edge tiles (mr < MR or
- * nr < NR) and tiles of a transposed C (csc != 1) go through a small buffer, so the zero
- * padding never lands outside C. */
-static inline void kr_microkernel(int64_t kc, const float *restrict Ap, const float *restrict Bp,
-                                  float *restrict C, int64_t rsc, int64_t csc, int64_t mr,
-                                  int64_t nr, int overwrite)
+/* The micro-kernel: an MR x NR block of A*B over depth kc, held in registers. B comes from a
+ * packed micro-panel; A from anywhere: element (r, k) of the A panel is A[r*rsa + k*csa], which
+ * is a packed micro-panel for rsa = 1, csa = MR, or the caller's matrix in place (see
+ * kr_use_a_in_place). Only the first a_rows rows of A exist: rows beyond re-read the last one
+ * (a packed panel has its zero padding and passes MR). `overwrite` is set on the first kc block
+ * (C = AB); later blocks add (C += AB). Full tiles of a row-major C are stored straight from the
+ * registers; edge tiles (mr < MR or nr < NR) and tiles of a transposed C (csc != 1) go through a
+ * small buffer, so the padding never lands outside C. */
+static inline __attribute__((always_inline)) void
+kr_microkernel_strided(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
+                       int64_t a_rows, const float *restrict Bp, float *restrict C, int64_t rsc,
+                       int64_t csc, int64_t mr, int64_t nr, int overwrite)
 {
+    const float *row[KR_MR];
+#pragma GCC unroll 32
+    for (int r = 0; r < KR_MR; ++r)
+        row[r] = A + kr_min(r, a_rows - 1) * rsa;
     kr_vec acc[KR_MR][KR_NV];
 #pragma GCC unroll 32
     for (int r = 0; r < KR_MR; ++r)
@@ -197,7 +207,7 @@ static inline void kr_microkernel(int64_t kc, const float *restrict Ap, const fl
             b[v] = kr_load(Bp + k * KR_NR + v * KR_VLEN);
 #pragma GCC unroll 32
         for (int r = 0; r < KR_MR; ++r) {
-            const kr_vec a = kr_set1(Ap[k * KR_MR + r]);
+            const kr_vec a = kr_set1(row[r][k * csa]);
 #pragma GCC unroll 8
             for (int v = 0; v < KR_NV; ++v)
                 acc[r][v] = kr_fma(a, b[v], acc[r][v]);
@@ -227,10 +237,20 @@ static inline void kr_microkernel(int64_t kc, const float *restrict Ap, const fl
         }
 }
 
-/* The two loops around the micro-kernel (jr, ir) over one packed mc x kc block of A and the
- * packed panels [panel_begin, panel_end) of B. C points at C[ic][jc]. */
+/* The micro-kernel on a packed A panel: the strides are constants, and the code is rung 4's. */
+static inline void kr_microkernel(int64_t kc, const float *restrict Ap, const float *restrict Bp,
+                                  float *restrict C, int64_t rsc, int64_t csc, int64_t mr,
+                                  int64_t nr, int overwrite)
+{
+    kr_microkernel_strided(kc, Ap, 1, KR_MR, KR_MR, Bp, C, rsc, csc, mr, nr, overwrite);
+}
+
+/* The two loops around the micro-kernel (jr, ir) over one mc x kc block of A and the packed
+ * panels [panel_begin, panel_end) of B. C points at C[ic][jc]. A is either packed (a_packed:
+ * MR-row panels one after another, rsa and csa unused) or read in place with strides rsa, csa. */
 static void kr_macrokernel(int64_t mc, int64_t nc, int64_t kc, int64_t panel_begin,
-                           int64_t panel_end, const float *restrict Ap, const float *restrict Bp,
+                           int64_t panel_end, const float *restrict A, int a_packed, int64_t rsa,
+                           int64_t csa, const float *restrict Bp, int64_t panel_stride,
                            float *restrict C, int64_t rsc, int64_t csc, int overwrite)
 {
     for (int64_t p = panel_begin; p < panel_end; ++p) {      /* jr: one NR-wide panel of B (in L2) */
@@ -238,10 +258,29 @@ static void kr_macrokernel(int64_t mc, int64_t nc, int64_t kc, int64_t panel_beg
         const int64_t nr = kr_min(KR_NR, nc - jr);
         for (int64_t ir = 0; ir < mc; ir += KR_MR) {         /* ir: one MR-tall panel of A */
             const int64_t mr = kr_min(KR_MR, mc - ir);
-            kr_microkernel(kc, Ap + ir * kc, Bp + p * KR_NR * kc, C + ir * rsc + jr * csc,
-                           rsc, csc, mr, nr, overwrite);
+            float *c = C + ir * rsc + jr * csc;
+            if (a_packed)
+                kr_microkernel(kc, A + ir * kc, Bp + p * panel_stride, c, rsc, csc, mr, nr,
+                               overwrite);
+            else
+                kr_microkernel_strided(kc, A + ir * rsa, rsa, csa, mr, Bp + p * panel_stride, c,
+                                       rsc, csc, mr, nr, overwrite);
         }
     }
+}
+
+/* Packing A pays when the packed block is read many times: once per NR-wide panel of B in the
+ * jr loop. Measured on the team's Zen 4 (M = 128, K = 256 and 784, one thread), reading A in
+ * place instead was 5-15% faster up to 4 panels of B, level at 8, and 3-7% slower from 16 on:
+ * the micro-kernel's broadcasts load one float at a time, from any strides, but eight rows
+ * apart they are harder on the caches and prefetchers than one packed stream. So a block of
+ * C at most KR_A_IN_PLACE_PANELS panels wide reads A where it is. */
+#ifndef KR_A_IN_PLACE_PANELS
+#  define KR_A_IN_PLACE_PANELS 8
+#endif
+static int kr_use_a_in_place(int64_t nc_max)
+{
+    return nc_max <= KR_A_IN_PLACE_PANELS * KR_NR;
 }
 
 static void kr_pack_a_block(int64_t mc, int64_t kc, const float *restrict A, int64_t rsa,
@@ -270,22 +309,32 @@ static int kr_packed_five_loops(int64_t M, int64_t N, int64_t K,
     const int64_t mc_max = kr_round_up(kr_min(knobs->mc, M), KR_MR);
     const int64_t nc_max = kr_round_up(kr_min(knobs->nc, N), KR_NR);
     const int64_t kc_max = kr_min(knobs->kc, K);
-    float *Ap = kr_thread_buffer(KR_BUFFER_A, mc_max, kc_max);
+    const int a_in_place = kr_use_a_in_place(nc_max);
+    float *Ap = a_in_place ? NULL : kr_thread_buffer(KR_BUFFER_A, mc_max, kc_max);
     float *Bp = kr_thread_buffer(KR_BUFFER_B, nc_max, kc_max);
-    if (!Ap || !Bp)
+    if ((!a_in_place && !Ap) || !Bp)
         return KR_ENOMEM;
 
+    const int64_t panel_stride = kc_max * KR_NR;
     for (int64_t jc = 0; jc < N; jc += nc_max) {                 /* jc: nc columns of C (L3) */
         const int64_t nc = kr_min(nc_max, N - jc);
         const int64_t panels = (nc + KR_NR - 1) / KR_NR;
         for (int64_t pc = 0; pc < K; pc += kc_max) {             /* pc: kc of the depth */
             const int64_t kc = kr_min(kc_max, K - pc);
-            kr_pack_b_panels(kc, nc, 0, panels, B + pc * rsb + jc * csb, rsb, csb, Bp);
+            kr_pack_b_panels(kc, nc, 0, panels, B + pc * rsb + jc * csb, rsb, csb, Bp,
+                             panel_stride);
             for (int64_t ic = 0; ic < M; ic += mc_max) {         /* ic: mc rows of C (L2) */
                 const int64_t mc = kr_min(mc_max, M - ic);
-                kr_pack_a_block(mc, kc, A + ic * rsa + pc * csa, rsa, csa, Ap);
-                kr_macrokernel(mc, nc, kc, 0, panels, Ap, Bp, C + ic * rsc + jc * csc, rsc, csc,
-                               pc == 0);
+                const float *a = A + ic * rsa + pc * csa;
+                float *c = C + ic * rsc + jc * csc;
+                if (a_in_place) {
+                    kr_macrokernel(mc, nc, kc, 0, panels, a, 0, rsa, csa, Bp, panel_stride, c,
+                                   rsc, csc, pc == 0);
+                } else {
+                    kr_pack_a_block(mc, kc, a, rsa, csa, Ap);
+                    kr_macrokernel(mc, nc, kc, 0, panels, Ap, 1, 0, 0, Bp, panel_stride, c,
+                                   rsc, csc, pc == 0);
+                }
             }
         }
     }

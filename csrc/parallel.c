@@ -45,13 +45,16 @@ typedef struct kr_parallel_job {
 
 static int64_t kr_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* Pick threads_m x threads_n == threads minimizing the micro-tiles of the busiest thread;
- * ties go to splitting rows, which keeps each thread's packed A private and small. */
+/* Pick threads_m x threads_n == threads minimizing the micro-tiles of the busiest thread.
+ * Ties go to splitting rows when A is packed (each thread packs only its own rows of A), and
+ * to splitting columns when A is read in place: then each thread packs only the B panels it
+ * uses, and the threads never wait for one another (see kr_parallel_worker). */
 static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
-                           int64_t *threads_m, int64_t *threads_n)
+                           int prefer_columns, int64_t *threads_m, int64_t *threads_n)
 {
     int64_t best_cost = -1;
-    for (int64_t tm = threads; tm >= 1; --tm) {
+    for (int64_t i = 0; i < threads; ++i) {
+        const int64_t tm = prefer_columns ? i + 1 : threads - i;
         if (threads % tm != 0)
             continue;
         const int64_t tn = threads / tm;
@@ -69,10 +72,11 @@ static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
 static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t threads)
 {
     const int64_t m_panels = kr_ceil_div(job->M, KR_MR);
+    const int a_in_place = kr_use_a_in_place(job->nc_max);
     /* Each thread packs A into its own buffer; OpenMP's threads live on between calls, and so
      * do their buffers. A thread without one still walks the loops, to meet every barrier. */
-    float *Ap = kr_thread_buffer(KR_BUFFER_A, job->mc_max, job->kc_max);
-    if (!Ap) {
+    float *Ap = a_in_place ? NULL : kr_thread_buffer(KR_BUFFER_A, job->mc_max, job->kc_max);
+    if (!a_in_place && !Ap) {
 #pragma omp atomic write
         job->out_of_memory = 1;
     }
@@ -81,7 +85,11 @@ static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t thread
         const int64_t nc = kr_min(job->nc_max, job->N - jc);
         const int64_t n_panels = kr_ceil_div(nc, KR_NR);
         int64_t threads_m = 1, threads_n = 1;
-        kr_thread_grid(m_panels, n_panels, threads, &threads_m, &threads_n);
+        #ifdef KR_PREFER_COLUMNS
+        kr_thread_grid(m_panels, n_panels, threads, 1, &threads_m, &threads_n);
+#else
+        kr_thread_grid(m_panels, n_panels, threads, a_in_place, &threads_m, &threads_n);
+#endif
         /* This thread's rectangle: panel rows [m0, m1) x panel columns [n0, n1). */
         const int64_t tid_m = tid / threads_n, tid_n = tid % threads_n;
         const int64_t m_step = kr_ceil_div(m_panels, threads_m);
@@ -90,25 +98,42 @@ static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t thread
         const int64_t row_end = kr_min((tid_m + 1) * m_step * KR_MR, job->M);
         const int64_t n0 = kr_min(tid_n * n_step, n_panels);
         const int64_t n1 = kr_min((tid_n + 1) * n_step, n_panels);
+        /* The threads_m threads that share columns [n0, n1) share their packing: each packs a
+         * part, and all wait at a barrier before reading. With one thread per column range
+         * (threads_m == 1) a thread packs its own panels and never waits for another. */
+        const int must_wait = threads_m > 1;
+        const int64_t share = kr_ceil_div(n1 - n0, threads_m);
+        const int64_t pack_begin = kr_min(n0 + tid_m * share, n1);
+        const int64_t pack_end = kr_min(n0 + (tid_m + 1) * share, n1);
+
+        const int64_t panel_stride = job->kc_max * KR_NR;
 
         for (int64_t pc = 0; pc < job->K; pc += job->kc_max) {      /* pc: kc of the depth */
             const int64_t kc = kr_min(job->kc_max, job->K - pc);
-            /* pack B: each thread packs a contiguous share of the panels */
-            const int64_t share = kr_ceil_div(n_panels, threads);
-            kr_pack_b_panels(kc, nc, kr_min(tid * share, n_panels),
-                             kr_min((tid + 1) * share, n_panels),
-                             job->B + pc * job->rsb + jc * job->csb, job->rsb, job->csb, job->Bp);
+            kr_pack_b_panels(kc, nc, pack_begin, pack_end, job->B + pc * job->rsb + jc * job->csb,
+                             job->rsb, job->csb, job->Bp, panel_stride);
+            if (must_wait) {
 #pragma omp barrier
-            for (int64_t ic = row_begin; ic < row_end; ic += job->mc_max) {  /* ic: my rows */
+            }
+            for (int64_t ic = row_begin; ic < row_end && n0 < n1; ic += job->mc_max) {  /* ic */
                 const int64_t mc = kr_min(job->mc_max, row_end - ic);
-                if (n0 < n1 && Ap) {
-                    kr_pack_a_block(mc, kc, job->A + ic * job->rsa + pc * job->csa,
-                                    job->rsa, job->csa, Ap);
-                    kr_macrokernel(mc, nc, kc, n0, n1, Ap, job->Bp,
-                                   job->C + ic * job->rsc + jc * job->csc, job->rsc, job->csc,
-                                   pc == 0);
+                const float *a = job->A + ic * job->rsa + pc * job->csa;
+                float *c = job->C + ic * job->rsc + jc * job->csc;
+                if (a_in_place) {
+                    kr_macrokernel(mc, nc, kc, n0, n1, a, 0, job->rsa, job->csa, job->Bp,
+                                   panel_stride, c, job->rsc, job->csc, pc == 0);
+                } else if (Ap) {
+                    kr_pack_a_block(mc, kc, a, job->rsa, job->csa, Ap);
+                    kr_macrokernel(mc, nc, kc, n0, n1, Ap, 1, 0, 0, job->Bp, panel_stride, c,
+                                   job->rsc, job->csc, pc == 0);
                 }
             }
+            if (must_wait) {
+#pragma omp barrier
+            }
+        }
+        /* The next nc block may hand a panel slot to another thread: let the owner finish. */
+        if (!must_wait && jc + job->nc_max < job->N) {
 #pragma omp barrier
         }
     }

@@ -28,6 +28,8 @@ KERNELS = ("naive", "tiled", "simd", "regblock", "packed", "parallel")
 
 LOOP_ORDERS = ("ijk", "ikj")
 
+_FLOAT32 = np.dtype(np.float32)
+
 
 @dataclass(frozen=True)
 class KernelSpec:
@@ -178,7 +180,13 @@ class Kernel:
 
     def __call__(self, a: np.ndarray, b: np.ndarray, threads: int | None = None,
                  **knobs: Any) -> np.ndarray:
-        _check_operands(a, b)
+        # Training calls this thousands of times a second on small matrices, where each
+        # microsecond of Python shows: the common case (two plain 2-D float32 arrays) passes
+        # a few identity tests, and anything else takes the full check with its messages.
+        if not (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype is _FLOAT32
+                and b.dtype is _FLOAT32 and a.ndim == 2 and b.ndim == 2
+                and a.shape[1] == b.shape[0]):
+            _check_operands(a, b)
         threads = _resolve_threads(self.spec, threads)
         if knobs:
             runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, knobs)
@@ -219,10 +227,13 @@ class Kernel:
 
 
 def _pointer(ffi: Any, x: np.ndarray) -> Any:
-    # from_buffer is the fast way to hand C a pointer, but it takes contiguous arrays only;
-    # a view (a.T, a slice) goes by its address, and its strides tell C how to walk it.
+    # from_buffer is the fast way to hand C a pointer, but it takes C-contiguous arrays only.
+    # A transposed matrix (F-contiguous, like w.T) starts where its C-contiguous transpose
+    # does; any other view (a slice) goes by its address. Its strides tell C how to walk it.
     if x.flags.c_contiguous:
         return ffi.from_buffer("float[]", x)
+    if x.flags.f_contiguous:
+        return ffi.from_buffer("float[]", x.T)
     return ffi.cast("float *", x.ctypes.data)
 
 

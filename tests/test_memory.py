@@ -300,19 +300,21 @@ def test_threads_that_end_leave_no_packing_buffers_behind():
 
 LIMITED_SCRIPT = textwrap.dedent("""
     import resource, numpy as np, krypton
-    b = np.ones((65536, 64), np.float32)                       # 16 MB
-    a = np.broadcast_to(np.float32(1), (6000, 65536))          # no memory behind it
+    # Neither operand has memory behind it. 1024 columns of B are wide enough that the
+    # kernels pack A (narrower products read A in place: kr_use_a_in_place in csrc/packed.c).
+    b = np.broadcast_to(np.float32(1), (65536, 1024))
+    a = np.broadcast_to(np.float32(1), (6000, 65536))
     small = np.ones((7, 5), np.float32)
     for kernel in ("packed", "parallel"):                      # warm: compile, start threads
         krypton.matmul(small, small.T, kernel=kernel)
-    # From here on the address space may grow by 1 GB: B's packed block (16 MB) fits, each
+    # From here on the address space may grow by 1 GB: B's packed block (256 MB) fits, each
     # thread's packed block of A (6000 x 65536 floats, 1.5 GB) does not.
     with open("/proc/self/statm") as statm:
         size = int(statm.read().split()[0]) * resource.getpagesize()
     resource.setrlimit(resource.RLIMIT_AS, (size + 2**30, resource.RLIM_INFINITY))
     for kernel, threads in (("parallel", 2), ("packed", None)):
         try:
-            krypton.matmul(a, b, kernel=kernel, threads=threads, mc=6000, kc=65536, nc=64)
+            krypton.matmul(a, b, kernel=kernel, threads=threads, mc=6000, kc=65536, nc=1024)
             print(kernel, "no error")
         except MemoryError as error:
             print(kernel, "MemoryError", error)
