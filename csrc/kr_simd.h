@@ -6,6 +6,13 @@
  *   kr_load_n/kr_store_n      the first n lanes only (n < KR_VLEN): the edge of a row
  *   kr_set1         broadcast one float to every lane
  *   kr_fma(a, b, c) a * b + c in one instruction, one rounding
+ *   kr_sum(v)       the sum of v's lanes, one float (a horizontal add)
+ *   kr_sum4(a, b, c, d, out)  the lane sums of four vectors, sharing the shuffles
+ *   KR_IN_REGISTER(v)  an empty asm statement that makes the compiler hold v in a register
+ *                   at that point. x86 FMAs can take one operand straight from memory, and gcc
+ *                   likes to fold a load into every FMA that uses it: one load of B becomes
+ *                   four, and on a core that loads one 512-bit vector per cycle the kernel
+ *                   waits on loads, not FMAs (csrc/packed.c, kr_dot_step, measured).
  *
  * The ISA is chosen at compile time. By default it is the widest one the compiler
  * targets (with -march=native: what this CPU has). Defining KR_ISA forces a narrower
@@ -47,6 +54,22 @@ static inline kr_vec kr_load(const float *p) { return _mm512_loadu_ps(p); }
 static inline void kr_store(float *p, kr_vec v) { _mm512_storeu_ps(p, v); }
 static inline kr_vec kr_fma(kr_vec a, kr_vec b, kr_vec c) { return _mm512_fmadd_ps(a, b, c); }
 static inline kr_vec kr_add(kr_vec a, kr_vec b) { return _mm512_add_ps(a, b); }
+static inline float kr_sum(kr_vec v) { return _mm512_reduce_add_ps(v); }  /* all 16 lanes */
+#  define KR_IN_REGISTER(v) __asm__("" : "+v"(v))
+/* The lane sums of four vectors at once: fold 512 -> 256 -> 128 bits, pairing the vectors so
+ * that every add works on full registers, then sum the four lanes left of each. */
+static inline void kr_sum4(kr_vec a, kr_vec b, kr_vec c, kr_vec d, float out[4]) {
+    const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44),   /* a.lo | b.lo */
+                                    _mm512_shuffle_f32x4(a, b, 0xEE));  /* a.hi | b.hi */
+    const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44),
+                                    _mm512_shuffle_f32x4(c, d, 0xEE));
+    __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88),         /* 128-bit blocks: */
+                             _mm512_shuffle_f32x4(ab, cd, 0xDD));        /* a | b | c | d */
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, 0xB1));                    /* swap lane pairs */
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));                    /* swap lane halves */
+    const __m512i first_lanes = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
+    _mm_storeu_ps(out, _mm512_castps512_ps128(_mm512_permutexvar_ps(first_lanes, v)));
+}
 /* AVX-512 mask registers make a partial row one instruction: lanes >= n are not touched. */
 static inline __mmask16 kr_mask(int64_t n) { return (__mmask16)((1u << n) - 1u); }
 static inline kr_vec kr_load_n(const float *p, int64_t n) {
@@ -71,6 +94,17 @@ static inline kr_vec kr_load(const float *p) { return _mm256_loadu_ps(p); }
 static inline void kr_store(float *p, kr_vec v) { _mm256_storeu_ps(p, v); }
 static inline kr_vec kr_fma(kr_vec a, kr_vec b, kr_vec c) { return _mm256_fmadd_ps(a, b, c); }
 static inline kr_vec kr_add(kr_vec a, kr_vec b) { return _mm256_add_ps(a, b); }
+#  define KR_IN_REGISTER(v) __asm__("" : "+v"(v))
+static inline void kr_sum4(kr_vec a, kr_vec b, kr_vec c, kr_vec d, float out[4]) {
+    const __m256 ab = _mm256_hadd_ps(a, b), cd = _mm256_hadd_ps(c, d);  /* pairs of lanes */
+    const __m256 abcd = _mm256_hadd_ps(ab, cd);      /* per 128-bit half: a | b | c | d */
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+}
+static inline float kr_sum(kr_vec v) {  /* all 8 lanes: halves, then pairs, then the last two */
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+}
 /* AVX2 has no mask registers; maskload/maskstore take the mask as a vector of lane flags. */
 static inline __m256i kr_mask(int64_t n) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -94,6 +128,11 @@ static inline kr_vec kr_load(const float *p) { return vld1q_f32(p); }
 static inline void kr_store(float *p, kr_vec v) { vst1q_f32(p, v); }
 static inline kr_vec kr_fma(kr_vec a, kr_vec b, kr_vec c) { return vfmaq_f32(c, a, b); }
 static inline kr_vec kr_add(kr_vec a, kr_vec b) { return vaddq_f32(a, b); }
+static inline float kr_sum(kr_vec v) { return vaddvq_f32(v); }
+#  define KR_IN_REGISTER(v) __asm__("" : "+w"(v))
+static inline void kr_sum4(kr_vec a, kr_vec b, kr_vec c, kr_vec d, float out[4]) {
+    vst1q_f32(out, vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d)));
+}
 /* NEON has no masked memory access: go through a small buffer so no byte past n is touched. */
 static inline kr_vec kr_load_n(const float *p, int64_t n) {
     float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -117,6 +156,11 @@ static inline kr_vec kr_load(const float *p) { return *p; }
 static inline void kr_store(float *p, kr_vec v) { *p = v; }
 static inline kr_vec kr_fma(kr_vec a, kr_vec b, kr_vec c) { return a * b + c; }
 static inline kr_vec kr_add(kr_vec a, kr_vec b) { return a + b; }
+static inline float kr_sum(kr_vec v) { return v; }
+#  define KR_IN_REGISTER(v) ((void)(v))
+static inline void kr_sum4(kr_vec a, kr_vec b, kr_vec c, kr_vec d, float out[4]) {
+    out[0] = a, out[1] = b, out[2] = c, out[3] = d;
+}
 static inline kr_vec kr_load_n(const float *p, int64_t n) { return n > 0 ? *p : 0.0f; }
 static inline void kr_store_n(float *p, kr_vec v, int64_t n) { if (n > 0) *p = v; }
 

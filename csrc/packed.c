@@ -169,33 +169,36 @@ static void kr_pack_a_panel(int64_t kc, int64_t mr, const float *restrict A, int
     }
 }
 
-/* The micro-kernel: an MR x NR block of A*B over depth kc, held in registers. B comes from a
- * packed micro-panel; A from anywhere: element (r, k) of the A panel is A[r*rsa + k*csa], which
- * is a packed micro-panel for rsa = 1, csa = MR, or the caller's matrix in place (see
- * kr_use_a_in_place). Only the first a_rows rows of A exist: rows beyond re-read the last one
- * (a packed panel has its zero padding and passes MR). `overwrite` is set on the first kc block
- * (C = AB); later blocks add (C += AB). Full tiles of a row-major C are stored straight from the
- * registers; edge tiles (mr < MR or nr < NR) and tiles of a transposed C (csc != 1) go through a
- * small buffer, so the padding never lands outside C. */
+/* The micro-kernel: a rows x NR block of A*B over depth kc, held in registers (rows = MR for
+ * every full tile). B comes from a packed micro-panel; A from anywhere: element (r, k) of the A
+ * panel is A[r*rsa + k*csa], which is a packed micro-panel for rsa = 1, csa = MR, or the
+ * caller's matrix in place (see kr_use_a_in_place). Only the first a_rows rows of A exist:
+ * rows beyond re-read the last one (a packed panel has its zero padding and passes MR).
+ * `overwrite` is set on the first kc block (C = AB); later blocks add (C += AB). Tiles of full
+ * width in a row-major C are stored straight from the registers; the others (nr < NR, or a
+ * transposed C with csc != 1) go through a small buffer, so the padding never lands outside C.
+ *
+ * `rows` is a compile-time constant wherever this is inlined (always_inline): each value gets
+ * its own copy of the code with exactly rows x NV accumulators, see kr_microkernel_edge. */
 static inline __attribute__((always_inline)) void
-kr_microkernel_strided(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
-                       int64_t a_rows, const float *restrict Bp, float *restrict C, int64_t rsc,
-                       int64_t csc, int64_t mr, int64_t nr, int overwrite)
+kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t rsa,
+                    int64_t csa, int64_t a_rows, const float *restrict Bp, float *restrict C,
+                    int64_t rsc, int64_t csc, int64_t mr, int64_t nr, int overwrite)
 {
     const float *row[KR_MR];
 #pragma GCC unroll 32
-    for (int r = 0; r < KR_MR; ++r)
+    for (int r = 0; r < rows; ++r)
         row[r] = A + kr_min(r, a_rows - 1) * rsa;
     kr_vec acc[KR_MR][KR_NV];
 #pragma GCC unroll 32
-    for (int r = 0; r < KR_MR; ++r)
+    for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 8
         for (int v = 0; v < KR_NV; ++v)
             acc[r][v] = kr_zero();
     /* C is touched only after the k loop. Ask for its lines now, so that on large matrices,
      * where C lives in memory, the loads at the end do not stall (as BLIS's kernels do). */
     if (csc == 1)
-        for (int r = 0; r < KR_MR; ++r)
+        for (int r = 0; r < rows; ++r)
             for (int j = 0; j < KR_NR; j += 64 / (int)sizeof(float))
                 __builtin_prefetch(C + r * rsc + j, 1, 3);
 
@@ -206,7 +209,7 @@ kr_microkernel_strided(int64_t kc, const float *restrict A, int64_t rsa, int64_t
         for (int v = 0; v < KR_NV; ++v)
             b[v] = kr_load(Bp + k * KR_NR + v * KR_VLEN);
 #pragma GCC unroll 32
-        for (int r = 0; r < KR_MR; ++r) {
+        for (int r = 0; r < rows; ++r) {
             const kr_vec a = kr_set1(row[r][k * csa]);
 #pragma GCC unroll 8
             for (int v = 0; v < KR_NV; ++v)
@@ -214,9 +217,9 @@ kr_microkernel_strided(int64_t kc, const float *restrict A, int64_t rsa, int64_t
         }
     }
 
-    if (mr == KR_MR && nr == KR_NR && csc == 1) {
+    if (mr == rows && nr == KR_NR && csc == 1) {
 #pragma GCC unroll 32
-        for (int r = 0; r < KR_MR; ++r)
+        for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 8
             for (int v = 0; v < KR_NV; ++v) {
                 float *c = C + r * rsc + v * KR_VLEN;
@@ -226,7 +229,7 @@ kr_microkernel_strided(int64_t kc, const float *restrict A, int64_t rsa, int64_t
     }
     float tile[KR_MR * KR_NR] __attribute__((aligned(KR_ALIGN)));
 #pragma GCC unroll 32
-    for (int r = 0; r < KR_MR; ++r)
+    for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 8
         for (int v = 0; v < KR_NV; ++v)
             kr_store(tile + r * KR_NR + v * KR_VLEN, acc[r][v]);
@@ -237,12 +240,58 @@ kr_microkernel_strided(int64_t kc, const float *restrict A, int64_t rsa, int64_t
         }
 }
 
-/* The micro-kernel on a packed A panel: the strides are constants, and the code is rung 4's. */
-static inline void kr_microkernel(int64_t kc, const float *restrict Ap, const float *restrict Bp,
-                                  float *restrict C, int64_t rsc, int64_t csc, int64_t mr,
-                                  int64_t nr, int overwrite)
+/* An edge tile, mr < MR rows: a product with M = 10 and MR = 8 has one. Computing it with the
+ * full kernel on padded rows would cost as much as a full tile, which for M = 10 is 16 rows of
+ * work for 10. So each row count up to 8 has its own copy of the kernel, with only the
+ * accumulators it needs (taller edges, possible only with MR > 9, use the full kernel). */
+static __attribute__((noinline)) void
+kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa, int a_padded,
+                    const float *restrict Bp, float *restrict C, int64_t rsc, int64_t csc,
+                    int64_t mr, int64_t nr, int overwrite)
 {
-    kr_microkernel_strided(kc, Ap, 1, KR_MR, KR_MR, Bp, C, rsc, csc, mr, nr, overwrite);
+#define KR_EDGE_ROWS(n) \
+    case n: kr_microkernel_rows(n, kc, A, rsa, csa, n, Bp, C, rsc, csc, mr, nr, overwrite); return;
+    switch (mr) {
+        KR_EDGE_ROWS(1)
+#if KR_MR > 2
+        KR_EDGE_ROWS(2)
+#endif
+#if KR_MR > 3
+        KR_EDGE_ROWS(3)
+#endif
+#if KR_MR > 4
+        KR_EDGE_ROWS(4)
+#endif
+#if KR_MR > 5
+        KR_EDGE_ROWS(5)
+#endif
+#if KR_MR > 6
+        KR_EDGE_ROWS(6)
+#endif
+#if KR_MR > 7
+        KR_EDGE_ROWS(7)
+#endif
+#if KR_MR > 8
+        KR_EDGE_ROWS(8)
+#endif
+    default:
+        kr_microkernel_rows(KR_MR, kc, A, rsa, csa, a_padded ? KR_MR : mr, Bp, C, rsc, csc, mr,
+                            nr, overwrite);
+    }
+#undef KR_EDGE_ROWS
+}
+
+/* The micro-kernel on one tile, A packed (a_packed: rsa = 1, csa = MR, constants the compiler
+ * folds into rung 4's code) or in place. */
+static inline __attribute__((always_inline)) void
+kr_microkernel(int64_t kc, const float *restrict A, int a_packed, int64_t rsa, int64_t csa,
+               const float *restrict Bp, float *restrict C, int64_t rsc, int64_t csc, int64_t mr,
+               int64_t nr, int overwrite)
+{
+    if (mr == KR_MR)
+        kr_microkernel_rows(KR_MR, kc, A, rsa, csa, KR_MR, Bp, C, rsc, csc, mr, nr, overwrite);
+    else
+        kr_microkernel_edge(kc, A, rsa, csa, a_packed, Bp, C, rsc, csc, mr, nr, overwrite);
 }
 
 /* The two loops around the micro-kernel (jr, ir) over one mc x kc block of A and the packed
@@ -258,13 +307,12 @@ static void kr_macrokernel(int64_t mc, int64_t nc, int64_t kc, int64_t panel_beg
         const int64_t nr = kr_min(KR_NR, nc - jr);
         for (int64_t ir = 0; ir < mc; ir += KR_MR) {         /* ir: one MR-tall panel of A */
             const int64_t mr = kr_min(KR_MR, mc - ir);
+            const float *b = Bp + p * panel_stride;
             float *c = C + ir * rsc + jr * csc;
-            if (a_packed)
-                kr_microkernel(kc, A + ir * kc, Bp + p * panel_stride, c, rsc, csc, mr, nr,
-                               overwrite);
+            if (a_packed)   /* two calls, so that each is compiled for its own strides */
+                kr_microkernel(kc, A + ir * kc, 1, 1, KR_MR, b, c, rsc, csc, mr, nr, overwrite);
             else
-                kr_microkernel_strided(kc, A + ir * rsa, rsa, csa, mr, Bp + p * panel_stride, c,
-                                       rsc, csc, mr, nr, overwrite);
+                kr_microkernel(kc, A + ir * rsa, 0, rsa, csa, b, c, rsc, csc, mr, nr, overwrite);
         }
     }
 }
@@ -341,6 +389,108 @@ static int kr_packed_five_loops(int64_t M, int64_t N, int64_t K,
     return KR_OK;
 }
 
+/* ---- Narrow C: dot products along k ---------------------------------------------------------
+ *
+ * A product with a handful of columns (the MLP's output layer: N = 10) fits the micro-kernel
+ * badly whichever way round it is taken. C = A*B fills 10 of every NR lanes, and the transposed
+ * product C^T = B^T A^T (below) needs A transposed into packed panels, a copy as large as A
+ * for a few rows of work. So turn the vectors the other way: C[i][j] is the dot product of row
+ * i of A and column j of B, and when both are contiguous along k, full vectors of k multiply
+ * lane by lane, with one horizontal sum (kr_sum) per element of C at the end. A tile of
+ * KR_DOT_ROWS rows x KR_DOT_COLS columns shares each load: per KR_VLEN steps of k, ROWS + COLS
+ * loads feed ROWS * COLS FMAs into as many independent accumulators. Rows of A must be
+ * contiguous (csa == 1); columns of B are copied into rows of a small buffer when they are not
+ * (N x K floats: B is narrow). Each element's sum has the same order for any thread count. */
+#define KR_DOT_ROWS 4         /* the four sums of one column are finished together: kr_sum4 */
+#if KR_VREGS >= 32
+#  define KR_DOT_COLS 5       /* 20 accumulators + 5 vectors of B + 1 of A = 26 of 32 registers */
+#else
+#  define KR_DOT_COLS 2       /*  8 + 2 + 1 = 11 of 16 */
+#endif
+
+static int kr_prefer_dot(int64_t N, int64_t csa)
+{
+    return N < KR_NR / 2 && N <= 16 && csa == 1;
+}
+
+/* One step of KR_VLEN along k for a dot-product tile: `lanes` < KR_VLEN only at the tail of k,
+ * where the loads are masked and the missing lanes read as zeros. */
+static inline __attribute__((always_inline)) void
+kr_dot_step(kr_vec acc[KR_DOT_ROWS][KR_DOT_COLS], const float *const a[KR_DOT_ROWS],
+            const float *const b[KR_DOT_COLS], int64_t k, int64_t lanes)
+{
+    kr_vec bv[KR_DOT_COLS];
+#pragma GCC unroll 8
+    for (int c = 0; c < KR_DOT_COLS; ++c)
+    {
+        bv[c] = lanes == KR_VLEN ? kr_load(b[c] + k) : kr_load_n(b[c] + k, lanes);
+        KR_IN_REGISTER(bv[c]);   /* one load per vector of B, not one per FMA (kr_simd.h) */
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < KR_DOT_ROWS; ++r) {
+        const kr_vec av = lanes == KR_VLEN ? kr_load(a[r] + k) : kr_load_n(a[r] + k, lanes);
+#pragma GCC unroll 8
+        for (int c = 0; c < KR_DOT_COLS; ++c)
+            acc[r][c] = kr_fma(av, bv[c], acc[r][c]);
+    }
+}
+
+/* Rows [i_begin, i_end) of C = A * B, with B^T given as rows: Bt[j*ldbt + k] = B[k][j]. A tile
+ * at the bottom or right edge re-reads its last row or column of A or B (clamped pointers)
+ * and stores only the elements that exist. */
+static void kr_dot_rows(int64_t i_begin, int64_t i_end, int64_t N, int64_t K,
+                        const float *restrict A, int64_t rsa, const float *restrict Bt,
+                        int64_t ldbt, float *restrict C, int64_t ldc)
+{
+    const int64_t k_full = K - K % KR_VLEN;
+    for (int64_t i0 = i_begin; i0 < i_end; i0 += KR_DOT_ROWS) {
+        const int64_t rows = kr_min(KR_DOT_ROWS, i_end - i0);
+        const float *a[KR_DOT_ROWS];
+        for (int r = 0; r < KR_DOT_ROWS; ++r)
+            a[r] = A + (i0 + kr_min(r, rows - 1)) * rsa;
+        for (int64_t j0 = 0; j0 < N; j0 += KR_DOT_COLS) {
+            const int64_t cols = kr_min(KR_DOT_COLS, N - j0);
+            const float *b[KR_DOT_COLS];
+            for (int c = 0; c < KR_DOT_COLS; ++c)
+                b[c] = Bt + (j0 + kr_min(c, cols - 1)) * ldbt;
+            kr_vec acc[KR_DOT_ROWS][KR_DOT_COLS];
+#pragma GCC unroll 8
+            for (int r = 0; r < KR_DOT_ROWS; ++r)
+#pragma GCC unroll 8
+                for (int c = 0; c < KR_DOT_COLS; ++c)
+                    acc[r][c] = kr_zero();
+            for (int64_t k = 0; k < k_full; k += KR_VLEN)
+                kr_dot_step(acc, a, b, k, KR_VLEN);
+            if (k_full < K)
+                kr_dot_step(acc, a, b, k_full, K - k_full);
+            for (int64_t c = 0; c < cols; ++c) {
+                float sums[KR_DOT_ROWS];
+                kr_sum4(acc[0][c], acc[1][c], acc[2][c], acc[3][c], sums);
+                for (int64_t r = 0; r < rows; ++r)
+                    C[(i0 + r) * ldc + j0 + c] = sums[r];
+            }
+        }
+    }
+}
+
+/* B^T as rows for kr_dot_rows: B itself when its columns are contiguous (rsb == 1, a
+ * transposed weight such as W.T), else copied into this thread's B buffer. NULL: no memory. */
+static const float *kr_dot_b_rows(int64_t N, int64_t K, const float *B, int64_t rsb,
+                                  int64_t csb, int64_t *ldbt)
+{
+    if (rsb == 1) {
+        *ldbt = csb;
+        return B;
+    }
+    float *Bt = kr_thread_buffer(KR_BUFFER_B, N, K);
+    if (Bt)
+        for (int64_t k = 0; k < K; ++k)
+            for (int64_t j = 0; j < N; ++j)
+                Bt[j * K + k] = B[k * rsb + j * csb];
+    *ldbt = K;
+    return Bt;
+}
+
 /* A product with few columns would waste most of every NR-wide micro-tile on zero padding
  * (N = 10 with NR = 32 computes 22 columns of zeros). C^T = B^T A^T has the same sums in the
  * same order, so compute that instead, writing C transposed: the narrow side now fills MR. */
@@ -360,6 +510,14 @@ int kr_sgemm_packed(int64_t M, int64_t N, int64_t K,
         return KR_OK;
     if (K == 0) {
         kr_zero_c(M, N, C, ldc);
+        return KR_OK;
+    }
+    if (kr_prefer_dot(N, csa)) {
+        int64_t ldbt;
+        const float *Bt = kr_dot_b_rows(N, K, B, rsb, csb, &ldbt);
+        if (!Bt)
+            return KR_ENOMEM;
+        kr_dot_rows(0, M, N, K, A, rsa, Bt, ldbt, C, ldc);
         return KR_OK;
     }
     if (kr_prefer_transposed(M, N))

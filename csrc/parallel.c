@@ -36,6 +36,8 @@ typedef struct kr_parallel_job {
     const float *B; int64_t rsb, csb;
     float *C; int64_t rsc, csc;
     float *Bp;          /* shared: the packed kc x nc block of B (the calling thread's buffer) */
+    const float *Bt;    /* narrow C only (kr_prefer_dot): B^T as rows, ldbt apart; else NULL */
+    int64_t ldbt;
     int out_of_memory;  /* set by a thread that could not get its buffer */
 } kr_parallel_job;
 
@@ -71,6 +73,12 @@ static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
  * (one thread, or no OpenMP) they do nothing. */
 static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t threads)
 {
+    if (job->Bt) {   /* narrow C: each thread takes a share of the rows, no packing to share */
+        const int64_t share = kr_ceil_div(kr_ceil_div(job->M, KR_DOT_ROWS), threads) * KR_DOT_ROWS;
+        kr_dot_rows(kr_min(tid * share, job->M), kr_min((tid + 1) * share, job->M), job->N,
+                    job->K, job->A, job->rsa, job->Bt, job->ldbt, job->C, job->rsc);
+        return;
+    }
     const int64_t m_panels = kr_ceil_div(job->M, KR_MR);
     const int a_in_place = kr_use_a_in_place(job->nc_max);
     /* Each thread packs A into its own buffer; OpenMP's threads live on between calls, and so
@@ -162,7 +170,11 @@ int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
         .A = A, .rsa = rsa, .csa = csa, .B = B, .rsb = rsb, .csb = csb,
         .C = C, .rsc = ldc, .csc = 1,
     };
-    if (kr_prefer_transposed(M, N)) {   /* as in rung 5: C^T = B^T A^T */
+    if (kr_prefer_dot(N, csa)) {        /* as in rung 5: narrow C by dot products */
+        job.Bt = kr_dot_b_rows(N, K, B, rsb, csb, &job.ldbt);
+        if (!job.Bt)
+            return KR_ENOMEM;
+    } else if (kr_prefer_transposed(M, N)) {   /* as in rung 5: C^T = B^T A^T */
         job = (kr_parallel_job){
             .M = N, .N = M, .K = K,
             .A = B, .rsa = csb, .csa = rsb, .B = A, .rsb = csa, .csb = rsa,
@@ -180,8 +192,7 @@ int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
     job.mc_max = kr_round_up(kr_min(knobs->mc, job.M), KR_MR);
     job.nc_max = kr_round_up(kr_min(knobs->nc, job.N), KR_NR);
     job.kc_max = kr_min(knobs->kc, K);
-    job.Bp = kr_thread_buffer(KR_BUFFER_B, job.nc_max, job.kc_max);
-    if (!job.Bp)
+    if (!job.Bt && !(job.Bp = kr_thread_buffer(KR_BUFFER_B, job.nc_max, job.kc_max)))
         return KR_ENOMEM;
     {
 #ifdef _OPENMP

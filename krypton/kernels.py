@@ -187,8 +187,8 @@ class Kernel:
                 and b.dtype is _FLOAT32 and a.ndim == 2 and b.ndim == 2
                 and a.shape[1] == b.shape[0]):
             _check_operands(a, b)
-        threads = _resolve_threads(self.spec, threads)
         if knobs:
+            threads = _resolve_threads(self.spec, threads)
             runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, knobs)
             c_knobs = self._ffi.new("kr_knobs *", dict(runtime, threads=threads))
         else:  # the common case in training: defaults, resolved once per thread count
@@ -201,46 +201,63 @@ class Kernel:
         if k == 0:  # an empty sum is 0 (and the strides of empty arrays mean nothing)
             c.fill(0.0)
             return c
-        a = _readable_by_c(a)
-        b = _readable_by_c(b)
         if self.spec.needs_unit_stride_b and n > 1 and b.strides[1] != 4:
             b = np.ascontiguousarray(b)  # rungs 3-4 load rows of B as vectors
         ffi = self._ffi
-        status = self._function(
-            m, n, k,
-            _pointer(ffi, a), a.strides[0] // 4, a.strides[1] // 4,
-            _pointer(ffi, b), b.strides[0] // 4, b.strides[1] // 4,
-            ffi.from_buffer("float[]", c), n, c_knobs,
-        )
+        # Pointers and strides for C. The common layouts first (they skip the strides lookup):
+        # a row-major, b row-major or transposed (x @ w.T); anything else goes to _operand.
+        a_flags, b_flags = a.flags, b.flags
+        if a_flags.c_contiguous and a_flags.aligned:
+            a_pointer, rsa, csa = ffi.from_buffer("float[]", a), k, 1
+        else:
+            a_pointer, rsa, csa = _operand(ffi, a)
+        if b_flags.c_contiguous and b_flags.aligned:
+            b_pointer, rsb, csb = ffi.from_buffer("float[]", b), n, 1
+        elif b_flags.f_contiguous and b_flags.aligned:
+            b_pointer, rsb, csb = ffi.from_buffer("float[]", b.T), 1, k
+        else:
+            b_pointer, rsb, csb = _operand(ffi, b)
+        status = self._function(m, n, k, a_pointer, rsa, csa, b_pointer, rsb, csb,
+                                ffi.from_buffer("float[]", c), n, c_knobs)
         if status != 0:
             _raise_for_status(status, self.spec.name, m, n, k, runtime)
         return c
 
-    def _defaults(self, threads: int) -> tuple[dict[str, int], Any]:
-        cached = self._default_knobs.get(threads)
+    def _defaults(self, threads: int | None) -> tuple[dict[str, int], Any]:
+        """The default runtime knobs, and the C struct that carries them, for a thread count:
+        checked and built once per count. Read-only for C, so one struct can serve concurrent
+        calls from many threads."""
+        if threads is None:  # all cores, asked every call: the process's affinity may change
+            threads = machine.cpu_count() if self.spec.threaded else 1
+        cached = self._default_knobs.get(threads) if type(threads) is int else None
         if cached is None:
+            resolved = _resolve_threads(self.spec, threads)  # raises for a bad count
             runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, {})
-            # Read-only for C, so one struct can serve concurrent calls from many threads.
-            cached = runtime, self._ffi.new("kr_knobs *", dict(runtime, threads=threads))
-            self._default_knobs[threads] = cached
+            cached = runtime, self._ffi.new("kr_knobs *", dict(runtime, threads=resolved))
+            self._default_knobs[resolved] = cached
         return cached
 
 
-def _pointer(ffi: Any, x: np.ndarray) -> Any:
-    # from_buffer is the fast way to hand C a pointer, but it takes C-contiguous arrays only.
-    # A transposed matrix (F-contiguous, like w.T) starts where its C-contiguous transpose
-    # does; any other view (a slice) goes by its address. Its strides tell C how to walk it.
-    if x.flags.c_contiguous:
-        return ffi.from_buffer("float[]", x)
-    if x.flags.f_contiguous:
-        return ffi.from_buffer("float[]", x.T)
-    return ffi.cast("float *", x.ctypes.data)
-
-
-def _readable_by_c(x: np.ndarray) -> np.ndarray:
-    # C indexes with whole-element strides from an aligned pointer; a view that breaks that
-    # (a buffer at an odd byte offset, say) is copied once. Transposes and slices pass as is.
-    return x if x.flags.aligned else x.copy()  # ascontiguousarray would keep it misaligned
+def _operand(ffi: Any, x: np.ndarray) -> tuple[Any, int, int]:
+    """What C is handed for the matrix x: a pointer to its first element and its row and column
+    strides in elements. Transposes and slices are read in place; only a view that C cannot
+    index with whole-element strides from an aligned pointer (a buffer at an odd byte offset,
+    say) is copied first (ascontiguousarray would keep it misaligned)."""
+    flags = x.flags
+    if not flags.aligned:
+        x = x.copy()
+        flags = x.flags
+    rows, cols = x.strides
+    # from_buffer is the fast way to a pointer, but it takes C-contiguous arrays only. A
+    # transposed matrix (F-contiguous, like w.T) starts where its C-contiguous transpose does;
+    # any other view goes by its address.
+    if flags.c_contiguous:
+        pointer = ffi.from_buffer("float[]", x)
+    elif flags.f_contiguous:
+        pointer = ffi.from_buffer("float[]", x.T)
+    else:
+        pointer = ffi.cast("float *", x.ctypes.data)
+    return pointer, rows // 4, cols // 4
 
 
 def _check_operands(a: Any, b: Any) -> None:
