@@ -463,10 +463,13 @@ static void kr_dot_rows(int64_t i_begin, int64_t i_end, int64_t N, int64_t K,
                 kr_dot_step(acc, a, b, k, KR_VLEN);
             if (k_full < K)
                 kr_dot_step(acc, a, b, k_full, K - k_full);
-            for (int64_t c = 0; c < cols; ++c) {
+            /* A constant trip count, so acc[.][c] names registers: indexed by a variable,
+             * the accumulators would have to live in memory (gcc spills all 20 to the stack). */
+#pragma GCC unroll 8
+            for (int c = 0; c < KR_DOT_COLS; ++c) {
                 float sums[KR_DOT_ROWS];
                 kr_sum4(acc[0][c], acc[1][c], acc[2][c], acc[3][c], sums);
-                for (int64_t r = 0; r < rows; ++r)
+                for (int64_t r = 0; r < rows && c < cols; ++r)
                     C[(i0 + r) * ldc + j0 + c] = sums[r];
             }
         }
@@ -483,9 +486,9 @@ static const float *kr_dot_b_rows(int64_t N, int64_t K, const float *B, int64_t 
         return B;
     }
     float *Bt = kr_thread_buffer(KR_BUFFER_B, N, K);
-    if (Bt)
-        for (int64_t k = 0; k < K; ++k)
-            for (int64_t j = 0; j < N; ++j)
+    if (Bt)   /* writes in order; reads walk down one column of B at a time (B is narrow) */
+        for (int64_t j = 0; j < N; ++j)
+            for (int64_t k = 0; k < K; ++k)
                 Bt[j * K + k] = B[k * rsb + j * csb];
     *ldbt = K;
     return Bt;
