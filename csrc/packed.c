@@ -46,6 +46,7 @@
 #define KR_ALIGN 64   /* one cache line: packed panels start on a line, vector loads never split */
 
 static int64_t kr_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static int64_t kr_max(int64_t a, int64_t b) { return a > b ? a : b; }
 static int64_t kr_round_up(int64_t x, int64_t multiple) { return (x + multiple - 1) / multiple * multiple; }
 
 static float *kr_alloc_floats(int64_t count)
@@ -170,9 +171,11 @@ static void kr_pack_a_panel(int64_t kc, int64_t mr, const float *restrict A, int
 }
 
 /* The micro-kernel: a rows x NR block of A*B over depth kc, held in registers (rows = MR for
- * every full tile). B comes from a packed micro-panel; A from anywhere: element (r, k) of the A
- * panel is A[r*rsa + k*csa], which is a packed micro-panel for rsa = 1, csa = MR, or the
- * caller's matrix in place (see kr_use_a_in_place). Only the first a_rows rows of A exist:
+ * every full tile). Row k of the B panel is B[k*ldb .. k*ldb + NR): a packed micro-panel for
+ * ldb = NR, or the caller's matrix in place for ldb = its row stride (see kr_use_b_in_place).
+ * A comes from anywhere: element (r, k) of the A panel is A[r*rsa + k*csa], which is a packed
+ * micro-panel for rsa = 1, csa = MR, or the caller's matrix in place (see kr_use_a_in_place).
+ * Only the first a_rows rows of A exist:
  * rows beyond re-read the last one (a packed panel has its zero padding and passes MR).
  * `overwrite` is set on the first kc block (C = AB); later blocks add (C += AB). Tiles of full
  * width in a row-major C are stored straight from the registers; the others (nr < NR, or a
@@ -182,8 +185,9 @@ static void kr_pack_a_panel(int64_t kc, int64_t mr, const float *restrict A, int
  * its own copy of the code with exactly rows x NV accumulators, see kr_microkernel_edge. */
 static inline __attribute__((always_inline)) void
 kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t rsa,
-                    int64_t csa, int64_t a_rows, const float *restrict Bp, float *restrict C,
-                    int64_t rsc, int64_t csc, int64_t mr, int64_t nr, int overwrite)
+                    int64_t csa, int64_t a_rows, const float *restrict B, int64_t ldb,
+                    float *restrict C, int64_t rsc, int64_t csc, int64_t mr, int64_t nr,
+                    int overwrite)
 {
     const float *row[KR_MR];
 #pragma GCC unroll 32
@@ -207,7 +211,7 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
         kr_vec b[KR_NV];
 #pragma GCC unroll 8
         for (int v = 0; v < KR_NV; ++v)
-            b[v] = kr_load(Bp + k * KR_NR + v * KR_VLEN);
+            b[v] = kr_load(B + k * ldb + v * KR_VLEN);
 #pragma GCC unroll 32
         for (int r = 0; r < rows; ++r) {
             const kr_vec a = kr_set1(row[r][k * csa]);
@@ -246,11 +250,13 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
  * accumulators it needs (taller edges, possible only with MR > 9, use the full kernel). */
 static __attribute__((noinline)) void
 kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa, int a_padded,
-                    const float *restrict Bp, float *restrict C, int64_t rsc, int64_t csc,
-                    int64_t mr, int64_t nr, int overwrite)
+                    const float *restrict B, int64_t ldb, float *restrict C, int64_t rsc,
+                    int64_t csc, int64_t mr, int64_t nr, int overwrite)
 {
 #define KR_EDGE_ROWS(n) \
-    case n: kr_microkernel_rows(n, kc, A, rsa, csa, n, Bp, C, rsc, csc, mr, nr, overwrite); return;
+    case n:                                                                                       \
+        kr_microkernel_rows(n, kc, A, rsa, csa, n, B, ldb, C, rsc, csc, mr, nr, overwrite);        \
+        return;
     switch (mr) {
         KR_EDGE_ROWS(1)
 #if KR_MR > 2
@@ -275,8 +281,8 @@ kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t cs
         KR_EDGE_ROWS(8)
 #endif
     default:
-        kr_microkernel_rows(KR_MR, kc, A, rsa, csa, a_padded ? KR_MR : mr, Bp, C, rsc, csc, mr,
-                            nr, overwrite);
+        kr_microkernel_rows(KR_MR, kc, A, rsa, csa, a_padded ? KR_MR : mr, B, ldb, C, rsc, csc,
+                            mr, nr, overwrite);
     }
 #undef KR_EDGE_ROWS
 }
@@ -285,36 +291,76 @@ kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t cs
  * folds into rung 4's code) or in place. */
 static inline __attribute__((always_inline)) void
 kr_microkernel(int64_t kc, const float *restrict A, int a_packed, int64_t rsa, int64_t csa,
-               const float *restrict Bp, float *restrict C, int64_t rsc, int64_t csc, int64_t mr,
-               int64_t nr, int overwrite)
+               const float *restrict B, int64_t ldb, float *restrict C, int64_t rsc, int64_t csc,
+               int64_t mr, int64_t nr, int overwrite)
 {
     if (mr == KR_MR)
-        kr_microkernel_rows(KR_MR, kc, A, rsa, csa, KR_MR, Bp, C, rsc, csc, mr, nr, overwrite);
+        kr_microkernel_rows(KR_MR, kc, A, rsa, csa, KR_MR, B, ldb, C, rsc, csc, mr, nr, overwrite);
     else
-        kr_microkernel_edge(kc, A, rsa, csa, a_packed, Bp, C, rsc, csc, mr, nr, overwrite);
+        kr_microkernel_edge(kc, A, rsa, csa, a_packed, B, ldb, C, rsc, csc, mr, nr, overwrite);
 }
 
-/* The two loops around the micro-kernel (jr, ir) over one mc x kc block of A and the packed
- * panels [panel_begin, panel_end) of B. C points at C[ic][jc]. A is either packed (a_packed:
- * MR-row panels one after another, rsa and csa unused) or read in place with strides rsa, csa. */
+/* The two loops around the micro-kernel (jr, ir) over one mc x kc block of A and the panels
+ * [panel_begin, panel_end) of B. C points at C[ic][jc]. A is either packed (a_packed: MR-row
+ * panels one after another, rsa and csa unused) or read in place with strides rsa, csa. B is
+ * packed (B == NULL) or read in place from B with row stride rsb (its columns contiguous),
+ * except a last panel narrower than NR, which is always packed: reading NR columns in place
+ * would run past the end of B's rows. */
 static void kr_macrokernel(int64_t mc, int64_t nc, int64_t kc, int64_t panel_begin,
                            int64_t panel_end, const float *restrict A, int a_packed, int64_t rsa,
-                           int64_t csa, const float *restrict Bp, int64_t panel_stride,
-                           float *restrict C, int64_t rsc, int64_t csc, int overwrite)
+                           int64_t csa, const float *restrict B, int64_t rsb,
+                           const float *restrict Bp, int64_t panel_stride, float *restrict C,
+                           int64_t rsc, int64_t csc, int overwrite)
 {
     for (int64_t p = panel_begin; p < panel_end; ++p) {      /* jr: one NR-wide panel of B (in L2) */
         const int64_t jr = p * KR_NR;
         const int64_t nr = kr_min(KR_NR, nc - jr);
+        const int b_packed = !B || nr < KR_NR;
+        const float *b = b_packed ? Bp + p * panel_stride : B + jr;
         for (int64_t ir = 0; ir < mc; ir += KR_MR) {         /* ir: one MR-tall panel of A */
             const int64_t mr = kr_min(KR_MR, mc - ir);
-            const float *b = Bp + p * panel_stride;
             float *c = C + ir * rsc + jr * csc;
-            if (a_packed)   /* two calls, so that each is compiled for its own strides */
-                kr_microkernel(kc, A + ir * kc, 1, 1, KR_MR, b, c, rsc, csc, mr, nr, overwrite);
+            /* One call per layout, so that each is compiled for its own strides: the packed
+             * ones are constants (rung 4's code exactly), the in-place ones variables. */
+            if (a_packed && b_packed)
+                kr_microkernel(kc, A + ir * kc, 1, 1, KR_MR, b, KR_NR, c, rsc, csc, mr, nr,
+                               overwrite);
+            else if (a_packed)
+                kr_microkernel(kc, A + ir * kc, 1, 1, KR_MR, b, rsb, c, rsc, csc, mr, nr,
+                               overwrite);
+            else if (b_packed)
+                kr_microkernel(kc, A + ir * rsa, 0, rsa, csa, b, KR_NR, c, rsc, csc, mr, nr,
+                               overwrite);
             else
-                kr_microkernel(kc, A + ir * rsa, 0, rsa, csa, b, c, rsc, csc, mr, nr, overwrite);
+                kr_microkernel(kc, A + ir * rsa, 0, rsa, csa, b, rsb, c, rsc, csc, mr, nr,
+                               overwrite);
         }
     }
+}
+
+/* Packing B pays when each packed panel is read by many MR-row panels of A: by all
+ * ceil(M / MR) of them, over the ic loop. With few rows (the weight gradient dW = dY^T X of an
+ * MLP's output layer has M = 10, its batches 128) the copy costs about as much as the
+ * micro-kernels that read it. Then, if B's rows are contiguous (vector loads need that), full
+ * NR-wide panels are read where they are. Measured on the team's Zen 4, one thread: in place
+ * was 20-40% faster for M <= 16, 5-10% for M = 24..128 with K = 128..1024, N = 256..1024,
+ * and 5-15% slower from M = 256 on (packing is amortized) or for a B of 12 MB and more (it
+ * comes from memory, and the packed copy is read from L2 instead). */
+#ifndef KR_B_IN_PLACE_TILES
+#  define KR_B_IN_PLACE_TILES 16
+#endif
+#define KR_B_IN_PLACE_FLOATS (1 << 20)   /* 4 MiB of B */
+static int kr_use_b_in_place(int64_t M, int64_t K, int64_t N, int64_t csb)
+{
+    return csb == 1 && M <= KR_B_IN_PLACE_TILES * KR_MR && K <= KR_B_IN_PLACE_FLOATS / N;
+}
+
+/* The panels of a kc x nc block of B that must be packed are [first, last panel]: all of
+ * them, or with B in place only the last one, if it is narrower than NR (else none). */
+static int64_t kr_first_panel_to_pack(int64_t nc, int b_in_place)
+{
+    const int64_t panels = (nc + KR_NR - 1) / KR_NR;
+    return !b_in_place ? 0 : nc % KR_NR ? panels - 1 : panels;
 }
 
 /* Packing A pays when the packed block is read many times: once per NR-wide panel of B in the
@@ -364,25 +410,26 @@ static int kr_packed_five_loops(int64_t M, int64_t N, int64_t K,
         return KR_ENOMEM;
 
     const int64_t panel_stride = kc_max * KR_NR;
+    const int b_in_place = kr_use_b_in_place(M, K, N, csb);
     for (int64_t jc = 0; jc < N; jc += nc_max) {                 /* jc: nc columns of C (L3) */
         const int64_t nc = kr_min(nc_max, N - jc);
         const int64_t panels = (nc + KR_NR - 1) / KR_NR;
+        const int64_t pack_begin = kr_first_panel_to_pack(nc, b_in_place);
         for (int64_t pc = 0; pc < K; pc += kc_max) {             /* pc: kc of the depth */
             const int64_t kc = kr_min(kc_max, K - pc);
-            kr_pack_b_panels(kc, nc, 0, panels, B + pc * rsb + jc * csb, rsb, csb, Bp,
-                             panel_stride);
+            const float *b = B + pc * rsb + jc * csb;
+            kr_pack_b_panels(kc, nc, pack_begin, panels, b, rsb, csb, Bp, panel_stride);
             for (int64_t ic = 0; ic < M; ic += mc_max) {         /* ic: mc rows of C (L2) */
                 const int64_t mc = kr_min(mc_max, M - ic);
                 const float *a = A + ic * rsa + pc * csa;
                 float *c = C + ic * rsc + jc * csc;
-                if (a_in_place) {
-                    kr_macrokernel(mc, nc, kc, 0, panels, a, 0, rsa, csa, Bp, panel_stride, c,
-                                   rsc, csc, pc == 0);
-                } else {
+                if (!a_in_place) {
                     kr_pack_a_block(mc, kc, a, rsa, csa, Ap);
-                    kr_macrokernel(mc, nc, kc, 0, panels, Ap, 1, 0, 0, Bp, panel_stride, c,
-                                   rsc, csc, pc == 0);
+                    a = Ap;
                 }
+                kr_macrokernel(mc, nc, kc, 0, panels, a, !a_in_place, rsa, csa,
+                               b_in_place ? b : NULL, rsb, Bp, panel_stride, c, rsc, csc,
+                               pc == 0);
             }
         }
     }

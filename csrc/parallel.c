@@ -81,6 +81,7 @@ static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t thread
     }
     const int64_t m_panels = kr_ceil_div(job->M, KR_MR);
     const int a_in_place = kr_use_a_in_place(job->nc_max);
+    const int b_in_place = kr_use_b_in_place(job->M, job->K, job->N, job->csb);
     /* Each thread packs A into its own buffer; OpenMP's threads live on between calls, and so
      * do their buffers. A thread without one still walks the loops, to meet every barrier. */
     float *Ap = a_in_place ? NULL : kr_thread_buffer(KR_BUFFER_A, job->mc_max, job->kc_max);
@@ -111,15 +112,17 @@ static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t thread
          * (threads_m == 1) a thread packs its own panels and never waits for another. */
         const int must_wait = threads_m > 1;
         const int64_t share = kr_ceil_div(n1 - n0, threads_m);
-        const int64_t pack_begin = kr_min(n0 + tid_m * share, n1);
-        const int64_t pack_end = kr_min(n0 + (tid_m + 1) * share, n1);
+        const int64_t pack_begin = kr_max(kr_min(n0 + tid_m * share, n1),  /* with B in */
+                                          kr_first_panel_to_pack(nc, b_in_place));  /* place */
+        const int64_t pack_end = kr_max(kr_min(n0 + (tid_m + 1) * share, n1), pack_begin);
 
         const int64_t panel_stride = job->kc_max * KR_NR;
 
         for (int64_t pc = 0; pc < job->K; pc += job->kc_max) {      /* pc: kc of the depth */
             const int64_t kc = kr_min(job->kc_max, job->K - pc);
-            kr_pack_b_panels(kc, nc, pack_begin, pack_end, job->B + pc * job->rsb + jc * job->csb,
-                             job->rsb, job->csb, job->Bp, panel_stride);
+            const float *b = job->B + pc * job->rsb + jc * job->csb;
+            kr_pack_b_panels(kc, nc, pack_begin, pack_end, b, job->rsb, job->csb, job->Bp,
+                             panel_stride);
             if (must_wait) {
 #pragma omp barrier
             }
@@ -127,14 +130,15 @@ static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t thread
                 const int64_t mc = kr_min(job->mc_max, row_end - ic);
                 const float *a = job->A + ic * job->rsa + pc * job->csa;
                 float *c = job->C + ic * job->rsc + jc * job->csc;
-                if (a_in_place) {
-                    kr_macrokernel(mc, nc, kc, n0, n1, a, 0, job->rsa, job->csa, job->Bp,
-                                   panel_stride, c, job->rsc, job->csc, pc == 0);
-                } else if (Ap) {
+                if (!a_in_place) {
+                    if (!Ap)
+                        continue;
                     kr_pack_a_block(mc, kc, a, job->rsa, job->csa, Ap);
-                    kr_macrokernel(mc, nc, kc, n0, n1, Ap, 1, 0, 0, job->Bp, panel_stride, c,
-                                   job->rsc, job->csc, pc == 0);
+                    a = Ap;
                 }
+                kr_macrokernel(mc, nc, kc, n0, n1, a, !a_in_place, job->rsa, job->csa,
+                               b_in_place ? b : NULL, job->rsb, job->Bp, panel_stride, c,
+                               job->rsc, job->csc, pc == 0);
             }
             if (must_wait) {
 #pragma omp barrier
