@@ -287,25 +287,42 @@ kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t cs
 #undef KR_EDGE_ROWS
 }
 
-/* The micro-kernel on one tile, A packed (a_packed: rsa = 1, csa = MR, constants the compiler
- * folds into rung 4's code) or in place. */
+/* The ir loop: the micro-kernel down one NR-wide panel of B (at b, row stride ldb), over the
+ * mc rows of the A block: full MR-row tiles, then an edge tile if mc is not a multiple of MR.
+ * A is packed (a_packed: panels of MR rows one after another, rsa = 1 and csa = MR inside a
+ * panel) or in place (strides rsa, csa). Inlined with constant layouts, the packed ones
+ * compile to rung 4's code exactly. KR_EDGE_KERNELS=0 runs the edge tile on the full kernel,
+ * as rung 5 once did (python -m krypton.ablation measures what the copies buy). */
+#ifndef KR_EDGE_KERNELS
+#  define KR_EDGE_KERNELS 1
+#endif
 static inline __attribute__((always_inline)) void
-kr_microkernel(int64_t kc, const float *restrict A, int a_packed, int64_t rsa, int64_t csa,
-               const float *restrict B, int64_t ldb, float *restrict C, int64_t rsc, int64_t csc,
-               int64_t mr, int64_t nr, int overwrite)
+kr_ir_loop(int64_t mc, int64_t kc, const float *restrict A, int a_packed, int64_t rsa,
+           int64_t csa, const float *restrict b, int64_t ldb, float *restrict C, int64_t rsc,
+           int64_t csc, int64_t nr, int overwrite)
 {
-    if (mr == KR_MR)
-        kr_microkernel_rows(KR_MR, kc, A, rsa, csa, KR_MR, B, ldb, C, rsc, csc, mr, nr, overwrite);
+    const int64_t panel_rsa = a_packed ? 1 : rsa, panel_csa = a_packed ? KR_MR : csa;
+    const int64_t a_step = a_packed ? KR_MR * kc : KR_MR * rsa;   /* to the next MR rows */
+    int64_t ir = 0;
+    for (; ir + KR_MR <= mc; ir += KR_MR)                    /* ir: one MR-tall panel of A */
+        kr_microkernel_rows(KR_MR, kc, A + ir / KR_MR * a_step, panel_rsa, panel_csa, KR_MR, b,
+                            ldb, C + ir * rsc, rsc, csc, KR_MR, nr, overwrite);
+    if (ir == mc)
+        return;
+    const float *a = A + ir / KR_MR * a_step;
+    if (KR_EDGE_KERNELS)
+        kr_microkernel_edge(kc, a, panel_rsa, panel_csa, a_packed, b, ldb, C + ir * rsc, rsc,
+                            csc, mc - ir, nr, overwrite);
     else
-        kr_microkernel_edge(kc, A, rsa, csa, a_packed, B, ldb, C, rsc, csc, mr, nr, overwrite);
+        kr_microkernel_rows(KR_MR, kc, a, panel_rsa, panel_csa, a_packed ? KR_MR : mc - ir, b,
+                            ldb, C + ir * rsc, rsc, csc, mc - ir, nr, overwrite);
 }
 
 /* The two loops around the micro-kernel (jr, ir) over one mc x kc block of A and the panels
- * [panel_begin, panel_end) of B. C points at C[ic][jc]. A is either packed (a_packed: MR-row
- * panels one after another, rsa and csa unused) or read in place with strides rsa, csa. B is
- * packed (B == NULL) or read in place from B with row stride rsb (its columns contiguous),
- * except a last panel narrower than NR, which is always packed: reading NR columns in place
- * would run past the end of B's rows. */
+ * [panel_begin, panel_end) of B. C points at C[ic][jc]. A is either packed (a_packed) or read
+ * in place with strides rsa, csa. B is packed (B == NULL) or read in place from B with row
+ * stride rsb (its columns contiguous), except a last panel narrower than NR, which is always
+ * packed: reading NR columns in place would run past the end of B's rows. */
 static void kr_macrokernel(int64_t mc, int64_t nc, int64_t kc, int64_t panel_begin,
                            int64_t panel_end, const float *restrict A, int a_packed, int64_t rsa,
                            int64_t csa, const float *restrict B, int64_t rsb,
@@ -317,24 +334,17 @@ static void kr_macrokernel(int64_t mc, int64_t nc, int64_t kc, int64_t panel_beg
         const int64_t nr = kr_min(KR_NR, nc - jr);
         const int b_packed = !B || nr < KR_NR;
         const float *b = b_packed ? Bp + p * panel_stride : B + jr;
-        for (int64_t ir = 0; ir < mc; ir += KR_MR) {         /* ir: one MR-tall panel of A */
-            const int64_t mr = kr_min(KR_MR, mc - ir);
-            float *c = C + ir * rsc + jr * csc;
-            /* One call per layout, so that each is compiled for its own strides: the packed
-             * ones are constants (rung 4's code exactly), the in-place ones variables. */
-            if (a_packed && b_packed)
-                kr_microkernel(kc, A + ir * kc, 1, 1, KR_MR, b, KR_NR, c, rsc, csc, mr, nr,
-                               overwrite);
-            else if (a_packed)
-                kr_microkernel(kc, A + ir * kc, 1, 1, KR_MR, b, rsb, c, rsc, csc, mr, nr,
-                               overwrite);
-            else if (b_packed)
-                kr_microkernel(kc, A + ir * rsa, 0, rsa, csa, b, KR_NR, c, rsc, csc, mr, nr,
-                               overwrite);
-            else
-                kr_microkernel(kc, A + ir * rsa, 0, rsa, csa, b, rsb, c, rsc, csc, mr, nr,
-                               overwrite);
-        }
+        float *c = C + jr * csc;
+        /* One call per layout, so that each is compiled for its own strides: the packed ones
+         * are constants, the in-place ones variables. */
+        if (a_packed && b_packed)
+            kr_ir_loop(mc, kc, A, 1, 0, 0, b, KR_NR, c, rsc, csc, nr, overwrite);
+        else if (a_packed)
+            kr_ir_loop(mc, kc, A, 1, 0, 0, b, rsb, c, rsc, csc, nr, overwrite);
+        else if (b_packed)
+            kr_ir_loop(mc, kc, A, 0, rsa, csa, b, KR_NR, c, rsc, csc, nr, overwrite);
+        else
+            kr_ir_loop(mc, kc, A, 0, rsa, csa, b, rsb, c, rsc, csc, nr, overwrite);
     }
 }
 
@@ -455,9 +465,12 @@ static int kr_packed_five_loops(int64_t M, int64_t N, int64_t K,
 #  define KR_DOT_COLS 2       /*  8 + 2 + 1 = 11 of 16 */
 #endif
 
+#ifndef KR_NARROW_DOT
+#  define KR_NARROW_DOT 1     /* 0: narrow C takes the five loops (python -m krypton.ablation) */
+#endif
 static int kr_prefer_dot(int64_t N, int64_t csa)
 {
-    return N < KR_NR / 2 && N <= 16 && csa == 1;
+    return KR_NARROW_DOT && N < KR_NR / 2 && N <= 16 && csa == 1;
 }
 
 /* One step of KR_VLEN along k for a dot-product tile: `lanes` < KR_VLEN only at the tail of k,

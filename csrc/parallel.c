@@ -94,11 +94,7 @@ static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t thread
         const int64_t nc = kr_min(job->nc_max, job->N - jc);
         const int64_t n_panels = kr_ceil_div(nc, KR_NR);
         int64_t threads_m = 1, threads_n = 1;
-        #ifdef KR_PREFER_COLUMNS
-        kr_thread_grid(m_panels, n_panels, threads, 1, &threads_m, &threads_n);
-#else
-        kr_thread_grid(m_panels, n_panels, threads, a_in_place, &threads_m, &threads_n);
-#endif
+                kr_thread_grid(m_panels, n_panels, threads, a_in_place, &threads_m, &threads_n);
         /* This thread's rectangle: panel rows [m0, m1) x panel columns [n0, n1). */
         const int64_t tid_m = tid / threads_n, tid_n = tid % threads_n;
         const int64_t m_step = kr_ceil_div(m_panels, threads_m);

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -119,7 +120,8 @@ to go to sleep before timing something else on the same cores."""
 def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, repeats: int,
                   max_seconds: float = 20.0, seed: int = 0,
                   knobs: dict[str, dict[str, Any]] | None = None,
-                  min_block_seconds: float = 0.02, gap_seconds: float | None = None
+                  min_block_seconds: float = 0.02, gap_seconds: float | None = None,
+                  others: dict[str, Callable[[np.ndarray, np.ndarray], Any]] | None = None
                   ) -> list[Measurement]:
     """Time each contender on one (M, N, K) shape in interleaved rounds; return the timings.
 
@@ -130,6 +132,9 @@ def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, re
     ``min_block_seconds``; the block's mean is one sample, and the median of the rounds is
     reported. Contenders slower than ``max_seconds`` per round are timed fewer rounds (at
     least one), so the naive rung does not take minutes at large sizes.
+
+    ``others`` adds contenders by label: functions of (a, b), such as a ``Kernel`` compiled
+    with ``kernels.compile_source`` (they are timed as running on ``threads`` threads).
     """
     rng = np.random.default_rng(seed)
     a = rng.uniform(-1, 1, (m, k)).astype(np.float32)
@@ -137,11 +142,14 @@ def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, re
     knobs = knobs or {}
     if gap_seconds is None:
         gap_seconds = IDLE_SECONDS if threads > 1 else 0.0
+    others = others or {}
     results = {name: Measurement(name, m, n, k, threads if _is_threaded(name) else 1)
                for name in names}
+    results.update({label: Measurement(label, m, n, k, threads) for label in others})
     time.sleep(IDLE_SECONDS)  # threads left spinning by whatever ran before this call
     with blas_threads(threads):
         calls = {name: contender(name, a, b, threads, **knobs.get(name, {})) for name in names}
+        calls.update({label: functools.partial(call, a, b) for label, call in others.items()})
         one_call = {}
         for name, call in calls.items():  # first call: compile, page in, learn the duration
             start = time.perf_counter()

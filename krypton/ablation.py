@@ -1,0 +1,147 @@
+"""What each small-matrix technique buys: rung 5 rebuilt one technique at a time, timed beside NumPy.
+
+    python -m krypton.ablation                            # the MLP's shapes, one thread
+    python -m krypton.ablation --threads 2                # the same with rung 6 on two threads
+    python -m krypton.ablation --shapes 10x128x256 1024 --repeats 11
+
+The five loops of rung 5 (csrc/packed.c) pay for packing before they compute. A large product
+earns that back many times over; the small products of training (a batch of 128 rows, a layer of
+10 outputs) may not. So rung 5 decides, for each product, whether to pack each operand and which
+kernel to run, and each decision is a macro that can turn it off. Compiling the same source with
+the macros below gives the rung as it was before each technique, and timing the variants in one
+run (interleaved, medians, beside NumPy, as ``krypton.bench`` does) shows what each one bought:
+
+    pack both       every operand packed, edge tiles computed by the full MR-row kernel
+    + A in place    a block of C at most 8 panels wide reads A where it is (kr_use_a_in_place)
+    + edge kernels  an edge tile of mr < MR rows runs a copy of the kernel with mr rows
+    + dot           C with fewer than NR/2 columns: dot products along k (kr_dot_rows)
+    + B in place    a product of few rows reads B where it is (kr_use_b_in_place): rung 5 today
+
+Each step keeps the ones above it. All variants compute the same product (the tests check every
+one against NumPy); only the time differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from krypton import bench, kernels, machine
+
+
+@dataclass(frozen=True)
+class Step:
+    """One variant of rung 5: a label, what it adds, and the macros that switch the rest off."""
+
+    label: str
+    adds: str
+    macros: dict[str, int]
+
+    def source(self, rung: str = "packed") -> str:
+        """C source: the macros, then the rung's own file."""
+        defines = "".join(f"#define {name} {value}\n" for name, value in self.macros.items())
+        return f'{defines}#include "{rung}.c"\n'
+
+
+_OFF = {"KR_A_IN_PLACE_PANELS": 0, "KR_EDGE_KERNELS": 0, "KR_NARROW_DOT": 0,
+        "KR_B_IN_PLACE_TILES": 0}
+
+STEPS: tuple[Step, ...] = (
+    Step("pack both", "every operand packed, edge tiles on the full kernel", dict(_OFF)),
+    Step("+A in place", "narrow blocks of C read A in place",
+         {k: v for k, v in _OFF.items() if k != "KR_A_IN_PLACE_PANELS"}),
+    Step("+edge kernels", "a kernel copy per edge row count",
+         {"KR_NARROW_DOT": 0, "KR_B_IN_PLACE_TILES": 0}),
+    Step("+dot", "narrow C by dot products along k", {"KR_B_IN_PLACE_TILES": 0}),
+    Step("+B in place", "few-row products read B in place (the rung as it is)", {}),
+)
+"""The variants, cumulative: each adds one technique to the one before."""
+
+MLP_SHAPES = ((128, 256, 784), (128, 10, 256), (784, 256, 128), (128, 784, 256),
+              (10, 256, 128), (128, 256, 10))
+"""(M, N, K) of the six products of one training step of the 784-256-10 MLP, batch 128:
+forward x @ W1.T, h @ W2.T; backward dY2 @ W2, dY2.T @ h, dY1.T @ x; and 784 x 128 x 256."""
+
+
+def variant(step: Step, threads: int = 1) -> Any:
+    """``step`` compiled: rung 5 for one thread, rung 6 (same code, threaded) for more. Returns a
+    function of (a, b)."""
+    rung = "packed" if threads == 1 else "parallel"
+    index = STEPS.index(step) if step in STEPS else len(STEPS)
+    kernel = kernels.compile_source(step.source(rung), f"kr_sgemm_{rung}", like=rung,
+                                    name=f"ablation{index}_{rung}")
+    return kernel if threads == 1 else functools.partial(kernel, threads=threads)
+
+
+def measure(shapes: Sequence[tuple[int, int, int]] = MLP_SHAPES, threads: int = 1,
+            repeats: int = 7, steps: Sequence[Step] = STEPS,
+            progress: bool = True) -> list[bench.Measurement]:
+    """Time every step on every (M, N, K) shape beside NumPy (same thread count)."""
+    from tqdm.auto import tqdm
+
+    variants = {step.label: variant(step, threads) for step in steps}
+    measurements: list[bench.Measurement] = []
+    for m, n, k in tqdm(shapes, desc="ablation", unit="shape", disable=not progress,
+                        file=sys.stderr):
+        measurements += bench.measure_shape(["numpy"], m, n, k, threads, repeats,
+                                            others=variants)
+    return measurements
+
+
+def format_table(measurements: Sequence[bench.Measurement],
+                 steps: Sequence[Step] = STEPS) -> str:
+    """Rows: shapes. Columns: GFLOPS of each step, then NumPy; each step's ratio to NumPy."""
+    labels = [step.label for step in steps] + ["numpy"]
+    width = max(12, *(len(label) + 1 for label in labels))
+    header = f"{'M x K x N':>14}" + "".join(f"{label:>{width}}" for label in labels)
+    lines = [header, "-" * len(header)]
+    shapes = list(dict.fromkeys((x.m, x.n, x.k) for x in measurements))
+    for m, n, k in shapes:
+        row = {x.kernel: x.gflops for x in measurements if (x.m, x.n, x.k) == (m, n, k)}
+        reference = row.get("numpy")
+        cells = []
+        for label in labels:
+            value = row.get(label, float("nan"))
+            ratio = f" {value / reference:4.2f}x" if reference and label != "numpy" else ""
+            cells.append(f"{f'{value:.1f}{ratio}':>{width}}")
+        lines.append(f"{f'{m}x{k}x{n}':>14}" + "".join(cells))
+    lines.append("GFLOPS (and the ratio to NumPy), medians of interleaved repeats.")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    quick = bench.quick_mode()
+    parser = argparse.ArgumentParser(
+        prog="python -m krypton.ablation",
+        description="Rung 5's small-matrix techniques, added one at a time, timed beside "
+                    "NumPy.")
+    parser.add_argument("--shapes", nargs="+", type=bench.parse_shape, default=None,
+                        metavar="MxKxN", help="shapes (default: one MLP training step's six "
+                                              "products), e.g. 128x256x10 or 512")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads (default 1: rung 5; more: rung 6 with the same steps)")
+    parser.add_argument("--repeats", type=int, default=3 if quick else 7,
+                        help="timed rounds per shape (median reported)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be positive")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    shapes = args.shapes or list(MLP_SHAPES)
+    print(f"Machine: {machine.describe()}", flush=True)
+    print(f"{'Rung 5' if args.threads == 1 else 'Rung 6'} on {args.threads} "
+          f"thread{'s' * (args.threads > 1)}; each column adds one technique to the one "
+          "before:", flush=True)
+    for step in STEPS:
+        print(f"  {step.label:<14} {step.adds}")
+    measurements = measure(shapes, args.threads, args.repeats, progress=not args.no_progress)
+    print(format_table(measurements))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
