@@ -20,6 +20,15 @@
  *      jr: NR columns             one B micro-panel (kc x NR): L2, an eighth of it
  *       ir: MR rows               micro-kernel: C[ir:ir+MR, jr:jr+NR] += Ap * Bp
  *
+ * Packing is a copy, and it pays only when the packed block is read many times. The small
+ * products of training (a batch of 128 rows, a layer of 10 outputs) read it a few times, so for
+ * each product rung 5 also decides (the small-matrix path, further down):
+ *   - read A in place when a block of C is at most 8 panels of B wide  (kr_use_a_in_place)
+ *   - read B in place when M is at most 16 panels of A, B small        (kr_use_b_in_place)
+ *   - give each edge row count its own copy of the micro-kernel        (kr_microkernel_edge)
+ *   - compute a C with few columns by dot products along k              (kr_dot_rows)
+ * Each is a macro that can switch it off: python -m krypton.ablation measures what each buys.
+ *
  * rung 6 (parallel.c) includes this file and runs the same loops on several threads.
  */
 #include <pthread.h>

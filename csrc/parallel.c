@@ -6,12 +6,16 @@
  * - The loops that split K (pc, and the k loop in the micro-kernel) are never divided, so every
  *   element of C is summed in the same order whatever the thread count: the result is bitwise
  *   identical for 1, 2 or 64 threads.
- * - Each (jc, pc) step, all threads pack a share of the B panels into one shared buffer, wait
- *   at a barrier, then each computes its own rectangle of C: a range of MR-row panels times a
- *   range of NR-column panels, packing its own rows of A into a private buffer.
- * - The rectangles come from a threads_m x threads_n grid chosen to balance the micro-tiles per
- *   thread: tall matrices split rows (each thread packs only its A), short-and-wide ones (the
- *   128-row batches of training) split columns.
+ * - The work is C's rectangles: a threads_m x threads_n grid of ranges of MR-row panels times
+ *   ranges of NR-column panels, chosen to balance the micro-tiles per thread.
+ * - Each (jc, pc) step, the threads that share a range of columns pack its B panels together
+ *   into one shared buffer, each a part, and wait at a barrier before reading them; then each
+ *   computes its rectangle, packing its own rows of A into a private buffer as it goes. With
+ *   one thread per column range (threads_m == 1) a thread packs only the panels it reads and
+ *   never waits for another. Ties in the grid go that way when rung 5 reads A in place (no
+ *   packing of A to share out), and to splitting rows when it packs A.
+ * - Rung 5's small-matrix path carries over: A or B read in place, and narrow C by dot
+ *   products, its rows shared out between the threads.
  * - OpenMP keeps its team of threads alive between calls, so a small matmul does not pay for
  *   starting threads. Without OpenMP the same code runs on one thread, still correct.
  */
@@ -94,7 +98,7 @@ static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t thread
         const int64_t nc = kr_min(job->nc_max, job->N - jc);
         const int64_t n_panels = kr_ceil_div(nc, KR_NR);
         int64_t threads_m = 1, threads_n = 1;
-                kr_thread_grid(m_panels, n_panels, threads, a_in_place, &threads_m, &threads_n);
+        kr_thread_grid(m_panels, n_panels, threads, a_in_place, &threads_m, &threads_n);
         /* This thread's rectangle: panel rows [m0, m1) x panel columns [n0, n1). */
         const int64_t tid_m = tid / threads_n, tid_n = tid % threads_n;
         const int64_t m_step = kr_ceil_div(m_panels, threads_m);
