@@ -62,8 +62,10 @@ STEPS: tuple[Step, ...] = (
 
 MLP_SHAPES = ((128, 256, 784), (128, 10, 256), (784, 256, 128), (128, 784, 256),
               (10, 256, 128), (128, 256, 10))
-"""(M, N, K) of the six products of one training step of the 784-256-10 MLP, batch 128:
-forward x @ W1.T, h @ W2.T; backward dY2 @ W2, dY2.T @ h, dY1.T @ x; and 784 x 128 x 256."""
+"""(M, N, K) of six products of a 784-256-10 MLP with batch 128 (written M x K x N): the forward
+layers x @ W1.T (128x784x256) and h @ W2.T (128x256x10); the backward dY2 @ W2 (128x10x256),
+dY2.T @ h (10x128x256) and dY1 @ W1 (128x256x784); and x.T @ dY1 (784x128x256), the first
+layer's weight gradient when the weight is stored (in, out)."""
 
 
 def variant(step: Step, threads: int = 1) -> Any:
