@@ -133,3 +133,23 @@ def test_ablation_cli_refuses_bad_arguments_with_a_usage_error(argv, message, ca
         ablation.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("code", [{"isa": "avx2"}, {"isa": "scalar"}, {"mr": 14, "nr": 32},
+                                  {"mr": 1, "nr": 16}, {"mr": 3, "nr": 48}],
+                         ids=["avx2", "scalar", "14x32", "1x16", "3x48"])
+def test_the_small_paths_hold_for_other_isas_and_micro_tiles(code):
+    # Narrower vectors change the dot tile (4 x 2) and kr_sum4; an MR above 9 sends tall edge
+    # tiles to the full kernel with clamped rows; an NR of one vector has no narrow-C path.
+    isa = code.get("isa", S.ISA)
+    if isa not in krypton.machine.available_isas():
+        pytest.skip(f"{isa} is not available here")
+    width = krypton.machine.VECTOR_WIDTH[isa]
+    if "nr" in code and (code["nr"] % width or
+                         krypton.kernels.registers_needed(code["mr"], code["nr"], isa) > 32):
+        pytest.skip(f"{code} does not fit {isa}")
+    for rung, threads in (("packed", None), ("parallel", 3)):
+        kernel = krypton.get_kernel(rung, **code)
+        for index, (m, n, k, layout_a, layout_b) in enumerate(CASES[::3]):
+            a, b = _operands(m, n, k, layout_a, layout_b, seed=index)
+            _check(kernel(a, b) if threads is None else kernel(a, b, threads=threads), a, b)
