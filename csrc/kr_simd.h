@@ -6,7 +6,6 @@
  *   kr_load_n/kr_store_n      the first n lanes only (n < KR_VLEN): the edge of a row
  *   kr_set1         broadcast one float to every lane
  *   kr_fma(a, b, c) a * b + c in one instruction, one rounding
- *   kr_sum(v)       the sum of v's lanes, one float (a horizontal add)
  *   kr_sum4(a, b, c, d, out)  the lane sums of four vectors, sharing the shuffles
  *   KR_IN_REGISTER(v)  an empty asm statement that makes the compiler hold v in a register
  *                   at that point. x86 FMAs can take one operand straight from memory, and gcc
@@ -54,7 +53,6 @@ static inline kr_vec kr_load(const float *p) { return _mm512_loadu_ps(p); }
 static inline void kr_store(float *p, kr_vec v) { _mm512_storeu_ps(p, v); }
 static inline kr_vec kr_fma(kr_vec a, kr_vec b, kr_vec c) { return _mm512_fmadd_ps(a, b, c); }
 static inline kr_vec kr_add(kr_vec a, kr_vec b) { return _mm512_add_ps(a, b); }
-static inline float kr_sum(kr_vec v) { return _mm512_reduce_add_ps(v); }  /* all 16 lanes */
 #  define KR_IN_REGISTER(v) __asm__("" : "+v"(v))
 /* The lane sums of four vectors at once: fold 512 -> 256 -> 128 bits, pairing the vectors so
  * that every add works on full registers, then sum the four lanes left of each. */
@@ -100,11 +98,6 @@ static inline void kr_sum4(kr_vec a, kr_vec b, kr_vec c, kr_vec d, float out[4])
     const __m256 abcd = _mm256_hadd_ps(ab, cd);      /* per 128-bit half: a | b | c | d */
     _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
 }
-static inline float kr_sum(kr_vec v) {  /* all 8 lanes: halves, then pairs, then the last two */
-    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
-}
 /* AVX2 has no mask registers; maskload/maskstore take the mask as a vector of lane flags. */
 static inline __m256i kr_mask(int64_t n) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -128,7 +121,6 @@ static inline kr_vec kr_load(const float *p) { return vld1q_f32(p); }
 static inline void kr_store(float *p, kr_vec v) { vst1q_f32(p, v); }
 static inline kr_vec kr_fma(kr_vec a, kr_vec b, kr_vec c) { return vfmaq_f32(c, a, b); }
 static inline kr_vec kr_add(kr_vec a, kr_vec b) { return vaddq_f32(a, b); }
-static inline float kr_sum(kr_vec v) { return vaddvq_f32(v); }
 #  define KR_IN_REGISTER(v) __asm__("" : "+w"(v))
 static inline void kr_sum4(kr_vec a, kr_vec b, kr_vec c, kr_vec d, float out[4]) {
     vst1q_f32(out, vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d)));
@@ -156,7 +148,6 @@ static inline kr_vec kr_load(const float *p) { return *p; }
 static inline void kr_store(float *p, kr_vec v) { *p = v; }
 static inline kr_vec kr_fma(kr_vec a, kr_vec b, kr_vec c) { return a * b + c; }
 static inline kr_vec kr_add(kr_vec a, kr_vec b) { return a + b; }
-static inline float kr_sum(kr_vec v) { return v; }
 #  define KR_IN_REGISTER(v) ((void)(v))
 static inline void kr_sum4(kr_vec a, kr_vec b, kr_vec c, kr_vec d, float out[4]) {
     out[0] = a, out[1] = b, out[2] = c, out[3] = d;

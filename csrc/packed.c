@@ -184,8 +184,8 @@ static void kr_pack_a_panel(int64_t kc, int64_t mr, const float *restrict A, int
  * ldb = NR, or the caller's matrix in place for ldb = its row stride (see kr_use_b_in_place).
  * A comes from anywhere: element (r, k) of the A panel is A[r*rsa + k*csa], which is a packed
  * micro-panel for rsa = 1, csa = MR, or the caller's matrix in place (see kr_use_a_in_place).
- * Only the first a_rows rows of A exist:
- * rows beyond re-read the last one (a packed panel has its zero padding and passes MR).
+ * Only the first mr rows of C are stored, so only mr rows of A are read: a kernel with more
+ * rows than that (the full one, on an edge tile) re-reads row mr - 1 for the rest.
  * `overwrite` is set on the first kc block (C = AB); later blocks add (C += AB). Tiles of full
  * width in a row-major C are stored straight from the registers; the others (nr < NR, or a
  * transposed C with csc != 1) go through a small buffer, so the padding never lands outside C.
@@ -194,14 +194,13 @@ static void kr_pack_a_panel(int64_t kc, int64_t mr, const float *restrict A, int
  * its own copy of the code with exactly rows x NV accumulators, see kr_microkernel_edge. */
 static inline __attribute__((always_inline)) void
 kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t rsa,
-                    int64_t csa, int64_t a_rows, const float *restrict B, int64_t ldb,
-                    float *restrict C, int64_t rsc, int64_t csc, int64_t mr, int64_t nr,
-                    int overwrite)
+                    int64_t csa, const float *restrict B, int64_t ldb, float *restrict C,
+                    int64_t rsc, int64_t csc, int64_t mr, int64_t nr, int overwrite)
 {
     const float *row[KR_MR];
 #pragma GCC unroll 32
     for (int r = 0; r < rows; ++r)
-        row[r] = A + kr_min(r, a_rows - 1) * rsa;
+        row[r] = A + kr_min(r, mr - 1) * rsa;
     kr_vec acc[KR_MR][KR_NV];
 #pragma GCC unroll 32
     for (int r = 0; r < rows; ++r)
@@ -258,13 +257,13 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
  * work for 10. So each row count up to 8 has its own copy of the kernel, with only the
  * accumulators it needs (taller edges, possible only with MR > 9, use the full kernel). */
 static __attribute__((noinline)) void
-kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa, int a_padded,
+kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
                     const float *restrict B, int64_t ldb, float *restrict C, int64_t rsc,
                     int64_t csc, int64_t mr, int64_t nr, int overwrite)
 {
 #define KR_EDGE_ROWS(n) \
     case n:                                                                                       \
-        kr_microkernel_rows(n, kc, A, rsa, csa, n, B, ldb, C, rsc, csc, mr, nr, overwrite);        \
+        kr_microkernel_rows(n, kc, A, rsa, csa, B, ldb, C, rsc, csc, mr, nr, overwrite);           \
         return;
     switch (mr) {
         KR_EDGE_ROWS(1)
@@ -290,8 +289,7 @@ kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t cs
         KR_EDGE_ROWS(8)
 #endif
     default:
-        kr_microkernel_rows(KR_MR, kc, A, rsa, csa, a_padded ? KR_MR : mr, B, ldb, C, rsc, csc,
-                            mr, nr, overwrite);
+        kr_microkernel_rows(KR_MR, kc, A, rsa, csa, B, ldb, C, rsc, csc, mr, nr, overwrite);
     }
 #undef KR_EDGE_ROWS
 }
@@ -314,17 +312,17 @@ kr_ir_loop(int64_t mc, int64_t kc, const float *restrict A, int a_packed, int64_
     const int64_t a_step = a_packed ? KR_MR * kc : KR_MR * rsa;   /* to the next MR rows */
     int64_t ir = 0;
     for (; ir + KR_MR <= mc; ir += KR_MR)                    /* ir: one MR-tall panel of A */
-        kr_microkernel_rows(KR_MR, kc, A + ir / KR_MR * a_step, panel_rsa, panel_csa, KR_MR, b,
-                            ldb, C + ir * rsc, rsc, csc, KR_MR, nr, overwrite);
+        kr_microkernel_rows(KR_MR, kc, A + ir / KR_MR * a_step, panel_rsa, panel_csa, b, ldb,
+                            C + ir * rsc, rsc, csc, KR_MR, nr, overwrite);
     if (ir == mc)
         return;
     const float *a = A + ir / KR_MR * a_step;
     if (KR_EDGE_KERNELS)
-        kr_microkernel_edge(kc, a, panel_rsa, panel_csa, a_packed, b, ldb, C + ir * rsc, rsc,
-                            csc, mc - ir, nr, overwrite);
+        kr_microkernel_edge(kc, a, panel_rsa, panel_csa, b, ldb, C + ir * rsc, rsc, csc,
+                            mc - ir, nr, overwrite);
     else
-        kr_microkernel_rows(KR_MR, kc, a, panel_rsa, panel_csa, a_packed ? KR_MR : mc - ir, b,
-                            ldb, C + ir * rsc, rsc, csc, mc - ir, nr, overwrite);
+        kr_microkernel_rows(KR_MR, kc, a, panel_rsa, panel_csa, b, ldb, C + ir * rsc, rsc, csc,
+                            mc - ir, nr, overwrite);
 }
 
 /* The two loops around the micro-kernel (jr, ir) over one mc x kc block of A and the panels
@@ -462,7 +460,8 @@ static int kr_packed_five_loops(int64_t M, int64_t N, int64_t K,
  * product C^T = B^T A^T (below) needs A transposed into packed panels, a copy as large as A
  * for a few rows of work. So turn the vectors the other way: C[i][j] is the dot product of row
  * i of A and column j of B, and when both are contiguous along k, full vectors of k multiply
- * lane by lane, with one horizontal sum (kr_sum) per element of C at the end. A tile of
+ * lane by lane, and each element of C ends as a sum of its vector's lanes (kr_sum4 finishes
+ * the four of one column of a tile together). A tile of
  * KR_DOT_ROWS rows x KR_DOT_COLS columns shares each load: per KR_VLEN steps of k, ROWS + COLS
  * loads feed ROWS * COLS FMAs into as many independent accumulators. Rows of A must be
  * contiguous (csa == 1); columns of B are copied into rows of a small buffer when they are not
@@ -477,6 +476,8 @@ static int kr_packed_five_loops(int64_t M, int64_t N, int64_t K,
 #ifndef KR_NARROW_DOT
 #  define KR_NARROW_DOT 1     /* 0: narrow C takes the five loops (python -m krypton.ablation) */
 #endif
+/* N < NR/2: the widths where the five loops waste most of a micro-tile; at most 16: the
+ * widths this path was measured on (and B^T stays a small copy). */
 static int kr_prefer_dot(int64_t N, int64_t csa)
 {
     return KR_NARROW_DOT && N < KR_NR / 2 && N <= 16 && csa == 1;

@@ -93,6 +93,7 @@ static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t thread
 #pragma omp atomic write
         job->out_of_memory = 1;
     }
+    const int64_t panel_stride = job->kc_max * KR_NR;
 
     for (int64_t jc = 0; jc < job->N; jc += job->nc_max) {          /* jc: nc columns (L3) */
         const int64_t nc = kr_min(job->nc_max, job->N - jc);
@@ -109,14 +110,13 @@ static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t thread
         const int64_t n1 = kr_min((tid_n + 1) * n_step, n_panels);
         /* The threads_m threads that share columns [n0, n1) share their packing: each packs a
          * part, and all wait at a barrier before reading. With one thread per column range
-         * (threads_m == 1) a thread packs its own panels and never waits for another. */
+         * (threads_m == 1) a thread packs its own panels and never waits for another. With B
+         * read in place, only panels from `first` on are packed (at most a narrow last one). */
         const int must_wait = threads_m > 1;
         const int64_t share = kr_ceil_div(n1 - n0, threads_m);
-        const int64_t pack_begin = kr_max(kr_min(n0 + tid_m * share, n1),  /* with B in */
-                                          kr_first_panel_to_pack(nc, b_in_place));  /* place */
+        const int64_t first = kr_first_panel_to_pack(nc, b_in_place);
+        const int64_t pack_begin = kr_max(kr_min(n0 + tid_m * share, n1), first);
         const int64_t pack_end = kr_max(kr_min(n0 + (tid_m + 1) * share, n1), pack_begin);
-
-        const int64_t panel_stride = job->kc_max * KR_NR;
 
         for (int64_t pc = 0; pc < job->K; pc += job->kc_max) {      /* pc: kc of the depth */
             const int64_t kc = kr_min(job->kc_max, job->K - pc);
