@@ -204,19 +204,8 @@ class Kernel:
         if self.spec.needs_unit_stride_b and n > 1 and b.strides[1] != 4:
             b = np.ascontiguousarray(b)  # rungs 3-4 load rows of B as vectors
         ffi = self._ffi
-        # Pointers and strides for C. The common layouts first (they skip the strides lookup):
-        # a row-major, b row-major or transposed (x @ w.T); anything else goes to _operand.
-        a_flags, b_flags = a.flags, b.flags
-        if a_flags.c_contiguous and a_flags.aligned:
-            a_pointer, rsa, csa = ffi.from_buffer("float[]", a), k, 1
-        else:
-            a_pointer, rsa, csa = _operand(ffi, a)
-        if b_flags.c_contiguous and b_flags.aligned:
-            b_pointer, rsb, csb = ffi.from_buffer("float[]", b), n, 1
-        elif b_flags.f_contiguous and b_flags.aligned:
-            b_pointer, rsb, csb = ffi.from_buffer("float[]", b.T), 1, k
-        else:
-            b_pointer, rsb, csb = _operand(ffi, b)
+        a_pointer, rsa, csa = _operand(ffi, a)
+        b_pointer, rsb, csb = _operand(ffi, b)
         status = self._function(m, n, k, a_pointer, rsa, csa, b_pointer, rsb, csb,
                                 ffi.from_buffer("float[]", c), n, c_knobs)
         if status != 0:
@@ -247,17 +236,16 @@ def _operand(ffi: Any, x: np.ndarray) -> tuple[Any, int, int]:
     if not flags.aligned:
         x = x.copy()
         flags = x.flags
-    rows, cols = x.strides
     # from_buffer is the fast way to a pointer, but it takes C-contiguous arrays only. A
-    # transposed matrix (F-contiguous, like w.T) starts where its C-contiguous transpose does;
-    # any other view goes by its address.
+    # transposed matrix (F-contiguous, like w.T) starts where its C-contiguous transpose does.
+    # These two layouts, the ones a training step passes, know their strides from the shape;
+    # any other view goes by its address and its strides.
     if flags.c_contiguous:
-        pointer = ffi.from_buffer("float[]", x)
-    elif flags.f_contiguous:
-        pointer = ffi.from_buffer("float[]", x.T)
-    else:
-        pointer = ffi.cast("float *", x.ctypes.data)
-    return pointer, rows // 4, cols // 4
+        return ffi.from_buffer("float[]", x), x.shape[1], 1
+    if flags.f_contiguous:
+        return ffi.from_buffer("float[]", x.T), 1, x.shape[0]
+    rows, cols = x.strides
+    return ffi.cast("float *", x.ctypes.data), rows // 4, cols // 4
 
 
 def _check_operands(a: Any, b: Any) -> None:
