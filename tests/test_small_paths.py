@@ -10,6 +10,7 @@ techniques off), on one thread and on several.
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
 
@@ -112,7 +113,7 @@ def test_ablation_cli_prints_a_row_per_shape_with_every_step_and_numpy():
     result = subprocess.run(
         [sys.executable, "-m", "krypton.ablation", "--shapes", "40x30x10", "17", "--repeats", "1",
          "--no-progress"], capture_output=True, text=True, timeout=600,
-        env={**__import__("os").environ, "KRYPTON_QUICK": "1"})
+        env={**os.environ, "KRYPTON_QUICK": "1"})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     header = next(line for line in lines if "M x K x N" in line)
