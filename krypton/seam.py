@@ -350,9 +350,17 @@ def compile_c(source: str, cdef: str, *, name: str = "kernel",
             the message includes its own output.
         CacheDirectoryError: the cache directory is a file or is not private.
     """
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(f"module name must be a C identifier (letters, digits, _), got {name!r}")
     macros = dict(macros or {})
+    bad_macros = [k for k in macros if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))]
+    if bad_macros:
+        raise ValueError(f"macro names must be C identifiers, got {bad_macros}")
+    # A lone string would be taken apart character by character: "-O2" as "-", "O", "2".
+    for label, value in (("flags", flags), ("include_dirs", include_dirs)):
+        if isinstance(value, (str, bytes, os.PathLike)):
+            raise TypeError(f"{label} must be a list, got the single value {value!r}: pass "
+                            f"[{value!r}]")
     include_dirs = [Path(d).resolve() for d in include_dirs]
     all_flags = [*base_flags(), *flags]
     key = _cache_key(source, cdef, macros, all_flags, include_dirs)

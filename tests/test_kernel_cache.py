@@ -267,3 +267,14 @@ def test_compiler_warnings_are_shown_once_per_build(cache):
 
 def test_a_clean_build_shows_no_warning(cache):
     assert compile_recording(ADD_SOURCE) == []
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(flags="-O2"), TypeError, r"flags must be a list.*\['-O2'\]"),
+    (dict(include_dirs="/usr/include"), TypeError, "include_dirs must be a list"),
+    (dict(macros={"NOT A NAME": 1}), ValueError, "macro names must be C identifiers"),
+    (dict(name=3), ValueError, "module name must be a C identifier"),
+])
+def test_compile_arguments_of_the_wrong_shape_are_named(cache, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        seam.compile_c(ADD_SOURCE, ADD_CDEF, **{"name": "adder", **kwargs})

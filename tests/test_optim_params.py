@@ -246,3 +246,14 @@ def test_the_model_parameters_match_pytorchs_when_a_module_is_nested_twice():
         optim.SGD(ours.parameters(), lr=0.1)
     assert ([n for n, _ in ours.named_parameters()]
             == [n for n, _ in theirs.named_parameters()])
+
+
+def test_a_layer_used_twice_is_one_child_as_in_pytorch():
+    layer, model = shared_model()
+    assert [type(m).__name__ for m in model.children()] == ["Linear", "Tanh"]
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True])
+def test_manual_seed_names_a_bad_seed(seed):
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        krypton.manual_seed(seed)

@@ -21,6 +21,8 @@ _generator = np.random.default_rng()
 def manual_seed(seed: int) -> None:
     """Seed the generator that initializes new layers (``krypton.manual_seed``)."""
     global _generator
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     _generator = np.random.default_rng(seed)
 
 
@@ -99,7 +101,12 @@ class Module:
             yield from module._named_modules(prefix + name + ".", remove_duplicate, seen)
 
     def children(self) -> Iterator[Module]:
-        yield from self._modules.values()
+        """The direct sub-modules, each once (a layer used twice is one child, as in PyTorch)."""
+        seen: set[int] = set()
+        for module in self._modules.values():
+            if id(module) not in seen:
+                seen.add(id(module))
+                yield module
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for parameter in self.parameters():
