@@ -161,7 +161,8 @@ def compiler() -> list[str]:
 @functools.lru_cache(maxsize=None)
 def compiler_version() -> str:
     """The first line the compiler prints for ``--version`` (e.g. ``gcc (Debian 12.2.0) 12.2.0``)."""
-    result = subprocess.run([*compiler(), "--version"], capture_output=True, text=True)
+    result = subprocess.run([*compiler(), "--version"], capture_output=True, text=True,
+                            timeout=_compile_timeout())
     lines = (result.stdout or result.stderr).strip().splitlines()
     return lines[0] if lines else "unknown"
 
@@ -172,7 +173,7 @@ def _compiler_accepts(flags: Sequence[str], source: str = "int main(void) { retu
         src.write_text(source)
         result = subprocess.run(
             [*compiler(), *flags, str(src), "-o", str(Path(tmp, "probe"))],
-            capture_output=True, text=True,
+            capture_output=True, text=True, timeout=_compile_timeout(),
         )
         return result.returncode == 0
 
@@ -203,7 +204,7 @@ def predefined_macros(extra_flags: tuple[str, ...] = ()) -> frozenset[str]:
     """The macros the compiler defines for this target (``__AVX512F__``, ``__ARM_NEON``, ...)."""
     result = subprocess.run(
         [*compiler(), *native_flags(), *extra_flags, "-dM", "-E", "-x", "c", os.devnull],
-        capture_output=True, text=True,
+        capture_output=True, text=True, timeout=_compile_timeout(),
     )
     return frozenset(re.findall(r"^#define (\w+)", result.stdout, flags=re.MULTILINE))
 
