@@ -470,12 +470,12 @@ def load_mnist(split: str = "train", dataset: str = "mnist",
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if root is not None and Path(root).expanduser().exists() \
-            and not Path(root).expanduser().is_dir():
+    root_dir = None if root is None else Path(root).expanduser()
+    if root_dir is not None and root_dir.exists() and not root_dir.is_dir():
         raise NotADirectoryError(
             f"root={os.fspath(root)!r} is a file, not a directory: pass the directory that "
             f"holds the IDX files (or should receive the download), e.g. "
-            f"root={os.fspath(Path(root).expanduser().parent)!r}"
+            f"root={os.fspath(root_dir.parent)!r}"
         )
 
     images_path, labels_path = _locate(dataset, split, root, download)

@@ -379,12 +379,24 @@ def compile_c(source: str, cdef: str, *, name: str = "kernel",
     if module is None:
         said = _build(source, cdef, name, module_name, macros, all_flags, include_dirs, target)
         if said:
-            warnings.warn(CompilerWarning(f"compiling {name}.c, the compiler said:\n{said}"),
-                          stacklevel=2)
+            _show_compiler_output(name, said)
         module = _import_extension(module_name, target)
     compiled = CompiledModule(ffi=module.ffi, lib=module.lib, path=target, key=key)
     _loaded[module_name] = compiled
     return compiled
+
+
+def _show_compiler_output(name: str, said: str) -> None:
+    # Point the warning at the first caller outside krypton (the learner's cell or script),
+    # not at whichever krypton function happened to ask for the build.
+    depth, frame = 0, sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        depth, frame = depth + 1, frame.f_back
+    warnings.warn(CompilerWarning(f"compiling {name}.c, the compiler said:\n{said}"),
+                  stacklevel=depth + 3)
+
+
+_PACKAGE_DIR = os.path.dirname(__file__) + os.sep
 
 
 def _digest_path(target: Path) -> Path:

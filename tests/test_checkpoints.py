@@ -249,3 +249,13 @@ def test_a_model_sharing_a_layer_round_trips(tmp_path):
     copy_layer = nn.Linear(3, 3)
     copy = nn.Sequential(copy_layer, nn.ReLU(), copy_layer).load(tmp_path / "shared.npz")
     np.testing.assert_array_equal(copy[2].weight.data, layer.weight.data)
+
+
+@pytest.mark.parametrize("where, match", [
+    ("missing-dir/model.npz", "directory that does not exist"),
+    ("", "is a directory"),
+])
+def test_saving_to_an_impossible_path_names_the_path(tmp_path, where, match):
+    with pytest.raises(ValueError, match=match):
+        big_model(1).save(tmp_path / where)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -82,6 +82,20 @@ def test_a_cache_owned_by_someone_else_is_refused(tmp_path, monkeypatch):
         seam.compile_c(ADD_SOURCE, ADD_CDEF, name="adder")
 
 
+def test_a_symlink_to_a_private_cache_is_followed_and_to_an_open_one_refused(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setattr(seam, "_loaded", {})
+    target, link = tmp_path / "real", tmp_path / "link"
+    target.mkdir(mode=0o700)
+    link.symlink_to(target)
+    monkeypatch.setenv("KRYPTON_CACHE", str(link))
+    assert seam.compile_c(ADD_SOURCE, ADD_CDEF, name="adder").path.parent == link
+    target.chmod(0o777)
+    seam._loaded.clear()
+    with pytest.raises(seam.CacheDirectoryError, match="writable by group or others"):
+        seam.compile_c(ADD_SOURCE, ADD_CDEF, name="adder")
+
+
 @pytest.mark.parametrize("below", ["", "kernels"])
 def test_krypton_cache_pointing_at_a_file_is_a_clear_error(tmp_path, monkeypatch, below):
     (tmp_path / "a-file").write_text("not a directory")
@@ -263,6 +277,21 @@ def test_compiler_warnings_are_shown_once_per_build(cache):
     seam._loaded.clear()
     assert compile_recording(WARNING_SOURCE) == []       # loaded from the disk cache
     assert len(compile_recording(WARNING_SOURCE, force=True)) == 1   # built again
+
+
+def test_a_warning_from_a_learners_kernel_points_at_the_learners_line(cache):
+    import krypton
+    source = '#include "krypton.h"\n#warning "unfinished"\n' + textwrap.dedent("""
+        int kr_sgemm_mine(int64_t M, int64_t N, int64_t K, const float *A, int64_t rsa,
+                          int64_t csa, const float *B, int64_t rsb, int64_t csb, float *C,
+                          int64_t ldc, const kr_knobs *knobs) { return 0; }
+    """)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        krypton.compile_source(source, "kr_sgemm_mine", like="naive", name="mine")
+    shown = [w for w in caught if issubclass(w.category, seam.CompilerWarning)]
+    assert len(shown) == 1 and "unfinished" in str(shown[0].message)
+    assert shown[0].filename == __file__
 
 
 def test_a_clean_build_shows_no_warning(cache):

@@ -12,7 +12,7 @@ import numpy as np
 
 from krypton.autograd import FLOAT_DTYPES, Tensor
 from krypton.checks import positive_int
-from krypton.files import atomic_write
+from krypton.files import atomic_write, check_writable
 from krypton.nn import functional as F
 
 _generator = np.random.default_rng()
@@ -160,6 +160,7 @@ class Module:
         The archive is written to a temporary file beside ``path`` and renamed over it only
         when complete: a full disk, an error or Ctrl-C leaves the previous checkpoint intact.
         """
+        check_writable(path, "checkpoint")
         # Written member by member rather than through np.savez, whose own keyword arguments
         # (``file``, ``allow_pickle``) would collide with parameters of those names.
         with atomic_write(path, "wb") as file, zipfile.ZipFile(file, "w") as archive:
