@@ -259,3 +259,18 @@ def test_saving_to_an_impossible_path_names_the_path(tmp_path, where, match):
     with pytest.raises(ValueError, match=match):
         big_model(1).save(tmp_path / where)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_missing_or_damaged_checkpoint_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*nowhere.npz"):
+        big_model(1).load(tmp_path / "nowhere.npz")
+    with zipfile.ZipFile(tmp_path / "damaged.npz", "w") as archive:
+        archive.writestr("weight.npy", b"garbage, not an array header")
+
+    class One(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(np.ones(3, dtype=np.float32))
+
+    with pytest.raises(ValueError, match=r"entry 'weight' is not a valid .npy array"):
+        One().load(tmp_path / "damaged.npz")

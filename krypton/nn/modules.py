@@ -175,6 +175,9 @@ class Module:
         array is read, so a file with a wrong or huge entry is refused without reading it.
         """
         own = dict(self.named_parameters())
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no checkpoint at {os.fspath(path)!r}: save one there "
+                                    "first, with model.save(path)")
         if not zipfile.is_zipfile(path):
             raise ValueError(f"{os.fspath(path)!r} is not a checkpoint saved by Module.save "
                              "(that is a .npz, a zip archive of .npy arrays)")
@@ -188,7 +191,7 @@ class Module:
             self._check_names(own, list(members), strict=True)
             for name, parameter in own.items():
                 with archive.open(members[name]) as member:
-                    shape, dtype = _npy_header(member)
+                    shape, dtype = _npy_header(member, f"{os.fspath(path)!r}, entry {name!r}")
                 _check_value(name, parameter, shape, dtype)
             values = {}
             for name in own:
@@ -209,12 +212,16 @@ class Module:
         return head + ")" if not lines else head + "\n  " + "\n  ".join(lines) + "\n)"
 
 
-def _npy_header(member: Any) -> tuple[tuple[int, ...], np.dtype]:
-    version = np.lib.format.read_magic(member)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
-    else:
-        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+def _npy_header(member: Any, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    try:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    except ValueError as error:
+        raise ValueError(f"{where} is not a valid .npy array ({error}); the checkpoint is "
+                         "damaged: save it again") from None
     return shape, dtype
 
 
