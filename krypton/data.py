@@ -24,7 +24,6 @@ import hashlib
 import http.client
 import math
 import os
-import secrets
 import struct
 import urllib.request
 import zlib
@@ -34,6 +33,8 @@ from typing import BinaryIO
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from krypton.files import atomic_write
 
 __all__ = [
     "DATASETS", "DEBIAN_FASHION_MNIST_DIR", "DOWNLOAD_TIMEOUT", "DataLoader",
@@ -290,6 +291,8 @@ def _candidate_dirs(dataset: str, root: str | os.PathLike | None) -> list[tuple[
 
 
 def _describe_dir(directory: Path, stems: tuple[str, str]) -> str:
+    if directory.exists() and not directory.is_dir():
+        return "is a file, not a directory"
     if not directory.is_dir():
         return "does not exist"
     found = [_find_in_dir(directory, stem) for stem in stems]
@@ -317,24 +320,22 @@ def _mirrors_env_var(dataset: str) -> str:
 def _download_verified(url: str, destination: Path, md5: str) -> None:
     """Fetch url into destination, which appears only once complete and matching md5."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory as the destination, so os.replace is an atomic rename, never a copy.
-    # Not tempfile.mkstemp: its 0600 mode would make the cached file private to this user.
-    temp_path = destination.with_name(f".{destination.name}.{secrets.token_hex(8)}.part")
-    handle = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
+    # atomic_write renames a temporary file beside the destination into place only when the
+    # block ends cleanly: a short body or a wrong checksum raises inside it, and a Ctrl-C
+    # anywhere leaves no file that looks complete.
+    with atomic_write(destination, "wb") as out, \
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
         digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(handle, "wb") as out, \
-                urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
-            declared = response.headers.get("Content-Length")
-            expected_size = int(declared) if declared and declared.isdigit() else None
-            received = 0
-            with tqdm(total=expected_size, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=destination.name) as progress:
-                while chunk := response.read(_CHUNK_BYTES):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    progress.update(len(chunk))
+        declared = response.headers.get("Content-Length")
+        expected_size = int(declared) if declared and declared.isdigit() else None
+        received = 0
+        with tqdm(total=expected_size, unit="B", unit_scale=True, unit_divisor=1024,
+                  desc=destination.name) as progress:
+            while chunk := response.read(_CHUNK_BYTES):
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                progress.update(len(chunk))
         # urllib returns a short body without complaint when the server closes early.
         if expected_size is not None and received != expected_size:
             raise OSError(
@@ -345,9 +346,6 @@ def _download_verified(url: str, destination: Path, md5: str) -> None:
                 f"checksum mismatch: expected md5 {md5}, got {digest.hexdigest()} "
                 f"({received} bytes)"
             )
-        os.replace(temp_path, destination)
-    finally:
-        temp_path.unlink(missing_ok=True)
 
 
 def _download_split(dataset: str, stems: tuple[str, str],
@@ -463,6 +461,7 @@ def load_mnist(split: str = "train", dataset: str = "mnist",
 
     Raises:
         ValueError: ``split`` or ``dataset`` is not one of the accepted names.
+        NotADirectoryError: ``root`` is a file.
         IDXFormatError: A file is truncated or corrupt, or the image and label files disagree.
         DatasetNotFoundError: No local copy and no successful download; the message lists every
             place looked in and how to get the files.
@@ -471,6 +470,13 @@ def load_mnist(split: str = "train", dataset: str = "mnist",
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    root_dir = None if root is None else Path(root).expanduser()
+    if root_dir is not None and root_dir.exists() and not root_dir.is_dir():
+        raise NotADirectoryError(
+            f"root={os.fspath(root)!r} is a file, not a directory: pass the directory that "
+            f"holds the IDX files (or should receive the download), e.g. "
+            f"root={os.fspath(root_dir.parent)!r}"
+        )
 
     images_path, labels_path = _locate(dataset, split, root, download)
     images = _read_idx_cached(images_path)

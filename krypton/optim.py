@@ -5,26 +5,24 @@
 
 Updates are written in place into each parameter's array (``p.data``), with NumPy's in-place
 operations, so a step allocates little and the model sees the new values at once.
+
+Each parameter is updated once per ``step``, however often it was passed: a parameter listed
+twice in a group is kept once, with a warning (PyTorch warns too, but then steps it twice), and
+a parameter in two groups is refused, as in PyTorch, since it would have two learning rates.
+Hyper-parameters are checked when a group is added and again at every ``step``, so a schedule
+that sets ``group["lr"]`` to NaN is stopped at once, not after a run of NaN losses.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
 
 from krypton.autograd import Tensor
-
-
-def _tensors(items: Iterable[Any]) -> list[Tensor]:
-    """The Tensors an optimizer will update, with a clear error for anything else."""
-    found = list(items)
-    for item in found:
-        if not isinstance(item, Tensor):
-            raise TypeError(f"expected Tensors (e.g. model.parameters()), got "
-                            f"{type(item).__name__}")
-    return found
+from krypton.checks import finite_float
 
 
 class Optimizer:
@@ -32,29 +30,44 @@ class Optimizer:
     changed between steps, e.g. ``group["lr"]`` by a schedule) and per-parameter ``state``."""
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]):
+        if isinstance(params, Tensor):
+            raise TypeError("params must be an iterable of Tensors or of dicts, got one Tensor: "
+                            "pass [tensor] or model.parameters()")
+        self.defaults = defaults
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[int, dict[str, Any]] = {}
+        if isinstance(params, (set, frozenset)):
+            self.add_param_group({"params": params})  # refused there, with the reason
         items = list(params)
         if not items:
             raise ValueError("the optimizer got an empty parameter list: pass model.parameters() "
                              "of a model that has parameters")
-        groups = items if isinstance(items[0], dict) else [{"params": items}]
-        self.param_groups: list[dict[str, Any]] = []
-        for group in groups:
-            group = dict(defaults, **group)
-            group["params"] = _tensors(group["params"])
-            self._check(group)
-            self.param_groups.append(group)
-        self.state: dict[int, dict[str, Any]] = {}
+        dicts = [isinstance(item, dict) for item in items]
+        if any(dicts) and not all(dicts):
+            raise TypeError('params must be all Tensors or all dicts (parameter groups), got a '
+                            'mix: put the Tensors in a group of their own, {"params": [...]}')
+        for group in items if all(dicts) else [{"params": items}]:
+            self.add_param_group(group)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group: a dict with "params" (Tensors) and the hyper-parameters it overrides."""
+        index = len(self.param_groups)
+        if not isinstance(param_group, dict) or "params" not in param_group:
+            raise TypeError(f'parameter group {index} must be a dict with a "params" key, e.g. '
+                            f'{{"params": model.parameters(), "lr": 0.1}}; got {param_group!r}')
+        group = dict(self.defaults, **param_group)
+        group["params"] = _unique_tensors(group["params"], index)
+        self._check(group)
+        earlier = {id(p) for other in self.param_groups for p in other["params"]}
+        if any(id(p) in earlier for p in group["params"]):
+            raise ValueError(f"parameter group {index} repeats a parameter of an earlier group: "
+                             "a parameter may be in one group only")
+        self.param_groups.append(group)
 
     def _check(self, group: dict[str, Any]) -> None:
-        for name, value in group.items():
-            numbers = value if name == "betas" else (value,)
-            if name not in ("params", "nesterov") and not all(
-                    isinstance(v, (int, float, np.floating, np.integer)) for v in numbers):
-                raise TypeError(f"{name} must be a number, got {value!r}")
-        if not group["lr"] >= 0:
-            raise ValueError(f"lr must be a number >= 0, got {group['lr']!r}")
-        if not group.get("weight_decay", 0) >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {group['weight_decay']!r}")
+        """Refuse hyper-parameters the update rule cannot use, naming the argument."""
+        finite_float("lr", group["lr"], low=0)
+        finite_float("weight_decay", group["weight_decay"], low=0)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget the gradients (they accumulate across ``backward`` calls otherwise)."""
@@ -66,6 +79,8 @@ class Optimizer:
     def _gradients(self):
         """(group, parameter, gradient array) for every parameter that has a gradient."""
         for group in self.param_groups:
+            self._check(group)
+        for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
                     if p.grad.shape != p.shape:
@@ -75,6 +90,26 @@ class Optimizer:
 
     def step(self) -> None:
         raise NotImplementedError
+
+
+def _unique_tensors(params: Any, index: int) -> list[Tensor]:
+    if isinstance(params, Tensor):
+        return [params]
+    if isinstance(params, (set, frozenset)):
+        raise TypeError("params must be an ordered collection (a list, or model.parameters()), "
+                        "not a set: a set's order changes from run to run")
+    found: dict[int, Tensor] = {}
+    count = 0
+    for item in params:
+        if not isinstance(item, Tensor):
+            raise TypeError(f"parameter group {index}: expected Tensors (e.g. "
+                            f"model.parameters()), got {type(item).__name__}")
+        found.setdefault(id(item), item)
+        count += 1
+    if count > len(found):
+        warnings.warn(f"parameter group {index} lists {count - len(found)} parameter(s) more "
+                      "than once; each is updated once per step", UserWarning, stacklevel=5)
+    return list(found.values())
 
 
 class SGD(Optimizer):
@@ -89,12 +124,18 @@ class SGD(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
-        if not momentum >= 0:
-            raise ValueError(f"momentum must be >= 0, got {momentum!r}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum needs momentum > 0 and dampening = 0")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov))
+
+    def _check(self, group: dict[str, Any]) -> None:
+        super()._check(group)
+        momentum = finite_float("momentum", group["momentum"], low=0, high=1, high_open=True)
+        dampening = finite_float("dampening", group["dampening"], low=0, high=1)
+        if not isinstance(group["nesterov"], (bool, np.bool_)):
+            raise TypeError(f"nesterov must be True or False, got {group['nesterov']!r}")
+        if group["nesterov"] and (momentum == 0 or dampening != 0):
+            raise ValueError(f"Nesterov momentum needs momentum > 0 and dampening = 0, got "
+                             f"momentum={momentum:g}, dampening={dampening:g}")
 
     def step(self) -> None:
         for group, p, g in self._gradients():
@@ -131,12 +172,17 @@ class Adam(Optimizer):
     def __init__(self, params: Iterable[Any], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"betas must each be in [0, 1), got {betas!r}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps!r}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def _check(self, group: dict[str, Any]) -> None:
+        super()._check(group)
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair of numbers in [0, 1), e.g. (0.9, 0.999), "
+                            f"got {betas!r}")
+        for position, beta in enumerate(betas):
+            finite_float(f"betas[{position}]", beta, low=0, high=1, high_open=True)
+        finite_float("eps", group["eps"], low=0, low_open=True)
 
     def step(self) -> None:
         for group, p, g in self._gradients():

@@ -7,14 +7,28 @@ on two cores at once.
 
 Built modules are cached on disk. The cache key is a hash of everything that changes the
 binary: the source, the cdef, the macros, the compiler flags, the compiler's version, the
-headers in the include directories and the Python ABI. Change any of them and the next call
-compiles again; change none and the module loads in milliseconds. A module is compiled in a
-private temporary directory and moved into the cache with an atomic rename, so two processes
+target those flags resolve to on this machine (the macros the compiler predefines, such as
+``__AVX512F__``: what ``-march=native`` means here), every file in the include directories and
+every other header the source includes by quoted or absolute path, and the Python ABI. Change
+any of them and the next call compiles again; change none and the module loads in
+milliseconds. A cache copied to a machine with another CPU therefore builds anew rather than
+loading code that may use instructions this CPU lacks. A module is compiled in a private
+temporary directory and moved into the cache with an atomic rename, so two processes
 compiling the same kernel at once both succeed and nobody ever loads half a file.
+
+The cache holds code that will run, so it must be private: it is created with mode 0700, and
+an existing directory that another user owns, or that group or others may write to, is
+refused (``CacheDirectoryError`` says how to fix it) rather than trusted. The digest written
+beside each module detects damage; the directory's permissions keep out tampering.
+
+What the compiler says on a successful build (its warnings) is shown once per build, as a
+``CompilerWarning``: a cache hit compiles nothing and so shows nothing.
 
 Environment variables:
     CC                  the C compiler (default: ``cc``)
-    KRYPTON_CACHE       the cache directory (default: ``~/.cache/krypton/kernels``)
+    KRYPTON_CACHE       the cache directory (default: ``~/.cache/krypton/kernels``); it must
+                        be yours and not writable by group or others
+    KRYPTON_COMPILE_TIMEOUT  seconds one compile may take before it is stopped (default 300)
     KRYPTON_CFLAGS      extra flags appended to every compile (e.g. ``-g``)
     KRYPTON_NO_NATIVE   set to 1 to drop ``-march=native`` (e.g. to build for another machine)
     KRYPTON_SANITIZE    sanitizers to build every module with, e.g. ``address,undefined``: adds
@@ -35,15 +49,20 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import cffi
+
+from krypton.checks import finite_float
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 """The C sources of the kernel ladder (the repository's csrc/ directory)."""
@@ -64,6 +83,19 @@ class CompilerNotFoundError(CompileError):
     """No C compiler could be run."""
 
 
+class CompilerWarning(UserWarning):
+    """The compiler built the module but had something to say; the message is its own text."""
+
+
+class CacheDirectoryError(OSError):
+    """The kernel cache directory cannot be used: it is a file, or it is not private."""
+
+
+DEFAULT_COMPILE_TIMEOUT = 300.0
+"""Seconds a compile may take (``$KRYPTON_COMPILE_TIMEOUT`` overrides): a hung compiler, such
+as one told to ``#include`` a pipe, is stopped rather than waited for forever."""
+
+
 @dataclass(frozen=True)
 class CompiledModule:
     """A compiled and loaded cffi extension: ``lib`` holds the C functions, ``ffi`` the types."""
@@ -75,15 +107,42 @@ class CompiledModule:
 
 
 def cache_dir() -> Path:
-    """The directory compiled kernels are cached in (created if missing)."""
+    """The directory compiled kernels are cached in (created, private, if missing).
+
+    Raises:
+        CacheDirectoryError: the path is a file, or the directory is owned by another user or
+            writable by group or others (anyone who can write there could plant code that
+            the next ``matmul`` would run). The message says how to fix it.
+    """
     root = os.environ.get("KRYPTON_CACHE")
     if root:
-        path = Path(root).expanduser()
+        path, origin = Path(root).expanduser(), "$KRYPTON_CACHE"
     else:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        path = Path(base) / "krypton" / "kernels"
-    path.mkdir(parents=True, exist_ok=True)
+        path, origin = Path(base) / "krypton" / "kernels", "the default kernel cache"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CacheDirectoryError(
+            f"{origin} {str(path)!r} is a file (or inside one), not a directory: point "
+            "KRYPTON_CACHE at a directory (it is created if missing)") from None
+    _check_private(path, origin)
     return path
+
+
+def _check_private(path: Path, origin: str) -> None:
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise CacheDirectoryError(
+            f"{origin} {str(path)!r} belongs to another user (uid {info.st_uid}); krypton "
+            "loads compiled code from it, so it must be yours: set KRYPTON_CACHE to a "
+            "directory of your own, e.g. ~/.cache/krypton/kernels")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise CacheDirectoryError(
+            f"{origin} {str(path)!r} is writable by group or others (mode "
+            f"{stat.S_IMODE(info.st_mode):o}); krypton loads compiled code from it, so anyone "
+            f"who can write there could run code as you. Make it private with `chmod 700 "
+            f"{shlex.quote(str(path))}`, or set KRYPTON_CACHE to a private directory")
 
 
 def compiler() -> list[str]:
@@ -102,7 +161,8 @@ def compiler() -> list[str]:
 @functools.lru_cache(maxsize=None)
 def compiler_version() -> str:
     """The first line the compiler prints for ``--version`` (e.g. ``gcc (Debian 12.2.0) 12.2.0``)."""
-    result = subprocess.run([*compiler(), "--version"], capture_output=True, text=True)
+    result = subprocess.run([*compiler(), "--version"], capture_output=True, text=True,
+                            timeout=_compile_timeout())
     lines = (result.stdout or result.stderr).strip().splitlines()
     return lines[0] if lines else "unknown"
 
@@ -113,7 +173,7 @@ def _compiler_accepts(flags: Sequence[str], source: str = "int main(void) { retu
         src.write_text(source)
         result = subprocess.run(
             [*compiler(), *flags, str(src), "-o", str(Path(tmp, "probe"))],
-            capture_output=True, text=True,
+            capture_output=True, text=True, timeout=_compile_timeout(),
         )
         return result.returncode == 0
 
@@ -144,7 +204,7 @@ def predefined_macros(extra_flags: tuple[str, ...] = ()) -> frozenset[str]:
     """The macros the compiler defines for this target (``__AVX512F__``, ``__ARM_NEON``, ...)."""
     result = subprocess.run(
         [*compiler(), *native_flags(), *extra_flags, "-dM", "-E", "-x", "c", os.devnull],
-        capture_output=True, text=True,
+        capture_output=True, text=True, timeout=_compile_timeout(),
     )
     return frozenset(re.findall(r"^#define (\w+)", result.stdout, flags=re.MULTILINE))
 
@@ -172,28 +232,84 @@ def sanitizer_flags() -> list[str]:
     return flags
 
 
-def _headers_digest(include_dirs: Sequence[Path]) -> str:
+@functools.lru_cache(maxsize=None)
+def _target_macros(command: tuple[str, ...], flags: tuple[str, ...]) -> tuple[str, ...]:
+    # What the flags mean on this machine, as the compiler announces it to the code: the ISA
+    # feature macros (__AVX512F__, __ARM_NEON, ...) and the CPU (__znver3__) that
+    # -march=native resolves to. Asked once per process per compiler and flag set.
+    result = subprocess.run([*command, *flags, "-dM", "-E", "-x", "c", os.devnull],
+                            capture_output=True, text=True, timeout=_compile_timeout())
+    return tuple(sorted(result.stdout.splitlines()))
+
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s*(?:"([^"]+)"|<(/[^>]+)>)', re.MULTILINE)
+
+
+def _headers_digest(source: str, include_dirs: Sequence[Path]) -> str:
+    """A digest of every file in the include directories, and of every other file the
+    source includes by quoted or absolute path, followed recursively."""
     digest = hashlib.sha256()
     for directory in include_dirs:
         for path in sorted(Path(directory).glob("*.[ch]")):
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
+    pending: list[tuple[str, Path | None]] = [(source, None)]
+    seen: set[Path] = set()
+    while pending:
+        text, directory = pending.pop()
+        for quoted, absolute in _INCLUDE.findall(text):
+            path = _resolve_include(quoted or absolute, directory, include_dirs)
+            if path is None or path in seen:
+                continue
+            seen.add(path)
+            digest.update(str(path).encode())
+            # Read regular files only: a device or a pipe (#include "/dev/zero") is the
+            # compiler's problem, and its timeout's.
+            if path.is_file():
+                content = path.read_bytes()
+                digest.update(content)
+                pending.append((content.decode("utf-8", "replace"), path.parent))
     return digest.hexdigest()
+
+
+def _resolve_include(name: str, directory: Path | None,
+                     include_dirs: Sequence[Path]) -> Path | None:
+    # The compiler's order for "name": the including file's directory, then the -I list.
+    if os.path.isabs(name):
+        return Path(name)
+    for base in ([directory] if directory else []) + list(include_dirs):
+        if (base / name).exists():
+            return (base / name).resolve()
+    return None
 
 
 def _cache_key(source: str, cdef: str, macros: Mapping[str, Any], flags: Sequence[str],
                include_dirs: Sequence[Path]) -> str:
+    command = tuple(compiler())
     material = {
         "source": source,
         "cdef": cdef,
         "macros": sorted((str(k), str(v)) for k, v in macros.items()),
         "flags": list(flags),
-        "compiler": [*compiler(), compiler_version()],
-        "headers": _headers_digest(include_dirs),
+        "compiler": [*command, compiler_version()],
+        "target": _target_macros(command, tuple(flags)),
+        "headers": _headers_digest(source, include_dirs),
         "abi": sysconfig.get_config_var("EXT_SUFFIX"),
         "cffi": cffi.__version__,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _compile_timeout() -> float:
+    text = os.environ.get("KRYPTON_COMPILE_TIMEOUT", "")
+    if not text:
+        return DEFAULT_COMPILE_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"KRYPTON_COMPILE_TIMEOUT must be a number of seconds, got "
+                         f"{text!r}") from None
+    return finite_float("KRYPTON_COMPILE_TIMEOUT", value, low=0, low_open=True)
 
 
 def _import_extension(module_name: str, path: Path) -> Any:
@@ -217,20 +333,35 @@ def compile_c(source: str, cdef: str, *, name: str = "kernel",
         name: a short identifier for the module (letters, digits, underscores).
         macros: ``-D`` definitions; they are part of the cache key.
         flags: extra compiler flags for this module (e.g. ``["-fno-tree-vectorize"]``).
-        include_dirs: searched for ``#include "..."``; the headers in them are part of the
-            cache key, so editing a header recompiles what depends on it.
+        include_dirs: searched for ``#include "..."``; the headers in them (and any other
+            file the source includes by path) are part of the cache key, so editing a header
+            recompiles what depends on it.
         force: recompile even when the cache has the module.
+
+    Warns:
+        CompilerWarning: the compiler printed warnings while building (on a cache hit nothing
+            is compiled, so nothing is shown).
 
     Returns:
         The loaded module: call C through ``.lib``, make C objects with ``.ffi``.
 
     Raises:
         CompilerNotFoundError: there is no C compiler to run.
-        CompileError: the compiler failed; the message includes its own output.
+        CompileError: the compiler failed or took longer than ``$KRYPTON_COMPILE_TIMEOUT``;
+            the message includes its own output.
+        CacheDirectoryError: the cache directory is a file or is not private.
     """
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(f"module name must be a C identifier (letters, digits, _), got {name!r}")
     macros = dict(macros or {})
+    bad_macros = [k for k in macros if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))]
+    if bad_macros:
+        raise ValueError(f"macro names must be C identifiers, got {bad_macros}")
+    # A lone string would be taken apart character by character: "-O2" as "-", "O", "2".
+    for label, value in (("flags", flags), ("include_dirs", include_dirs)):
+        if isinstance(value, (str, bytes, os.PathLike)):
+            raise TypeError(f"{label} must be a list, got the single value {value!r}: pass "
+                            f"[{value!r}]")
     include_dirs = [Path(d).resolve() for d in include_dirs]
     all_flags = [*base_flags(), *flags]
     key = _cache_key(source, cdef, macros, all_flags, include_dirs)
@@ -246,11 +377,26 @@ def compile_c(source: str, cdef: str, *, name: str = "kernel",
         except ImportError:
             module = None
     if module is None:
-        _build(source, cdef, name, module_name, macros, all_flags, include_dirs, target)
+        said = _build(source, cdef, name, module_name, macros, all_flags, include_dirs, target)
+        if said:
+            _show_compiler_output(name, said)
         module = _import_extension(module_name, target)
     compiled = CompiledModule(ffi=module.ffi, lib=module.lib, path=target, key=key)
     _loaded[module_name] = compiled
     return compiled
+
+
+def _show_compiler_output(name: str, said: str) -> None:
+    # Point the warning at the first caller outside krypton (the learner's cell or script),
+    # not at whichever krypton function happened to ask for the build.
+    depth, frame = 0, sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        depth, frame = depth + 1, frame.f_back
+    warnings.warn(CompilerWarning(f"compiling {name}.c, the compiler said:\n{said}"),
+                  stacklevel=depth + 3)
+
+
+_PACKAGE_DIR = os.path.dirname(__file__) + os.sep
 
 
 def _digest_path(target: Path) -> Path:
@@ -269,7 +415,8 @@ def _intact(target: Path) -> bool:
 
 
 def _build(source: str, cdef: str, name: str, module_name: str, macros: Mapping[str, Any],
-           flags: Sequence[str], include_dirs: Sequence[Path], target: Path) -> None:
+           flags: Sequence[str], include_dirs: Sequence[Path], target: Path) -> str:
+    """Compile into ``target``; return what the compiler said (its warnings), if anything."""
     ffi = cffi.FFI()
     ffi.cdef(cdef)
     # Quiet, rather than redirecting sys.stdout around the call: the redirect is process-wide,
@@ -288,11 +435,11 @@ def _build(source: str, cdef: str, name: str, module_name: str, macros: Mapping[
             f"-I{workdir}", *[f"-I{d}" for d in include_dirs], f"-I{python_include}",
             wrapper.name, "-o", partial.name,
         ]
-        result = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
-        if result.returncode != 0:
-            output = (result.stderr + result.stdout).replace(str(workdir) + os.sep, "")
+        returncode, output = _run_compiler(command, workdir, name)
+        output = output.replace(str(workdir) + os.sep, "")
+        if returncode != 0:
             raise CompileError(
-                f"compiling {name}.c failed (exit code {result.returncode}).\n"
+                f"compiling {name}.c failed (exit code {returncode}).\n"
                 f"The compiler said:\n{output.strip()}\n"
                 f"Command: {shlex.join(command)}",
                 compiler_output=output, command=command,
@@ -303,8 +450,38 @@ def _build(source: str, cdef: str, name: str, module_name: str, macros: Mapping[
         # digest. Both renames are atomic, so nobody ever reads a half-written file.
         os.replace(digest, _digest_path(target))
         os.replace(partial, target)
+        return output.strip()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_compiler(command: Sequence[str], workdir: Path, name: str) -> tuple[int, str]:
+    """(exit code, what it printed). The compiler runs in a process group of its own, so a
+    timeout or a Ctrl-C stops the driver and the cc1/ld it started, not the driver alone."""
+    timeout = _compile_timeout()
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(process)
+        raise CompileError(
+            f"compiling {name}.c took longer than {timeout:g} s and was stopped. Does it "
+            "#include a device or a pipe, or generate a huge function? For a slow but sound "
+            "build, raise KRYPTON_COMPILE_TIMEOUT (seconds).\n"
+            f"Command: {shlex.join(command)}", command=command) from None
+    except BaseException:
+        _stop(process)
+        raise
+    return process.returncode, stderr + stdout
+
+
+def _stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.communicate()
 
 
 _PROTOTYPE = re.compile(r"^[\w ]+?\b(kr_\w+)\s*\([^)]*\)\s*;", re.MULTILINE)

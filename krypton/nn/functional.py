@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from krypton.autograd import Tensor, cross_entropy, linear
+from krypton import autograd
+from krypton.autograd import Tensor, cross_entropy
 
 __all__ = ["cross_entropy", "linear", "log_softmax", "mse_loss", "relu", "sigmoid", "softmax",
            "tanh"]
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``input @ weight.T + bias``, weight (out_features, in_features), as ``F.linear``."""
+    return autograd.linear(_tensor(input, "linear"), _tensor(weight, "linear", "weight"),
+                           None if bias is None else _tensor(bias, "linear", "bias"))
 
 
 def relu(x: Tensor) -> Tensor:
@@ -47,8 +54,8 @@ def mse_loss(input: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     return squared.mean() if reduction == "mean" else squared.sum()
 
 
-def _tensor(x: Any, name: str) -> Tensor:
+def _tensor(x: Any, name: str, argument: str = "input") -> Tensor:
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} takes a Tensor, got {type(x).__name__}: wrap it as "
-                        f"krypton.Tensor(x)")
+        raise TypeError(f"{name}: the {argument} must be a Tensor, got {type(x).__name__}: "
+                        f"wrap it as krypton.Tensor(x)")
     return x

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from collections import OrderedDict
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from krypton.autograd import FLOAT_DTYPES, Tensor
+from krypton.checks import positive_int
+from krypton.files import atomic_write, check_writable
 from krypton.nn import functional as F
-from krypton.autograd import Tensor
 
 _generator = np.random.default_rng()
 
@@ -18,6 +21,8 @@ _generator = np.random.default_rng()
 def manual_seed(seed: int) -> None:
     """Seed the generator that initializes new layers (``krypton.manual_seed``)."""
     global _generator
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     _generator = np.random.default_rng(seed)
 
 
@@ -63,19 +68,45 @@ class Module:
 
     # ---- parameters -----------------------------------------------------------------------
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """(name, parameter) for every parameter here and in sub-modules, e.g. ("0.weight", ...)."""
-        for name, parameter in self._parameters.items():
-            yield prefix + name, parameter
-        for name, module in self._modules.items():
-            yield from module.named_parameters(prefix + name + ".")
+    def named_parameters(self, prefix: str = "",
+                         remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """(name, parameter) for every parameter here and in sub-modules, e.g. ("0.weight", ...).
+
+        A parameter reachable twice (a layer used twice, a weight shared by two layers) is
+        listed once, under its first name, as in PyTorch: an optimizer given this list steps
+        it once per ``step``.
+        """
+        seen: set[int] = set()
+        for module_prefix, module in self._named_modules(prefix, remove_duplicate):
+            for name, parameter in module._parameters.items():
+                if remove_duplicate and id(parameter) in seen:
+                    continue
+                seen.add(id(parameter))
+                yield module_prefix + name, parameter
 
     def parameters(self) -> Iterator[Parameter]:
         for _, parameter in self.named_parameters():
             yield parameter
 
+    def _named_modules(self, prefix: str, remove_duplicate: bool,
+                       seen: set[int] | None = None) -> Iterator[tuple[str, Module]]:
+        # Pre-order, each module once (when deduplicating): a module that contains itself
+        # would otherwise recurse forever.
+        seen = set() if seen is None else seen
+        if remove_duplicate and id(self) in seen:
+            return
+        seen.add(id(self))
+        yield prefix, self
+        for name, module in self._modules.items():
+            yield from module._named_modules(prefix + name + ".", remove_duplicate, seen)
+
     def children(self) -> Iterator[Module]:
-        yield from self._modules.values()
+        """The direct sub-modules, each once (a layer used twice is one child, as in PyTorch)."""
+        seen: set[int] = set()
+        for module in self._modules.values():
+            if id(module) not in seen:
+                seen.add(id(module))
+                yield module
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for parameter in self.parameters():
@@ -96,36 +127,77 @@ class Module:
     # ---- saving and loading ---------------------------------------------------------------
 
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """A copy of every parameter's values, by name."""
+        """A copy of every parameter's values, by name (a shared parameter once)."""
         return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
 
     def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
-        """Copy values from ``state`` (as ``state_dict`` makes) into the parameters, in place."""
+        """Copy values from ``state`` (as ``state_dict`` makes) into the parameters, in place.
+
+        Every name, shape and dtype is checked before any parameter changes, so a refused
+        state leaves the module exactly as it was.
+        """
         own = dict(self.named_parameters())
-        missing = [name for name in own if name not in state]
-        unexpected = [name for name in state if name not in own]
+        self._check_names(own, list(state), strict)
+        values = {}
+        for name, parameter in own.items():
+            if name in state:
+                value = state[name]
+                values[name] = np.asarray(value.data if isinstance(value, Tensor) else value)
+                _check_value(name, parameter, values[name].shape, values[name].dtype)
+        for name, value in values.items():
+            own[name].data[...] = value
+
+    def _check_names(self, own: Mapping[str, Parameter], given: list[str], strict: bool) -> None:
+        missing = [name for name in own if name not in given]
+        unexpected = [name for name in given if name not in own]
         if strict and (missing or unexpected):
             raise KeyError(f"state_dict does not match {type(self).__name__}: missing "
                            f"{missing or 'nothing'}, unexpected {unexpected or 'nothing'}")
-        for name, parameter in own.items():
-            if name not in state:
-                continue
-            value = np.asarray(state[name].data if isinstance(state[name], Tensor)
-                               else state[name])
-            if value.shape != parameter.shape:
-                raise ValueError(f"parameter {name!r} has shape {parameter.shape} but the "
-                                 f"state_dict gives shape {value.shape}")
-            parameter.data[...] = value
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the parameters to a NumPy ``.npz`` file."""
-        with open(path, "wb") as file:  # a file object: np.savez would append ".npz" to a name
-            np.savez(file, **self.state_dict())
+        """Write the parameters to a NumPy ``.npz`` file (``np.load`` reads it), atomically.
+
+        The archive is written to a temporary file beside ``path`` and renamed over it only
+        when complete: a full disk, an error or Ctrl-C leaves the previous checkpoint intact.
+        """
+        check_writable(path, "checkpoint")
+        # Written member by member rather than through np.savez, whose own keyword arguments
+        # (``file``, ``allow_pickle``) would collide with parameters of those names.
+        with atomic_write(path, "wb") as file, zipfile.ZipFile(file, "w") as archive:
+            for name, value in self.state_dict().items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, value, allow_pickle=False)
 
     def load(self, path: str | os.PathLike) -> Module:
-        """Read parameters saved by ``save`` into this module (which must have the same layers)."""
-        with np.load(path) as archive:
-            self.load_state_dict({name: archive[name] for name in archive.files})
+        """Read parameters saved by ``save`` into this module (which must have the same layers).
+
+        Names, then each array's shape and dtype (from its header), are checked before any
+        array is read, so a file with a wrong or huge entry is refused without reading it.
+        """
+        own = dict(self.named_parameters())
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no checkpoint at {os.fspath(path)!r}: save one there "
+                                    "first, with model.save(path)")
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{os.fspath(path)!r} is not a checkpoint saved by Module.save "
+                             "(that is a .npz, a zip archive of .npy arrays)")
+        with zipfile.ZipFile(path) as archive:
+            members = {member[:-len(".npy")]: member for member in archive.namelist()
+                       if member.endswith(".npy")}
+            others = [member for member in archive.namelist() if not member.endswith(".npy")]
+            if others:
+                raise ValueError(f"{os.fspath(path)!r} is not a checkpoint saved by "
+                                 f"Module.save: it holds {others}, which are not .npy arrays")
+            self._check_names(own, list(members), strict=True)
+            for name, parameter in own.items():
+                with archive.open(members[name]) as member:
+                    shape, dtype = _npy_header(member, f"{os.fspath(path)!r}, entry {name!r}")
+                _check_value(name, parameter, shape, dtype)
+            values = {}
+            for name in own:
+                with archive.open(members[name]) as member:
+                    values[name] = np.lib.format.read_array(member, allow_pickle=False)
+        self.load_state_dict(values)
         return self
 
     # ---- printing -------------------------------------------------------------------------
@@ -140,6 +212,29 @@ class Module:
         return head + ")" if not lines else head + "\n  " + "\n  ".join(lines) + "\n)"
 
 
+def _npy_header(member: Any, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    try:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    except ValueError as error:
+        raise ValueError(f"{where} is not a valid .npy array ({error}); the checkpoint is "
+                         "damaged: save it again") from None
+    return shape, dtype
+
+
+def _check_value(name: str, parameter: Parameter, shape: tuple[int, ...],
+                 dtype: np.dtype) -> None:
+    if tuple(shape) != parameter.shape:
+        raise ValueError(f"parameter {name!r} has shape {parameter.shape} but the "
+                         f"state_dict gives shape {tuple(shape)}")
+    if dtype.kind not in "biuf" or not np.can_cast(dtype, parameter.dtype, "same_kind"):
+        raise TypeError(f"parameter {name!r} holds {parameter.dtype} but the state_dict gives "
+                        f"{dtype}, which does not convert to it: give real numbers")
+
+
 class Linear(Module):
     """``y = x @ weight.T + bias``, weight (out_features, in_features), as ``torch.nn.Linear``.
 
@@ -151,10 +246,12 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  dtype: Any = np.float32):
         super().__init__()
-        for label, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"Linear needs a positive integer {label}, got {value!r}")
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        in_features = positive_int("in_features", in_features)
+        out_features = positive_int("out_features", out_features)
+        if np.dtype(dtype) not in FLOAT_DTYPES:
+            raise TypeError(f"Linear holds float32 or float64 parameters, got dtype="
+                            f"{np.dtype(dtype)}: pass dtype=np.float32 (the default)")
+        self.in_features, self.out_features = in_features, out_features
         bound = 1.0 / math.sqrt(in_features)
         self.weight = Parameter(_generator.uniform(-bound, bound, (out_features, in_features))
                                 .astype(dtype))
