@@ -68,7 +68,8 @@ def test_tuning_from_another_machine_or_with_bad_values_is_not_used(tuning_file)
         "Some Other CPU | avx512 | gcc 1.0": {"knobs": {"mr": 4, "nr": 16, "mc": 8, "kc": 8, "nc": 16}},
         autotune.machine_key(isa): {"knobs": {"mr": 4, "nr": 3, "mc": -1, "kc": 8, "nc": 16}},
     }))
-    assert autotune.load_tuned(isa) is None
+    with pytest.warns(UserWarning, match="mc must be a positive integer, got -1"):
+        assert autotune.load_tuned(isa) is None
 
 
 def test_cli_show_and_reset(tuning_file, capsys):
