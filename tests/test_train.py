@@ -85,7 +85,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
 
 
 def test_cli_trains_an_epoch_and_writes_every_number_as_json(capsys, toy_root, tmp_path):
-    out_file = tmp_path / "out" / "train.json"
+    out_file = tmp_path / "train.json"  # its directory must exist: it is checked before training
     code, out = run_cli(capsys, "--dataset", "mnist", "--data-root", str(toy_root),
                         "--backend", "parallel", "--epochs", "2", "--batch-size", str(BATCH),
                         "--max-batches", "3", "--json", str(out_file))
@@ -152,7 +152,7 @@ def test_backend_all_runs_every_rung_and_labels_the_naive_extrapolation(capsys, 
     (["--epochs", "-1"], "argument --epochs: expected a positive integer, got -1"),
     (["--batch-size", "0"], "argument --batch-size: expected a positive integer, got 0"),
     (["--batch-size", "-128"], "argument --batch-size: expected a positive integer, got -128"),
-    (["--lr", "0"], "argument --lr: expected a positive number, got 0"),
+    (["--lr", "0"], "argument --lr: expected a finite positive number, got 0"),
     (["--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
     (["--sizes", "784"], "--sizes needs at least two widths"),
 ])
@@ -241,7 +241,7 @@ def test_an_interrupt_stops_the_remaining_backends(toy_data, monkeypatch):
         options["callback"] = _raise_at_step(2) if backend == "packed" else None
         return real_train(model, data, backend, **options)
 
-    monkeypatch.setattr(train, "train", train_then_interrupt)
+    monkeypatch.setattr(train.compare, "train", train_then_interrupt)  # what train_backends calls
     histories = train.train_backends(["numpy", "packed", "parallel"], toy_data, epochs=1,
                                      batch_size=BATCH, progress=False, log=None, pause=0)
     assert calls == ["numpy", "packed"]
