@@ -111,7 +111,8 @@ def autotune(isa: str | None = None, shapes: Sequence[tuple[int, int, int]] = DE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m krypton.autotune", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m krypton.autotune",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--isa", choices=list(machine.ISA_MACROS), default=None,
                         help="ISA to tune (default: this machine's widest)")
     parser.add_argument("--repeats", type=int, default=2 if timing.quick_mode() else 3,

@@ -1,4 +1,4 @@
-"""Measured defaults: the tuning file that ``python -m krypton.autotune`` writes and the kernels read.
+"""Measured defaults: the tuning file ``python -m krypton.autotune`` writes and the kernels read.
 
 The block sizes and micro-tile of ``packed`` and ``parallel`` default to formulas over the cache
 sizes (``krypton.kernels.default_knobs``). When the autotuner (``krypton.autotune``, the search)
