@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from krypton import machine, seam
+from krypton.checks import finite_float
 from krypton.files import atomic_write
 
 KNOB_NAMES = ("mr", "nr", "mc", "kc", "nc")
@@ -111,8 +112,9 @@ def _problem(entry: Any, isa: str) -> str | None:
 
 def save_tuned(isa: str, knobs: dict[str, int], score: float) -> Path:
     """Save ``knobs`` as this machine's defaults for ``isa`` (atomically); return the path."""
+    score = finite_float("score", score, low=0.0)  # NaN is not JSON: refuse, do not save
     entry = {"knobs": {name: knobs[name] for name in KNOB_NAMES},
-             "gflops_geomean": round(float(score), 2)}
+             "gflops_geomean": round(score, 2)}
     problem = _problem(entry, isa)
     if problem:
         raise ValueError(f"refusing to save a tuning the kernels could not use: {problem}")
@@ -135,7 +137,7 @@ def reset(isa: str | None = None) -> None:
 
 def _write(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, allow_nan=False)  # NaN is not JSON: refuse, do not save
+    text = json.dumps(data, indent=2, allow_nan=False)
     with atomic_write(path, "w") as file:
         file.write(text)
     with _lock:

@@ -60,7 +60,7 @@ def _in_range(text: str, low: float, high: float, high_open: bool, expected: str
 
 
 def _lr(text: str) -> float:
-    value = _in_range(text, 0.0, math.inf, True, "a finite positive number, e.g. 0.05")
+    value = _in_range(text, 0.0, math.inf, True, "a finite positive number")
     if value == 0:
         raise argparse.ArgumentTypeError(f"expected a finite positive number, got {text}")
     return value
