@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from krypton import data as datasets
 from krypton import machine
 from krypton.backends import BACKENDS
+from krypton.data import DATASETS, DatasetNotFoundError, load_data
 from krypton.files import atomic_write, check_writable
 from krypton.timing import quick_mode, torch_available
 from krypton.train.compare import NAIVE_BATCHES, train_backends
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="NAME",
                         help=f"one or more of {', '.join(BACKENDS)}, or all (every one in "
                              "turn); default parallel")
-    parser.add_argument("--dataset", choices=datasets.DATASETS, default=None,
+    parser.add_argument("--dataset", choices=DATASETS, default=None,
                         help="default: mnist if it can be found or downloaded, else "
                              "fashion-mnist")
     parser.add_argument("--data-root", type=Path, default=None, metavar="DIR",
@@ -146,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
 
     try:
-        data = datasets.load_data(args.dataset, args.data_root)
-    except datasets.DatasetNotFoundError as err:
+        data = load_data(args.dataset, args.data_root)
+    except DatasetNotFoundError as err:
         print(err, file=sys.stderr)
         return 1
     except KeyboardInterrupt:

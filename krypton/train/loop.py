@@ -24,9 +24,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from krypton import machine, optim
+from krypton import backends, machine, optim
 from krypton.autograd import Tensor, no_grad
-from krypton.backends import BACKENDS, backend as use_backend, matmul_clock
 from krypton.checks import finite_float, positive_int
 from krypton.data import Data, DataLoader
 from krypton.kernels import KERNELS, SPECS
@@ -147,7 +146,7 @@ def predict(model, images: np.ndarray, backend: str | None = None,
             batch: int = EVAL_BATCH) -> np.ndarray:
     """The class ``model`` gives each image (argmax of its logits), computed with ``backend``."""
     outputs = []
-    chosen = contextlib.nullcontext() if backend is None else use_backend(backend)
+    chosen = contextlib.nullcontext() if backend is None else backends.backend(backend)
     with chosen, no_grad():
         for start in range(0, len(images), batch):
             logits = model(Tensor(images[start:start + batch]))
@@ -188,8 +187,9 @@ def train(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
         epochs finished so far, plus the interrupted one if it ran any batches (its accuracy not
         measured), and ``interrupted`` is true; the interrupt is not re-raised.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend not in backends.BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of "
+                         f"{', '.join(backends.BACKENDS)}")
     plan = make_plan(epochs, batch_size, optimizer, lr, momentum, schedule, seed, max_batches)
     threads = resolve_threads(backend, threads)
     history = History(backend, threads, data.dataset, plan.settings(data, sizes_of(model)))
@@ -197,10 +197,10 @@ def train(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
                                lambda x, y: F.cross_entropy(model(Tensor(x)), y))
     threads_knob = {"threads": threads} if backend in KERNELS and SPECS[backend].threaded else {}
     try:
-        with use_backend(backend, **threads_knob), blas_threads(threads):
+        with backends.backend(backend, **threads_knob), blas_threads(threads):
             with no_grad():  # untimed: compiles/loads the kernel, wakes its threads, pages in
                 model(Tensor(data.train_images[:plan.batch_size]))
-            with matmul_clock() as matmul:
+            with backends.matmul_clock() as matmul:
                 run_epochs(history, plan, data, training_step,
                            lambda: evaluate(model, data.test_images, data.test_labels), matmul,
                            progress, evaluate_each_epoch, log, callback)
