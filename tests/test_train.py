@@ -349,6 +349,7 @@ def run_cli_process(*args: str) -> subprocess.CompletedProcess:
     (["--momentum", "1"], "argument --momentum: expected a number in [0, 1)"),
     (["--threads", "2147483648"], "argument --threads: expected at most 1024 threads"),
     (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
+    (["--sizes", "784", "100000000000", "10"], "more than half of this machine's"),
 ])
 def test_the_cli_refuses_bad_arguments_before_loading_or_training(toy_root, args, message):
     result = run_cli_process("--dataset", "mnist", "--data-root", str(toy_root), *args)

@@ -19,7 +19,7 @@ from krypton import machine
 from krypton.backends import BACKENDS
 from krypton.data import DATASETS, DatasetNotFoundError, load_data
 from krypton.files import atomic_write, check_writable
-from krypton.timing import quick_mode, torch_available
+from krypton.timing import check_fits_in_memory, quick_mode, torch_available
 from krypton.train.compare import NAIVE_BATCHES, train_backends
 from krypton.train.loop import OPTIMIZERS, SCHEDULES, make_plan
 from krypton.train.model import DEFAULT_SIZES
@@ -142,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_writable(args.json, "--json")
         plan = make_plan(args.epochs, args.batch_size, args.optimizer, args.lr, args.momentum,
                          args.schedule, args.seed, args.max_batches)
+        for fan_in, fan_out in zip(args.sizes[:-1], args.sizes[1:]):  # one layer's product
+            check_fits_in_memory(plan.batch_size, fan_out, fan_in, "--sizes layer")
     except (TypeError, ValueError) as error:
         parser.error(str(error))
 
