@@ -29,7 +29,7 @@ LAYERS = [
     {"krypton.kernels"},
     {"krypton.timing"},
     {"krypton.backends"},
-    {"krypton.autograd", "krypton.autograd.engine", "krypton.autograd.tensor",
+    {"krypton.autograd", "krypton.autograd.engine", "krypton.autograd.ops",
      "krypton.autograd.functions"},
     {"krypton.nn", "krypton.nn.modules", "krypton.nn.functional", "krypton.optim"},
     {"krypton.data"},

@@ -5,7 +5,7 @@ Read it in this order:
 1. ``krypton/autograd/engine.py``, the engine (about 150 lines, one sitting): gradient mode
    (``no_grad``), the topological order of the graph, and ``backward``, the walk that applies
    the chain rule node by node and adds up the gradients that reach each input.
-2. ``krypton/autograd/tensor.py``, the catalogue: a ``Tensor`` wraps a NumPy array (``.data``);
+2. ``krypton/autograd/ops.py``, the catalogue: a ``Tensor`` wraps a NumPy array (``.data``);
    each operation computes its value and records its inputs and a small ``backward`` closure.
    That record *is* the graph, built as the Python code runs ("define by run"). Matrix products
    go through ``krypton.backends.matmul``, so forward and backward run on the kernel ladder.
@@ -18,7 +18,7 @@ modules a learner or notebook uses is importable from here.
 from krypton.autograd.engine import (backward, enable_grad, graph, is_grad_enabled, no_grad,
                                      topological_order)
 from krypton.autograd.functions import cross_entropy, linear
-from krypton.autograd.tensor import FLOAT_DTYPES, Tensor, _unbroadcast, matmul, tensor
+from krypton.autograd.ops import FLOAT_DTYPES, Tensor, _unbroadcast, matmul, tensor
 
 _topological_order = topological_order  # the name notebook 07 shows
 

@@ -1,7 +1,7 @@
 """The engine of autograd: gradient mode, the order of the graph, and ``backward``.
 
 This is the part of the engine a learner reads in one sitting; the operations that build the
-graph (``krypton.autograd.tensor`` and ``krypton.autograd.functions``) only ever do two things
+graph (``krypton.autograd.ops`` and ``krypton.autograd.functions``) only ever do two things
 it relies on. Each result of an operation on tensors that require gradients remembers its
 inputs (``_parents``) and a function (``_backward``) that turns the gradient of the result into
 gradients of the inputs. ``backward`` then sorts the graph so that every node comes after its

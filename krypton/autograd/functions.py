@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from krypton import backends
-from krypton.autograd.tensor import Tensor, _log_softmax, _same_dtype
+from krypton.autograd.ops import Tensor, _log_softmax, _same_dtype
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
