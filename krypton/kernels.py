@@ -37,6 +37,8 @@ class KernelSpec:
     """What the package knows about one rung."""
 
     name: str
+    rung: int
+    idea: str
     runtime_knobs: tuple[str, ...]
     code_knobs: tuple[str, ...]
     flags: tuple[str, ...] = ()
@@ -58,12 +60,15 @@ _SCALAR = ("-fno-tree-vectorize",)  # rungs 1-2 stay scalar: vectors are rung 3'
 
 SPECS: dict[str, KernelSpec] = {
     spec.name: spec for spec in (
-        KernelSpec("naive", ("loop_order",), (), _SCALAR),
-        KernelSpec("tiled", _TILES, (), _SCALAR),
-        KernelSpec("simd", _TILES, ("isa",), needs_unit_stride_b=True),
-        KernelSpec("regblock", _TILES, ("isa", "mr", "nr"), needs_unit_stride_b=True),
-        KernelSpec("packed", _BLOCKS, ("isa", "mr", "nr")),
-        KernelSpec("parallel", _BLOCKS, ("isa", "mr", "nr"), threaded=True),
+        KernelSpec("naive", 1, "the triple loop; loop order", ("loop_order",), (), _SCALAR),
+        KernelSpec("tiled", 2, "cache blocking", _TILES, (), _SCALAR),
+        KernelSpec("simd", 3, "vector FMAs", _TILES, ("isa",), needs_unit_stride_b=True),
+        KernelSpec("regblock", 4, "MR x NR register-blocked micro-kernel", _TILES,
+                   ("isa", "mr", "nr"), needs_unit_stride_b=True),
+        KernelSpec("packed", 5, "packed panels, the BLIS five loops", _BLOCKS,
+                   ("isa", "mr", "nr")),
+        KernelSpec("parallel", 6, "threads over the ic and jr loops", _BLOCKS,
+                   ("isa", "mr", "nr"), threaded=True),
     )
 }
 
