@@ -13,7 +13,8 @@ from pathlib import Path
 import matplotlib.figure
 import pytest
 
-from krypton import bench
+import krypton
+from krypton import bench, timing
 from krypton.bench import Measurement
 
 
@@ -141,3 +142,18 @@ def test_results_and_plots_are_written_atomically(tmp_path, monkeypatch):
     assert after["ladder.png"] == before["ladder.png"]
     assert after["gflops_vs_size.png"] == before["gflops_vs_size.png"]
     assert set(after) == set(before)  # no partial files left behind
+
+
+def test_the_one_numpy_check_passes_a_rung_and_catches_a_wrong_product():
+    layouts = []
+
+    def packed(a, b):
+        layouts.append(b.flags.f_contiguous and not b.flags.c_contiguous or b.shape[1] == 1)
+        return krypton.matmul(a, b, kernel="packed")
+
+    rows = timing.check_against_numpy(packed, transposed_b=True)
+    assert all(row["ok"] for row in rows) and all(layouts)
+    assert [row["tolerance"] for row in rows] == [1e-5 * max(1, k) ** 0.5
+                                                  for _, _, k in timing.CHECK_SHAPES]
+    off = timing.check_against_numpy(lambda a, b: (a @ b) + 1e-3)
+    assert not any(row["ok"] for row in off)
