@@ -645,8 +645,6 @@ def load_data(dataset: str | None = None, root: str | os.PathLike | None = None,
 
 
 def _load_splits(dataset: str, root, download: bool, note: str) -> Data:
-    train_images, train_labels = load_mnist("train", dataset, root, download,
-                                                  standardize=True)
-    test_images, test_labels = load_mnist("test", dataset, root, download,
-                                                standardize=True)
+    train_images, train_labels = load_mnist("train", dataset, root, download, standardize=True)
+    test_images, test_labels = load_mnist("test", dataset, root, download, standardize=True)
     return Data(dataset, train_images, train_labels, test_images, test_labels, note)
