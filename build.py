@@ -23,37 +23,33 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from tqdm.auto import tqdm
 
-from krypton import KERNELS, bench, machine, seam
+from krypton import KERNELS, bench, machine, seam, timing
+from krypton.checks import positive_int
 from krypton.kernels import default_knobs, get_kernel, matmul
 
-CHECK_SHAPES = [(1, 1, 1), (7, 13, 5), (64, 64, 64), (131, 257, 97), (256, 1, 300), (33, 500, 1)]
+CHECK_SHAPES = [(1, 1, 1), (7, 5, 13), (64, 64, 64), (131, 97, 257), (256, 300, 1), (33, 1, 500)]
+"""(M, N, K): a single element, primes, K = 1 and N = 1; B is handed over transposed."""
 
 
 def compile_all() -> None:
-    from tqdm.auto import tqdm
-
     for name in tqdm(KERNELS, desc="compile", unit="kernel", file=sys.stderr):
         get_kernel(name)
 
 
 def check_all() -> bool:
-    rng = np.random.default_rng(0)
+    """Check every rung against NumPy (``krypton.timing.check_against_numpy``); print a row each."""
     print(f"{'kernel':>9} {'shapes':>7} {'max |error|':>12} {'tolerance':>10}  result")
     ok = True
     for name in KERNELS:
-        worst = worst_tolerance = 0.0
-        for m, k, n in CHECK_SHAPES:
-            a = rng.uniform(-1, 1, (m, k)).astype(np.float32)
-            b = np.ascontiguousarray(rng.uniform(-1, 1, (n, k)).astype(np.float32)).T
-            error = float(np.abs(matmul(a, b, kernel=name) - a.astype(np.float64) @ b).max())
-            tolerance = 1e-5 * max(1, k) ** 0.5
-            if error / tolerance > worst / max(worst_tolerance, 1e-30):
-                worst, worst_tolerance = error, tolerance
-            ok &= error <= tolerance
-        verdict = "ok" if worst <= worst_tolerance else "WRONG"
-        print(f"{name:>9} {len(CHECK_SHAPES):>7} {worst:12.2e} {worst_tolerance:10.1e}  {verdict}")
+        rows = timing.check_against_numpy(lambda a, b: matmul(a, b, kernel=name), CHECK_SHAPES,
+                                          transposed_b=True)
+        worst = max(rows, key=lambda row: row["max_error"] / row["tolerance"])
+        passed = all(row["ok"] for row in rows)
+        ok &= passed
+        print(f"{name:>9} {len(rows):>7} {worst['max_error']:12.2e} {worst['tolerance']:10.1e}  "
+              f"{'ok' if passed else 'WRONG'}")
     return ok
 
 
@@ -94,7 +90,7 @@ def run_notebooks(prefixes: list[str], timeout: int = 3600) -> int:
     if not paths:
         print(f"no notebook in notebooks/ starts with {prefixes}")
         return 1
-    mode = "quick" if bench.quick_mode() else "full"
+    mode = "quick" if timing.quick_mode() else "full"
     # The notebooks' kernels import this checkout's krypton, whatever copy pip points at.
     repo = str(folder.parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -112,7 +108,7 @@ def run_notebooks(prefixes: list[str], timeout: int = 3600) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    quick = bench.quick_mode()
+    quick = timing.quick_mode()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256 if quick else 1024,
                         help="square size of the ladder benchmark (default 1024; quick: 256)")
@@ -124,8 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.notebooks is not None:
         return run_notebooks(args.notebooks)
-    if args.size < 1 or args.repeats < 1:
-        parser.error("--size and --repeats must be positive")
+    try:
+        positive_int("--size", args.size)
+        positive_int("--repeats", args.repeats)
+        timing.check_fits_in_memory(args.size, args.size, args.size, "--size")
+        bench.check_output_dir(args.out)
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
 
     print(f"Machine: {machine.describe()}")
     print(f"Compiler: {seam.compiler_version()}; OpenMP: "
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = bench.peaks(threads)
     print("FMA peak: " + ", ".join(f"{g:.0f} GFLOPS on {t} core{'s' * (t > 1)}"
                                    for t, g in peak.items()))
-    references = ["numpy", "torch"] if bench.torch_available() else ["numpy"]
+    references = ["numpy", "torch"] if timing.torch_available() else ["numpy"]
     n = args.size
     print(f"\nThe ladder at M = N = K = {n} (median of {args.repeats} interleaved rounds):")
     measurements = bench.run(list(KERNELS) + references, [(n, n, n)], threads, args.repeats)

@@ -4,6 +4,14 @@ The kernel ladder (csrc/, one C file per rung) is compiled through cffi and run 
 ``krypton.matmul(a, b, kernel=...)``; ``krypton.KERNELS`` lists the rungs, slowest first.
 The autograd engine (``krypton.Tensor``, ``krypton.nn``, ``krypton.optim``) does its matrix
 products on the rung chosen with ``krypton.set_backend`` or ``with krypton.backend(...)``.
+
+Where things live, lowest layer first (each module imports only from those before it):
+``seam`` (C through cffi) -> ``machine`` (CPU, caches, probes) -> ``tuning`` (measured
+defaults) -> ``kernels`` (the ladder, ``matmul``) -> ``timing`` (how every number is made)
+-> ``backends`` (which kernel ``@`` uses) -> ``autograd`` (engine, tensor, functions) ->
+``nn``, ``optim`` -> ``data`` -> ``train``; on top, the commands and figures ``bench``,
+``ablation``, ``autotune``, ``plotting``, and the notebooks' ``notebook`` and ``cachesim``.
+README.md's Layout section has the table.
 """
 
 from krypton import data

@@ -12,25 +12,31 @@ micro-tile shape (MR x NR), then each kc, then mc, then nc, keeping the best of 
 moving to the next. The score is the geometric mean of single-thread GFLOPS over a few
 shapes: a square one and the shapes of an MLP's training step, so the result serves both.
 
-The winner is saved to ``~/.config/krypton/tuning.json`` (or ``$KRYPTON_CONFIG``), keyed by
-the machine (CPU, ISA and compiler), and becomes the default of ``packed`` and ``parallel``
-on this machine only.
+The winner is saved by ``krypton.tuning`` (``~/.config/krypton/tuning.json`` or
+``$KRYPTON_CONFIG``, keyed by CPU, ISA and compiler) and becomes the default of ``packed`` and
+``parallel`` on this machine only. This module is the search and its command; the file, its
+validation and its cache live in ``krypton.tuning``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
-import warnings
-from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
+from tqdm.auto import tqdm
 
-from krypton import bench, machine, seam
+from krypton import machine, timing
+from krypton.bench import parse_shape
+from krypton.checks import positive_int
+from krypton.kernels import default_knobs, forget_defaults, registers_needed
+from krypton.tuning import load_tuned, machine_key, reset, save_tuned, tuning_path
+
+__all__ = ["DEFAULT_SHAPES", "KC_CHOICES", "MC_CHOICES", "MICROTILES", "NC_CHOICES", "autotune",
+           "load_tuned", "machine_key", "main", "reset", "save_tuned", "score", "tuning_path"]
+"""``load_tuned``, ``save_tuned``, ``reset``, ``machine_key`` and ``tuning_path`` are
+``krypton.tuning``'s (where the saved defaults live), re-exported for the command's users."""
 
 # Micro-tile shapes worth trying per ISA; each fits the register file (see registers_needed).
 MICROTILES = {
@@ -46,79 +52,13 @@ DEFAULT_SHAPES = ((1024, 1024, 1024), (128, 256, 784), (784, 256, 128), (128, 78
 """(M, N, K) shapes scored: square, and the MLP's forward and backward products."""
 
 
-def tuning_path() -> Path:
-    """Where tuned knobs are saved: ``$KRYPTON_CONFIG`` or ``~/.config/krypton/tuning.json``."""
-    override = os.environ.get("KRYPTON_CONFIG")
-    if override:
-        return Path(override).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "krypton" / "tuning.json"
-
-
-def machine_key(isa: str) -> str:
-    """Tuning is valid only for the machine, ISA and compiler it was measured with."""
-    return f"{machine.cpu_model()} | {isa} | {seam.compiler_version()}"
-
-
-def _read_all() -> dict[str, Any]:
-    path = tuning_path()
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError("top level is not an object")
-        return data
-    except (OSError, ValueError) as error:
-        warnings.warn(f"ignoring unreadable tuning file {path} ({error}); "
-                      "run `python -m krypton.autotune` to rebuild it", stacklevel=3)
-        return {}
-
-
-def load_tuned(isa: str) -> dict[str, int] | None:
-    """The saved knobs (mr, nr, mc, kc, nc) for this machine and ``isa``, if any and valid."""
-    entry = _read_all().get(machine_key(isa))
-    if not isinstance(entry, dict):
-        return None
-    knobs = entry.get("knobs", {})
-    names = ("mr", "nr", "mc", "kc", "nc")
-    if not all(isinstance(knobs.get(n), int) and knobs[n] > 0 for n in names):
-        return None
-    if knobs["nr"] % machine.VECTOR_WIDTH[isa]:
-        return None
-    return {n: knobs[n] for n in names}
-
-
-def save_tuned(isa: str, knobs: dict[str, int], score: float) -> Path:
-    """Save ``knobs`` as this machine's defaults for ``isa`` (atomically)."""
-    path = tuning_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = _read_all()
-    data[machine_key(isa)] = {"knobs": knobs, "gflops_geomean": round(score, 2)}
-    partial = path.with_name(path.name + f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps(data, indent=2))
-    os.replace(partial, path)
-    return path
-
-
-def reset(isa: str | None = None) -> None:
-    """Forget the saved tuning for this machine (one ISA, or all of them)."""
-    data = _read_all()
-    for key in [k for k in data if isa is None or k == machine_key(isa)]:
-        if key.startswith(machine.cpu_model()):
-            del data[key]
-    path = tuning_path()
-    if path.exists():
-        path.write_text(json.dumps(data, indent=2))
-
-
 def score(knobs: dict[str, int], isa: str, shapes: Sequence[tuple[int, int, int]],
           repeats: int) -> float:
     """Geometric mean GFLOPS of ``packed`` (one thread) with ``knobs`` over ``shapes``."""
     results = []
     for m, n, k in shapes:
-        measured = bench.measure_shape(["packed"], m, n, k, threads=1, repeats=repeats,
-                                       knobs={"packed": dict(knobs, isa=isa)})
+        measured = timing.measure_shape(["packed"], m, n, k, threads=1, repeats=repeats,
+                                        knobs={"packed": dict(knobs, isa=isa)})
         results.append(measured[0].gflops)
     return math.exp(sum(math.log(g) for g in results) / len(results))
 
@@ -133,10 +73,7 @@ def autotune(isa: str | None = None, shapes: Sequence[tuple[int, int, int]] = DE
     Returns a dict with the best ``knobs``, their ``score`` (GFLOPS, geometric mean), the
     ``baseline`` score of the formula defaults, and the ``steps`` tried.
     """
-    from tqdm.auto import tqdm
-
-    from krypton.kernels import default_knobs, registers_needed
-
+    repeats = positive_int("repeats", repeats)
     isa = isa or machine.native_isa()
     formula = default_knobs("packed", isa, tuned=False)
     best = {key: formula[key] for key in ("mr", "nr", "mc", "kc", "nc")}
@@ -168,24 +105,28 @@ def autotune(isa: str | None = None, shapes: Sequence[tuple[int, int, int]] = DE
     result = {"isa": isa, "knobs": best, "score": best_score, "baseline": baseline,
               "formula": {k: formula[k] for k in best}, "steps": steps}
     if save:
-        from krypton.kernels import forget_defaults
-
         result["path"] = str(save_tuned(isa, best, best_score))
         forget_defaults()
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m krypton.autotune", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m krypton.autotune",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--isa", choices=list(machine.ISA_MACROS), default=None,
                         help="ISA to tune (default: this machine's widest)")
-    parser.add_argument("--repeats", type=int, default=2 if bench.quick_mode() else 3)
-    parser.add_argument("--shapes", nargs="+", type=bench.parse_shape, default=None,
+    parser.add_argument("--repeats", type=int, default=2 if timing.quick_mode() else 3,
+                        help="timed rounds per shape and candidate (median kept)")
+    parser.add_argument("--shapes", nargs="+", type=parse_shape, default=None,
                         metavar="MxKxN", help="shapes to score (default: 1024^3 and MLP shapes)")
     parser.add_argument("--dry-run", action="store_true", help="search but do not save")
     parser.add_argument("--show", action="store_true", help="print the saved tuning and exit")
     parser.add_argument("--reset", action="store_true", help="forget the saved tuning and exit")
     args = parser.parse_args(argv)
+    try:
+        positive_int("--repeats", args.repeats)
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
     isa = args.isa or machine.native_isa()
     if isa not in machine.available_isas():
         parser.error(f"--isa {isa} is not available here; choose from {machine.available_isas()}")
@@ -196,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reset(isa)
         print(f"Forgot the tuning for {machine_key(isa)}")
         return 0
-    shapes = args.shapes or ([(256, 256, 256), (128, 256, 784)] if bench.quick_mode()
+    shapes = args.shapes or ([(256, 256, 256), (128, 256, 784)] if timing.quick_mode()
                              else list(DEFAULT_SHAPES))
     print(f"Tuning packed/parallel for {machine.describe()} ({isa}), single thread, on "
           + ", ".join(f"{m}x{k}x{n}" for m, n, k in shapes), flush=True)

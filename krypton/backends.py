@@ -4,8 +4,10 @@ Every ``@`` between Tensors, in the forward pass and in the backward pass (dA = 
 dB = Aᵀ·dY), ends in one call of ``matmul`` below, which hands the two NumPy arrays to the
 current backend: a rung of the kernel ladder (``krypton.KERNELS``) or ``"numpy"`` (``np.matmul``,
 that is the BLAS NumPy ships). Because everything goes through this one function, swapping the
-backend swaps the kernel of a whole training run, and timing this function (as
-``krypton.train.matmul_timer`` does) tells how much of a training step is matrix products.
+backend swaps the kernel of a whole training run, and timing this function tells how much of a
+training step is matrix products: ``with krypton.backends.matmul_clock() as clock: ...`` counts
+the seconds and calls of every product inside the block (``krypton.train`` splits its epochs
+with it).
 
     krypton.set_backend("packed")          # from now on, in every thread without its own choice
     with krypton.backend("naive"):         # only inside the block, only in this thread
@@ -19,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Any, Iterator
 
 import numpy as np
 
 from krypton import kernels
 from krypton.kernels import KERNELS
+from krypton.timing import Stopwatch
 
 BACKENDS = KERNELS + ("numpy",)
 """Every backend name: the rungs of the ladder, then "numpy"."""
@@ -89,12 +93,45 @@ def _current() -> tuple[str, dict[str, Any]]:
     return stack[-1] if stack else _default
 
 
+_clocks: list[Stopwatch] = []  # the matmul_clock blocks open now, in any thread
+_clocks_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def matmul_clock() -> Iterator[Stopwatch]:
+    """Time every product ``matmul`` computes inside the block, in every thread.
+
+    The stopwatch's ``seconds`` and ``calls`` count the products that ran while the block was
+    open (forward and backward alike). Blocks may nest or overlap: each gets every product.
+    """
+    clock = Stopwatch()
+    with _clocks_lock:
+        _clocks.append(clock)
+    try:
+        yield clock
+    finally:
+        with _clocks_lock:
+            _clocks.remove(clock)
+
+
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` for two 2-D arrays of one float dtype, computed by the current backend.
 
     Views (``w.T``, slices, even the zero strides of ``np.broadcast_to``) are handed to the
     kernels as they are: the kernels read any strides, so a transposed weight is never copied.
     """
+    if not _clocks:
+        return _compute(a, b)
+    start = time.perf_counter()
+    try:
+        return _compute(a, b)
+    finally:
+        elapsed = time.perf_counter() - start
+        for clock in list(_clocks):
+            clock.add(elapsed)
+
+
+def _compute(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     name, knobs = _current()
     if name == "numpy" or a.dtype != np.float32:
         return np.matmul(a, b)

@@ -1,180 +1,39 @@
-"""Benchmarks: GFLOPS of the kernel ladder, side by side with NumPy (and PyTorch) in one run.
+"""The benchmark command: GFLOPS of the kernel ladder, side by side with NumPy (and PyTorch).
 
     python -m krypton.bench                         # the ladder at 256..1024, 1 thread and all
     python -m krypton.bench --kernels packed parallel --sizes 1024 2048 --threads 1 2
     python -m krypton.bench --shapes 128x784x256 --vs numpy torch
     python -m krypton.bench --help
 
-How a number is made: every contender (a rung, NumPy, PyTorch) gets the same operands; each is
-called once to warm up (compile, page in, spin up threads), then the contenders are timed in
-interleaved rounds (A, B, C, A, B, C, ...) so that a burst of noise from a shared machine
-hits all of them alike, and the median of the rounds is reported. NumPy's BLAS runs with the
-same thread count as the kernel it is compared with (threadpoolctl). GFLOPS = 2*M*N*K / time.
+This module is the command and its table: how each number is measured lives in
+``krypton.timing`` (interleaved rounds, medians, NumPy's BLAS limited to the same thread count),
+the figures in ``krypton.plotting``. The measuring names the notebooks use from here
+(``measure_shape``, ``gflops``, ``blas_threads``, ``torch_available``, ``Measurement``) are
+``krypton.timing``'s, re-exported.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import json
-import os
-import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-import numpy as np
+from tqdm.auto import tqdm
 
-from krypton import machine
-from krypton.kernels import KERNELS, SPECS, get_kernel
+from krypton import machine, plotting
+from krypton.checks import positive_int
+from krypton.files import atomic_write, check_writable
+from krypton.kernels import KERNELS
+from krypton.timing import (IDLE_SECONDS, REFERENCES, Measurement, blas_threads,
+                            check_fits_in_memory, contender, gflops, is_threaded, measure_shape,
+                            quick_mode, torch_available)
 
-REFERENCES = ("numpy", "torch")
-"""Contenders that are not rungs of the ladder."""
-
-
-def quick_mode() -> bool:
-    """True when ``KRYPTON_QUICK=1``: smaller sizes and fewer repeats, same code paths."""
-    return os.environ.get("KRYPTON_QUICK", "") not in ("", "0")
-
-
-def gflops(m: int, n: int, k: int, seconds: float) -> float:
-    """Billions of floating-point operations per second for an (M x K) @ (K x N) product."""
-    return 2.0 * m * n * k / seconds / 1e9 if seconds > 0 else float("nan")
-
-
-@dataclass
-class Measurement:
-    """The timing of one contender on one shape with one thread count."""
-
-    kernel: str
-    m: int
-    n: int
-    k: int
-    threads: int
-    seconds: list[float] = field(default_factory=list)
-
-    @property
-    def median_seconds(self) -> float:
-        return statistics.median(self.seconds) if self.seconds else float("nan")
-
-    @property
-    def gflops(self) -> float:
-        return gflops(self.m, self.n, self.k, self.median_seconds)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "median_seconds": self.median_seconds, "gflops": self.gflops}
-
-
-def torch_available() -> bool:
-    """Whether PyTorch can be imported (it is an optional comparison, never a dependency)."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def blas_threads(threads: int):
-    """Limit NumPy's BLAS (and OpenMP libraries) to ``threads`` threads inside the block."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads, user_api="blas"):
-        yield
-
-
-def contender(name: str, a: np.ndarray, b: np.ndarray, threads: int,
-              **knobs: Any) -> Callable[[], Any]:
-    """A no-argument function that computes ``a @ b`` with ``name`` ("numpy", "torch" or a rung)."""
-    if name == "numpy":
-        return lambda: np.matmul(a, b)
-    if name == "torch":
-        import torch
-
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-
-        def run_torch():
-            previous = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
-                return torch.mm(ta, tb)
-            finally:
-                torch.set_num_threads(previous)
-        return run_torch
-    spec = SPECS[name]
-    code = {k: v for k, v in knobs.items() if k in spec.code_knobs}
-    runtime = {k: v for k, v in knobs.items() if k in spec.runtime_knobs}
-    kernel = get_kernel(name, **code)
-    kernel_threads = threads if spec.threaded else 1
-    return lambda: kernel(a, b, threads=kernel_threads, **runtime)
-
-
-IDLE_SECONDS = 0.15
-"""How long to wait for idle OpenMP / OpenBLAS threads, which spin a while after each call,
-to go to sleep before timing something else on the same cores."""
-
-
-def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, repeats: int,
-                  max_seconds: float = 20.0, seed: int = 0,
-                  knobs: dict[str, dict[str, Any]] | None = None,
-                  min_block_seconds: float = 0.02, gap_seconds: float | None = None,
-                  others: dict[str, Callable[[np.ndarray, np.ndarray], Any]] | None = None
-                  ) -> list[Measurement]:
-    """Time each contender on one (M, N, K) shape in interleaved rounds; return the timings.
-
-    Each round gives every contender one block: after a pause (``gap_seconds``; by default
-    0.15 s when several threads run, so the previous library's idle threads, which spin for
-    a while after each call, have gone to sleep and do not compete for the cores), one
-    untimed call wakes its threads and caches, then calls are timed back to back for at least
-    ``min_block_seconds``; the block's mean is one sample, and the median of the rounds is
-    reported. Contenders slower than ``max_seconds`` per round are timed fewer rounds (at
-    least one), so the naive rung does not take minutes at large sizes.
-
-    ``others`` adds contenders by label: functions of (a, b), such as a ``Kernel`` compiled
-    with ``kernels.compile_source`` (they are timed as running on ``threads`` threads).
-    """
-    rng = np.random.default_rng(seed)
-    a = rng.uniform(-1, 1, (m, k)).astype(np.float32)
-    b = rng.uniform(-1, 1, (k, n)).astype(np.float32)
-    knobs = knobs or {}
-    if gap_seconds is None:
-        gap_seconds = IDLE_SECONDS if threads > 1 else 0.0
-    others = others or {}
-    results = {name: Measurement(name, m, n, k, threads if _is_threaded(name) else 1)
-               for name in names}
-    results.update({label: Measurement(label, m, n, k, threads) for label in others})
-    time.sleep(IDLE_SECONDS)  # threads left spinning by whatever ran before this call
-    with blas_threads(threads):
-        calls = {name: contender(name, a, b, threads, **knobs.get(name, {})) for name in names}
-        calls.update({label: functools.partial(call, a, b) for label, call in others.items()})
-        one_call = {}
-        for name, call in calls.items():  # first call: compile, page in, learn the duration
-            start = time.perf_counter()
-            call()
-            one_call[name] = max(time.perf_counter() - start, 1e-7)
-        for round_index in range(repeats):
-            for name, call in calls.items():
-                if round_index > 0 and one_call[name] * (round_index + 1) > max_seconds:
-                    continue
-                if gap_seconds:
-                    time.sleep(gap_seconds)
-                if one_call[name] < 1.0:
-                    call()
-                calls_in_block = max(1, int(min_block_seconds / one_call[name]))
-                start = time.perf_counter()
-                for _ in range(calls_in_block):
-                    call()
-                elapsed = time.perf_counter() - start
-                results[name].seconds.append(elapsed / calls_in_block)
-                one_call[name] = min(one_call[name], elapsed / calls_in_block)
-    return list(results.values())
-
-
-def _is_threaded(name: str) -> bool:
-    return name in REFERENCES or SPECS[name].threaded
+__all__ = ["IDLE_SECONDS", "REFERENCES", "Measurement", "blas_threads", "check_output_dir",
+           "contender", "format_table", "gflops", "main", "measure_shape", "parse_shape", "peaks",
+           "quick_mode", "run", "save_results", "torch_available"]
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -196,15 +55,13 @@ def run(names: Sequence[str], shapes: Sequence[tuple[int, int, int]], threads_li
         repeats: int, progress: bool = True, max_seconds: float = 20.0,
         knobs: dict[str, dict[str, Any]] | None = None) -> list[Measurement]:
     """Measure every contender on every shape and thread count (single-threaded rungs once)."""
-    from tqdm.auto import tqdm
-
     jobs = [(shape, t) for t in threads_list for shape in shapes]
     measurements: list[Measurement] = []
     done_single = set()
     bar = tqdm(jobs, desc="benchmark", unit="shape", disable=not progress, file=sys.stderr)
     for (m, n, k), threads in bar:
         bar.set_postfix_str(f"{m}x{k}x{n}, {threads} thread{'s' * (threads > 1)}")
-        todo = [name for name in names if _is_threaded(name) or (m, n, k) not in done_single]
+        todo = [name for name in names if is_threaded(name) or (m, n, k) not in done_single]
         measurements += measure_shape(todo, m, n, k, threads, repeats, max_seconds, knobs=knobs)
         done_single.add((m, n, k))
     return measurements
@@ -244,30 +101,37 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
 
 def save_results(measurements: Sequence[Measurement], peak: dict[int, float],
                  out_dir: Path | str, plots: bool = True) -> dict[str, Path]:
-    """Write results.json (numbers + the machine they came from) and the PNG plots."""
+    """Write results.json (numbers + the machine they came from) and the PNG plots.
+
+    Each file is written atomically (``krypton.files.atomic_write``): an interrupted save
+    leaves the previous results as they were.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    info = machine.machine_info()
     document = {
-        "machine": info,
+        "machine": machine.machine_info(),
         "peak_gflops": {str(t): g for t, g in peak.items()},
         "measurements": [x.to_dict() for x in measurements],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     paths = {"json": out / "results.json"}
-    paths["json"].write_text(json.dumps(document, indent=2))
+    with atomic_write(paths["json"], "w") as file:
+        json.dump(document, file, indent=2)
     if plots:
-        from krypton import plotting
-
         paths.update(plotting.save_benchmark_plots(measurements, peak, out))
     return paths
 
 
-def _physical_memory() -> int | None:
+def check_output_dir(out: Path) -> None:
+    """Refuse an --out that cannot take the results, before the benchmark runs."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} exists and is not a directory: give a directory")
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out {str(out)!r}: cannot create the directory "
+                         f"({error.strerror}): choose another path") from None
+    check_writable(out / "results.json", "--out")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -297,22 +161,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [k for k in args.kernels if k not in KERNELS]
     if unknown:
         parser.error(f"unknown kernel(s) {unknown}; choose from {', '.join(KERNELS)}")
-    if args.threads and min(args.threads) < 1:
-        parser.error("--threads must be positive")
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
     sizes = args.sizes if args.sizes is not None else (
         [parse_shape(s) for s in (("128", "256") if quick else ("256", "512", "1024"))])
     shapes = list(dict.fromkeys([*sizes, *args.shapes]))
-    memory = _physical_memory()
-    for m, n, k in shapes:
-        needed = 4 * (m * k + k * n + m * n)
-        if memory and needed > memory // 2:
-            parser.error(f"shape M={m} N={n} K={k} needs {needed / 2**30:.1f} GiB for A, B and "
-                         f"C, more than half of this machine's {memory / 2**30:.1f} GiB")
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out}: exists and is not a directory; give a directory")
     threads_list = args.threads or sorted({1, machine.cpu_count()})
+    try:
+        for threads in threads_list:
+            machine.check_threads("--threads", threads)
+        positive_int("--repeats", args.repeats)
+        for m, n, k in shapes:
+            check_fits_in_memory(m, n, k)
+        check_output_dir(args.out)
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
     references = args.vs if args.vs is not None else (
         ["numpy", "torch"] if torch_available() else ["numpy"])
     if "torch" in references and not torch_available():

@@ -34,21 +34,18 @@ Simplifications (each keeps the model small; none changes which loop order or ti
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from krypton import machine
+from krypton.checks import positive_int
 
 FLOAT_BYTES = 4
 PAGE_BYTES = 4096
 MATRICES = ("A", "B", "C")
 LOOP_ORDERS = tuple("".join(p) for p in itertools.permutations("ijk"))
 """All six nestings of the three loops, outermost first: ijk, ikj, jik, jki, kij, kji."""
-
-_SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
-
 
 class Cache:
     """One set-associative cache with LRU replacement.
@@ -64,8 +61,7 @@ class Cache:
 
     def __init__(self, size: int, line: int = 64, ways: int = 8, name: str | None = None):
         for label, value in (("size", size), ("line", line), ("ways", ways)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+            positive_int(label, value)
         if line & (line - 1):
             raise ValueError(f"line must be a power of two (bytes), got {line}; e.g. 64")
         if size % (line * ways):
@@ -182,32 +178,14 @@ class Hierarchy:
         return counts
 
 
-def _sysfs_int(index: str, field: str) -> int | None:
-    try:
-        return int((_SYSFS_CACHE / index / field).read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _sysfs_ways(level: int) -> int | None:
-    for index in sorted(_SYSFS_CACHE.glob("index*")):
-        try:
-            if (int((index / "level").read_text()) == level
-                    and (index / "type").read_text().strip() in ("Data", "Unified")):
-                return _sysfs_int(index.name, "ways_of_associativity")
-        except (OSError, ValueError):
-            continue
-    return None
-
-
 def default_levels() -> list[Cache]:
-    """This machine's L1d and L2 (sizes from ``machine.cache_sizes()``; line size and ways
-    from Linux sysfs where it says, else 64-byte lines and about 8 ways)."""
+    """This machine's L1d and L2 (sizes, line size and ways from ``krypton.machine``, which
+    reads what the OS reports; about 8 ways where it does not say)."""
     caches = machine.cache_sizes()
-    line = _sysfs_int("index0", "coherency_line_size") or 64
+    line = caches.line
     levels = []
     for name, size, level in (("L1", caches.l1d, 1), ("L2", caches.l2, 2)):
-        ways = _sysfs_ways(level)
+        ways = machine.cache_ways(level)
         sets = size // (line * ways) if ways else 0
         if not ways or size % (line * ways) or sets & (sets - 1):
             # Unknown: about 8 ways, with a power-of-two number of sets (48 KiB -> 12 ways).
@@ -287,8 +265,7 @@ def tiled_trace(n: int, tile_m: int, tile_n: int, tile_k: int) -> tuple[np.ndarr
     """
     _check_n(n)
     for label, value in (("tile_m", tile_m), ("tile_n", tile_n), ("tile_k", tile_k)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        positive_int(label, value)
     bases = matrix_bases(n)
     pieces = [bases["C"] + np.arange(n * n, dtype=np.int64) * FLOAT_BYTES]
     matrices = [np.full(n * n, 2)]
@@ -309,8 +286,7 @@ def tiled_trace(n: int, tile_m: int, tile_n: int, tile_k: int) -> tuple[np.ndarr
 
 
 def _check_n(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
+    positive_int("n", n)
     if n > 512:
         raise ValueError(f"n={n} makes a trace of about {2 * n**3:.1e} accesses; the simulator "
                          f"is meant for small sizes (n <= 512, seconds at n <= 128)")

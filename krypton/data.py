@@ -14,7 +14,8 @@ If none has them and ``download=True``, the files are fetched from the mirrors i
 comma separated), checked against ``MD5_CHECKSUMS`` and moved into place only once verified, so an
 interrupted download never leaves a file that looks complete.
 
-``DataLoader`` (or ``batches(...)``) walks the arrays in shuffled mini-batches, one epoch per loop.
+``DataLoader`` walks the arrays in shuffled mini-batches, one epoch per loop; ``load_data``
+loads both splits, standardized, as a ``Data`` (what ``krypton.train`` trains on).
 """
 
 from __future__ import annotations
@@ -28,18 +29,20 @@ import struct
 import urllib.request
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from krypton.checks import positive_int
 from krypton.files import atomic_write
 
 __all__ = [
-    "DATASETS", "DEBIAN_FASHION_MNIST_DIR", "DOWNLOAD_TIMEOUT", "DataLoader",
-    "DatasetNotFoundError", "IDXFormatError", "MD5_CHECKSUMS", "MIRRORS", "SPLITS",
-    "TRAIN_MEAN_STD", "batches", "load_mnist", "read_idx",
+    "CLASS_NAMES", "DATASETS", "DEBIAN_FASHION_MNIST_DIR", "DOWNLOAD_TIMEOUT", "Data",
+    "DataLoader", "DatasetNotFoundError", "IDXFormatError", "MD5_CHECKSUMS", "MIRRORS", "SPLITS",
+    "TRAIN_MEAN_STD", "load_data", "load_mnist", "read_idx",
 ]
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -556,12 +559,9 @@ class DataLoader:
                 f"images and labels must have the same length, got {len(images)} images and "
                 f"{len(labels)} labels"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.images = images
         self.labels = labels
-        self.batch_size = int(batch_size)
+        self.batch_size = positive_int("batch_size", batch_size)
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
@@ -591,22 +591,65 @@ class DataLoader:
             yield self.images[indices], self.labels[indices]
 
 
-def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool = True,
-            seed: int = 0, drop_last: bool = False) -> DataLoader:
-    """Mini-batches of ``(images, labels)``: the function spelling of ``DataLoader``.
+# --------------------------------------------------------------------------------------------
+# Both splits of a dataset, as training uses them
 
-    Returns a ``DataLoader``, which supports ``len()`` and can be looped over once per epoch,
-    each epoch in a new, seeded order (epoch ``e`` uses ``np.random.default_rng(seed + e)``).
+
+@dataclass
+class Data:
+    """The train and test splits of one dataset, standardized, and how they were found."""
+
+    dataset: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    note: str = ""
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return CLASS_NAMES[self.dataset]
+
+
+CLASS_NAMES = {
+    "mnist": tuple(str(digit) for digit in range(10)),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+}
+
+
+def load_data(dataset: str | None = None, root: str | os.PathLike | None = None,
+              download: bool = True) -> Data:
+    """Load the train and test splits, standardized with the train split's mean and std.
 
     Args:
-        images: Array whose first axis is the sample axis, e.g. ``(N, 784)``.
-        labels: Array of ``N`` labels.
-        batch_size: Samples per batch; the last batch may be smaller unless ``drop_last``.
-        shuffle: Visit samples in a new random order each epoch; if false, in order.
-        seed: Seed of epoch 0's shuffle.
-        drop_last: Skip a final batch smaller than ``batch_size``.
+        dataset: "mnist" or "fashion-mnist". ``None`` means MNIST when a copy can be found or
+            downloaded, and Fashion-MNIST otherwise; ``Data.note`` then says so.
+        root: A directory to look in first (see ``load_mnist``).
+        download: Whether to try downloading a dataset that is not found locally.
 
-    Returns:
-        A ``DataLoader`` yielding ``(x, y)`` NumPy arrays.
+    Raises:
+        krypton.data.DatasetNotFoundError: The dataset asked for (or, with ``None``, neither
+            dataset) is not available; the message says where it looked and how to get it.
     """
-    return DataLoader(images, labels, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    if dataset is not None:
+        return _load_splits(dataset, root, download, note="")
+    try:
+        return _load_splits("mnist", root, download, note="")
+    except DatasetNotFoundError as mnist_error:
+        try:
+            return _load_splits(
+                "fashion-mnist", root, download,
+                note="MNIST is not available here (no local copy, and the download failed: "
+                     "offline?), so this run uses Fashion-MNIST, the same format with clothes "
+                     "instead of digits. Pass --dataset to choose.")
+        except DatasetNotFoundError as fashion_error:
+            raise DatasetNotFoundError(
+                f"{mnist_error}\n\nFashion-MNIST, the fallback, is not available either:\n"
+                f"{fashion_error}") from None
+
+
+def _load_splits(dataset: str, root, download: bool, note: str) -> Data:
+    train_images, train_labels = load_mnist("train", dataset, root, download, standardize=True)
+    test_images, test_labels = load_mnist("test", dataset, root, download, standardize=True)
+    return Data(dataset, train_images, train_labels, test_images, test_labels, note)

@@ -21,7 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from krypton import machine, seam
+from krypton import machine, seam, tuning
+from krypton.checks import positive_int
 
 KERNELS = ("naive", "tiled", "simd", "regblock", "packed", "parallel")
 """The rungs of the ladder, slowest first."""
@@ -126,20 +127,16 @@ def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True) -> di
         nc = _clamp(caches.l3 // 4 // (kc * 4) // nr * nr, nr, 8192)
         knobs.update(mc=mc, kc=kc, nc=nc)
         if tuned:
-            knobs.update(_tuned(isa) or {})
+            knobs.update(tuning.load_tuned(isa) or {})
     return knobs
 
 
-def _tuned(isa: str) -> dict[str, int] | None:
-    from krypton import autotune  # autotune runs kernels, so it imports this module
-
-    return autotune.load_tuned(isa)
-
-
 def forget_defaults() -> None:
-    """Drop the defaults resolved so far (after autotuning saved new ones)."""
-    _default_kernels.clear()
+    """Drop the defaults resolved so far and the kernels compiled with them, and read the
+    tuning file again (after autotuning saved new values)."""
+    _default_code.clear()
     _compile.cache_clear()
+    tuning.forget()
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -271,19 +268,6 @@ def _check_operands(a: Any, b: Any) -> None:
             f"must be (K, N) with K = {a.shape[1]}, but b.shape[0] = {b.shape[0]}")
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    if value > _INT64_MAX:  # C takes it as an int64_t
-        raise ValueError(f"{name} must be at most 2**63 - 1, got {value}")
-    return int(value)
-
-
-_INT64_MAX = 2**63 - 1
-
-
 def _resolve_runtime_knobs(spec: KernelSpec, code_knobs: Mapping[str, Any],
                            knobs: Mapping[str, Any]) -> dict[str, int]:
     unknown = sorted(set(knobs) - set(spec.runtime_knobs))
@@ -303,14 +287,14 @@ def _resolve_runtime_knobs(spec: KernelSpec, code_knobs: Mapping[str, Any],
                 raise ValueError(f"loop_order must be one of {LOOP_ORDERS}, got {value!r}")
             resolved[name] = LOOP_ORDERS.index(value)
         else:
-            resolved[name] = _check_positive_int(name, value)
+            resolved[name] = positive_int(name, value)
     return resolved
 
 
 def _resolve_threads(spec: KernelSpec, threads: Any) -> int:
     if threads is None:
         return machine.cpu_count() if spec.threaded else 1
-    threads = _check_positive_int("threads", threads)
+    threads = positive_int("threads", threads)
     if not spec.threaded and threads != 1:
         raise ValueError(
             f"kernel {spec.name!r} runs on one thread; threads={threads} applies only to "
@@ -340,10 +324,10 @@ def _resolve_code_knobs(spec: KernelSpec, knobs: Mapping[str, Any]) -> dict[str,
                              f"{', '.join(machine.available_isas())}")
     resolved: dict[str, Any] = {"isa": isa} if "isa" in spec.code_knobs else {}
     if "mr" in spec.code_knobs:
-        tuned = _tuned(isa) if spec.name in ("packed", "parallel") else None
+        tuned = tuning.load_tuned(isa) if spec.name in ("packed", "parallel") else None
         default_mr, default_nr = (tuned["mr"], tuned["nr"]) if tuned else DEFAULT_MICROTILE[isa]
-        mr = _check_positive_int("mr", knobs.get("mr", default_mr))
-        nr = _check_positive_int("nr", knobs.get("nr", default_nr))
+        mr = positive_int("mr", knobs.get("mr", default_mr))
+        nr = positive_int("nr", knobs.get("nr", default_nr))
         width = machine.VECTOR_WIDTH[isa]
         if nr % width:
             raise ValueError(f"nr must be a multiple of the {isa} vector width {width}, got "
@@ -455,16 +439,17 @@ def matmul(a: np.ndarray, b: np.ndarray, kernel: str = "parallel", threads: int 
         ValueError: wrong ndim, shapes that do not multiply, an unknown kernel or knob, or a
             knob value the kernel cannot use.
     """
-    if not knobs and kernel in _default_kernels:  # fast path: no knobs, compiled before
-        return _default_kernels[kernel](a, b, threads=threads)
+    if not knobs and kernel in _default_code:  # fast path: no knobs, resolved before
+        return _compile(kernel, _default_code[kernel])(a, b, threads=threads)
     spec = _spec(kernel)
     _check_operands(a, b)
     code = {k: v for k, v in knobs.items() if k in spec.code_knobs}
     runtime = {k: v for k, v in knobs.items() if k not in spec.code_knobs}
     compiled = get_kernel(kernel, **code)
     if not knobs:
-        _default_kernels[kernel] = compiled
+        _default_code[kernel] = tuple(sorted(compiled.code_knobs.items()))
     return compiled(a, b, threads=threads, **runtime)
 
 
-_default_kernels: dict[str, Kernel] = {}
+_default_code: dict[str, tuple[tuple[str, Any], ...]] = {}
+"""The code knobs each rung's defaults resolved to; ``_compile`` holds the compiled kernel."""

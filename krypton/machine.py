@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from krypton import seam
+from krypton.checks import positive_int
 
 ISA_MACROS = {"avx512": 3, "avx2": 2, "neon": 1, "scalar": 0}
 """ISA names, widest first, and the value of ``KR_ISA`` that selects each in kr_simd.h."""
@@ -52,30 +53,59 @@ class CacheSizes:
     line: int
 
 
+_SYSFS_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+_LEVEL_NAMES = {1: "l1d", 2: "l2", 3: "l3"}
+
+
+@dataclass(frozen=True)
+class _ReportedCache:
+    """One data (or unified) cache as Linux sysfs describes it."""
+
+    level: int
+    size: int
+    line: int
+    ways: int | None
+
+
+@functools.lru_cache(maxsize=None)
+def _reported_caches() -> tuple[_ReportedCache, ...]:
+    """The data and unified caches of cpu0 in /sys/devices/system/cpu/cpu0/cache/index*."""
+    found = []
+    for index in sorted(_SYSFS_CACHES.glob("index*")):
+        try:
+            if (index / "type").read_text().strip() not in ("Data", "Unified"):
+                continue
+            level = int((index / "level").read_text())
+            size = _parse_size((index / "size").read_text().strip())
+            line = int((index / "coherency_line_size").read_text())
+        except (OSError, ValueError):
+            continue
+        try:
+            ways: int | None = int((index / "ways_of_associativity").read_text())
+        except (OSError, ValueError):
+            ways = None
+        found.append(_ReportedCache(level, size, line, ways or None))
+    return tuple(found)
+
+
 @functools.lru_cache(maxsize=None)
 def cache_sizes() -> CacheSizes:
     """Cache sizes as the OS reports them (Linux sysfs, macOS sysctl), with safe fallbacks."""
-    found: dict[str, int] = {}
-    line = 64
-    sysfs = Path("/sys/devices/system/cpu/cpu0/cache")
-    for index in sorted(sysfs.glob("index*")):
-        try:
-            level = (index / "level").read_text().strip()
-            kind = (index / "type").read_text().strip()
-            size = _parse_size((index / "size").read_text().strip())
-            line = int((index / "coherency_line_size").read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if kind in ("Data", "Unified"):
-            found[{"1": "l1d", "2": "l2", "3": "l3"}.get(level, "")] = size
+    reported = _reported_caches()
+    found = {_LEVEL_NAMES[c.level]: c.size for c in reported if c.level in _LEVEL_NAMES}
     if sys.platform == "darwin" and not found:
         found = _darwin_cache_sizes()
     return CacheSizes(
         l1d=found.get("l1d", 32 * 1024),
         l2=found.get("l2", 1024 * 1024),
         l3=found.get("l3", 8 * 1024 * 1024),
-        line=line,
+        line=reported[0].line if reported else 64,
     )
+
+
+def cache_ways(level: int) -> int | None:
+    """The associativity (lines per set) of the level-``level`` data cache, if the OS says."""
+    return next((c.ways for c in _reported_caches() if c.level == level), None)
 
 
 def _parse_size(text: str) -> int:
@@ -95,6 +125,20 @@ def _darwin_cache_sizes() -> dict[str, int]:
         if result.returncode == 0 and result.stdout.strip().isdigit():
             sizes[key] = int(result.stdout.strip())
     return sizes
+
+
+MAX_THREADS = 1024
+"""The most threads a kernel or probe is asked to run: past that, OpenMP aborts the whole
+process (it cannot make the threads) instead of raising an error Python could catch."""
+
+
+def check_threads(name: str, threads: Any) -> int:
+    """``threads`` as an int in [1, MAX_THREADS], or an error naming ``name`` and the fix."""
+    threads = positive_int(name, threads)
+    if threads > MAX_THREADS:
+        raise ValueError(f"{name} must be at most {MAX_THREADS}, got {threads}: pass at most "
+                         f"the core count ({cpu_count()} here)")
+    return threads
 
 
 def cpu_count() -> int:
@@ -155,6 +199,7 @@ def peak_gflops(threads: int = 1, isa: str | None = None, seconds: float = 0.3,
     Independent chains of fused multiply-adds, enough to cover the FMA latency on every
     unit (see csrc/probe_peak.c). The best of ``repeats`` runs of about ``seconds`` each.
     """
+    threads = check_threads("threads", threads)
     isa = isa or native_isa()
     if isa not in available_isas():
         raise ValueError(f"isa {isa!r} is not available here; choose from {available_isas()}")
@@ -180,6 +225,7 @@ def bandwidth_gbs(threads: int = 1, megabytes: float | None = None, repeats: int
     By default the three arrays together take four times the L3 cache, so the result is the
     bandwidth of main memory. The best of ``repeats`` runs.
     """
+    threads = check_threads("threads", threads)
     if megabytes is None:
         megabytes = 4 * cache_sizes().l3 / 1e6
     n = max(1024, int(megabytes * 1e6 / 12))

@@ -14,13 +14,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from krypton import bench, seam
+from krypton import seam, timing
 from krypton.kernels import Kernel, get_kernel, kernel_source, matmul
-
-
-def quick_mode() -> bool:
-    """True under ``KRYPTON_QUICK=1`` (CI and nbval): smaller sizes, same code paths."""
-    return bench.quick_mode()
+from krypton.timing import quick_mode
 
 
 def pick(full: Any, quick: Any) -> Any:
@@ -58,24 +54,14 @@ def show_c(kernel_or_path: str | Path, function: str | None = None):
 
 
 def check_against_numpy(kernel: str | Kernel | Callable, shapes: Iterable[tuple[int, int, int]]
-                        = ((1, 1, 1), (7, 13, 5), (64, 64, 64), (97, 131, 61)),
-                        seed: int = 0, **knobs: Any) -> list[dict[str, Any]]:
+                        = timing.CHECK_SHAPES, seed: int = 0, **knobs: Any) -> list[dict[str, Any]]:
     """Run a kernel on (M, N, K) shapes and compare with NumPy in float64.
 
     Returns one row per shape: the shape, the largest absolute error, the tolerance (which
-    grows like sqrt(K), as float32 rounding errors do) and whether the kernel passed.
+    grows like sqrt(K), as float32 rounding errors do) and whether the kernel passed. The
+    check itself is ``krypton.timing.check_against_numpy``, the one build.py and the tests use.
     """
-    rng = np.random.default_rng(seed)
-    rows = []
-    for m, n, k in shapes:
-        a = rng.uniform(-1, 1, (m, k)).astype(np.float32)
-        b = rng.uniform(-1, 1, (k, n)).astype(np.float32)
-        c = _call(kernel, a, b, **knobs)
-        error = float(np.abs(c - a.astype(np.float64) @ b).max()) if c.size else 0.0
-        tolerance = 1e-5 * max(1, k) ** 0.5
-        rows.append({"shape": (m, n, k), "max_error": error, "tolerance": tolerance,
-                     "ok": error <= tolerance})
-    return rows
+    return timing.check_against_numpy(lambda a, b: _call(kernel, a, b, **knobs), shapes, seed)
 
 
 def print_check(rows: Sequence[dict[str, Any]]) -> bool:
@@ -103,28 +89,14 @@ def time_gflops(kernel: str | Kernel | Callable, n: int | tuple[int, int, int],
     square size or (M, N, K).
     """
     m, n_, k = (n, n, n) if isinstance(n, int) else n
-    rng = np.random.default_rng(seed)
-    a = rng.uniform(-1, 1, (m, k)).astype(np.float32)
-    b = rng.uniform(-1, 1, (k, n_)).astype(np.float32)
+    a, b = timing.random_operands(m, n_, k, seed)
     if kernel == "numpy":
-        with bench.blas_threads(threads or 1):
-            seconds = _median_time(lambda: a @ b, repeats)
+        with timing.blas_threads(threads or 1):
+            seconds = timing.median_seconds(lambda: a @ b, repeats)
     else:
         extra = {"threads": threads} if threads is not None else {}
-        seconds = _median_time(lambda: _call(kernel, a, b, **extra, **knobs), repeats)
-    return bench.gflops(m, n_, k, seconds)
-
-
-def _median_time(call: Callable[[], Any], repeats: int) -> float:
-    import time
-
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        seconds = timing.median_seconds(lambda: _call(kernel, a, b, **extra, **knobs), repeats)
+    return timing.gflops(m, n_, k, seconds)
 
 
 def disassemble(kernel: str | Kernel, symbol: str | None = None, **code_knobs: Any) -> str:

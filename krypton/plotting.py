@@ -7,15 +7,14 @@ caption, so a figure copied out of context still says what it shows.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from krypton import machine
+from krypton.files import atomic_write
 from krypton.kernels import KERNELS
-
-if TYPE_CHECKING:
-    from krypton.bench import Measurement
+from krypton.timing import REFERENCES, Measurement
 
 COLORS = {
     "naive": "#9e9e9e", "tiled": "#8d6e63", "simd": "#42a5f5", "regblock": "#26a69a",
@@ -44,18 +43,18 @@ def _finish(ax, own: bool):
     return ax.figure
 
 
-def label_of(x: "Measurement") -> str:
+def label_of(x: Measurement) -> str:
     return f"{x.kernel} ({x.threads} thr)" if x.threads > 1 else x.kernel
 
 
-def plot_ladder(measurements: Sequence["Measurement"], shape: tuple[int, int, int] | None = None,
+def plot_ladder(measurements: Sequence[Measurement], shape: tuple[int, int, int] | None = None,
                 peak: Mapping[int, float] | None = None, ax=None, title: str | None = None):
     """Bar chart: GFLOPS of each contender at one (M, N, K) shape, with peak lines."""
     plt = _pyplot()
     if shape is None:
         shape = max({(x.m, x.n, x.k) for x in measurements}, key=lambda s: s[0] * s[1] * s[2])
     rows = [x for x in measurements if (x.m, x.n, x.k) == tuple(shape)]
-    order = {name: i for i, name in enumerate(KERNELS + ("numpy", "torch"))}
+    order = {name: i for i, name in enumerate(KERNELS + REFERENCES)}
     rows.sort(key=lambda x: (x.threads, order.get(x.kernel, 99)))
     own = ax is None
     if own:
@@ -78,7 +77,7 @@ def plot_ladder(measurements: Sequence["Measurement"], shape: tuple[int, int, in
     return _finish(ax, own)
 
 
-def plot_gflops_vs_size(measurements: Sequence["Measurement"], ax=None, title: str | None = None,
+def plot_gflops_vs_size(measurements: Sequence[Measurement], ax=None, title: str | None = None,
                         logy: bool = True):
     """Lines: GFLOPS against matrix size for each contender (square shapes only)."""
     plt = _pyplot()
@@ -138,19 +137,18 @@ def plot_roofline(peak_gflops: float, bandwidth_gbs: float,
     return _finish(ax, own)
 
 
-def save_benchmark_plots(measurements: Sequence["Measurement"], peak: Mapping[int, float],
+def save_benchmark_plots(measurements: Sequence[Measurement], peak: Mapping[int, float],
                          out_dir: Path | str) -> dict[str, Path]:
     """Save the ladder bar chart and the GFLOPS-vs-size plot as PNGs; return their paths."""
     plt = _pyplot()
     out = Path(out_dir)
     paths = {}
-    fig = plot_ladder(measurements, peak=peak)
-    paths["ladder"] = out / "ladder.png"
-    fig.savefig(paths["ladder"], dpi=110)
-    plt.close(fig)
+    figures = {"ladder": ("ladder.png", plot_ladder(measurements, peak=peak))}
     if len({x.m for x in measurements if x.m == x.n == x.k}) > 1:
-        fig = plot_gflops_vs_size(measurements)
-        paths["sizes"] = out / "gflops_vs_size.png"
-        fig.savefig(paths["sizes"], dpi=110)
+        figures["sizes"] = ("gflops_vs_size.png", plot_gflops_vs_size(measurements))
+    for key, (name, fig) in figures.items():
+        paths[key] = out / name
+        with atomic_write(paths[key]) as file:  # a failed save keeps the old picture
+            fig.savefig(file, format="png", dpi=110)
         plt.close(fig)
     return paths

@@ -10,7 +10,7 @@ import pytest
 
 import krypton
 from krypton import Tensor, backends
-from krypton.autograd import graph
+from krypton.autograd import engine, graph
 
 RNG = np.random.default_rng(1234)
 
@@ -436,3 +436,95 @@ def test_float64_tensors_multiply_with_numpy_on_any_backend():
         c = a @ b
     assert c.dtype == np.float64
     np.testing.assert_allclose(c.data, a.data @ b.data, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# Dtypes, indexing and NumPy, as PyTorch and NumPy do them
+
+
+def test_python_floats_become_float32_and_numpy_arrays_keep_their_dtype():
+    assert Tensor([1.0, 2.0]).dtype == np.float32
+    assert Tensor(2.5).dtype == np.float32
+    assert krypton.tensor([[1.0, 2.0]]).dtype == np.float32
+    for dtype in (np.float32, np.float64, np.bool_, np.int64, np.int32, np.uint8):
+        array = np.zeros(3, dtype=dtype)
+        assert Tensor(array).dtype == dtype
+    shared = np.zeros(3)
+    assert Tensor(shared).data is shared  # no copy, as torch.from_numpy
+    assert krypton.tensor(shared).data is not shared
+    w = Tensor(np.ones((1, 2), dtype=np.float32), requires_grad=True)
+    assert (Tensor([[1.0, 2.0]]) @ w.T).dtype == np.float32  # no float64 leaves the kernels
+    assert krypton.nn.Linear(2, 1)(Tensor([[1.0, 2.0]])).shape == (1, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float16, np.bool_, "float128x"])
+def test_a_dtype_that_cannot_be_honoured_is_refused(dtype):
+    with pytest.raises(TypeError, match="float32 or (np.)?float64"):
+        Tensor([1.0], dtype=dtype)
+
+
+def test_only_float_tensors_can_require_grad():
+    with pytest.raises(TypeError, match="only float tensors can require grad"):
+        Tensor(np.array([True, False]), requires_grad=True)
+
+
+def test_a_boolean_mask_selects_as_in_numpy_and_the_gradient_reaches_the_selected():
+    values = np.array([10.0, 20.0, 30.0, 40.0])
+    mask = np.array([False, True, True, True])
+    x = Tensor(values, requires_grad=True)
+    picked = x[Tensor(mask)]
+    np.testing.assert_array_equal(picked.data, values[mask])
+    picked.sum().backward()
+    np.testing.assert_array_equal(x.grad.data, mask.astype(np.float64))
+    grid = Tensor(np.arange(6.0).reshape(2, 3))
+    rows = Tensor(np.array([True, False]))
+    np.testing.assert_array_equal(grid[rows].data, np.arange(6.0).reshape(2, 3)[[True, False]])
+
+
+def test_integer_tensors_pick_entries_and_repeated_picks_add_their_gradients():
+    x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    indices = Tensor(np.array([2, 0, 2]))
+    picked = x[indices]
+    np.testing.assert_array_equal(picked.data, [3.0, 1.0, 3.0])
+    picked.sum().backward()
+    np.testing.assert_array_equal(x.grad.data, [1.0, 0.0, 2.0])
+    grid = Tensor(np.arange(12.0).reshape(3, 4))
+    np.testing.assert_array_equal(grid[Tensor(np.array([0, 2])), 1].data, [1.0, 9.0])
+
+
+def test_a_float_index_tensor_is_refused_not_truncated():
+    x = Tensor(np.array([1.0, 2.0, 3.0]))
+    with pytest.raises(TypeError, match="booleans .* or integers .*got float32"):
+        x[Tensor([0.0, 1.9])]
+
+
+def test_numpy_functions_are_refused_with_the_tensor_method_to_use():
+    x = Tensor(np.array([0.0, 1.0]), requires_grad=True)
+    with pytest.raises(TypeError, match=r"NumPy's exp does not record gradients.*t\.exp\(\)"):
+        np.exp(x)
+    with pytest.raises(TypeError, match="requires grad.*detach"):
+        np.asarray(x)
+    plain = Tensor(np.array([0.0, 1.0]))
+    assert np.asarray(plain) is plain.data  # as torch.Tensor.__array__: the data itself
+    assert np.asarray(plain, dtype=np.float32).dtype == np.float32
+
+
+def test_an_array_on_the_left_of_an_operator_is_still_a_tensor_operation():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = np.array([3.0, 4.0]) * x + np.array([1.0, 1.0]) - 2.0 / x
+    assert isinstance(y, Tensor)
+    (np.ones((1, 2)) @ y).sum().backward()
+    np.testing.assert_allclose(x.grad.data, [3.0 + 2.0, 4.0 + 0.5])
+
+
+def test_linear_names_an_argument_that_is_not_a_tensor():
+    weight = Tensor(np.ones((2, 3), dtype=np.float32))
+    with pytest.raises(TypeError, match="x is a ndarray: wrap it as krypton.Tensor"):
+        krypton.nn.functional.linear(np.ones((1, 3), dtype=np.float32), weight)
+    with pytest.raises(TypeError, match="bias is a list"):
+        krypton.nn.functional.linear(Tensor(np.ones((1, 3), dtype=np.float32)), weight, [1, 2])
+
+
+def test_the_engine_lives_apart_from_the_operations():
+    assert krypton.Tensor.backward is engine.backward
+    assert krypton.no_grad is engine.no_grad and graph is engine.graph

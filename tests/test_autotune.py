@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import krypton
-from krypton import autotune, machine
+from krypton import autotune, files, machine, tuning
 from krypton.kernels import DEFAULT_MICROTILE, default_knobs, forget_defaults
 
 
@@ -68,7 +68,8 @@ def test_tuning_from_another_machine_or_with_bad_values_is_not_used(tuning_file)
         "Some Other CPU | avx512 | gcc 1.0": {"knobs": {"mr": 4, "nr": 16, "mc": 8, "kc": 8, "nc": 16}},
         autotune.machine_key(isa): {"knobs": {"mr": 4, "nr": 3, "mc": -1, "kc": 8, "nc": 16}},
     }))
-    assert autotune.load_tuned(isa) is None
+    with pytest.warns(UserWarning, match="mc must be a positive integer, got -1"):
+        assert autotune.load_tuned(isa) is None
 
 
 def test_cli_show_and_reset(tuning_file, capsys):
@@ -79,3 +80,67 @@ def test_cli_show_and_reset(tuning_file, capsys):
     assert "'kc': 64" in capsys.readouterr().out
     assert autotune.main(["--reset"]) == 0
     assert autotune.load_tuned(isa) is None
+
+
+def test_a_tuning_entry_the_kernels_would_refuse_is_ignored_and_matmul_keeps_working(tuning_file):
+    isa = machine.native_isa()
+    too_many_rows = machine.VECTOR_REGISTERS[isa]  # mr x one vector: mr + 2 registers, too many
+    tuning_file.write_text(json.dumps({autotune.machine_key(isa): {"knobs": {
+        "mr": too_many_rows, "nr": machine.VECTOR_WIDTH[isa], "mc": 64, "kc": 64, "nc": 64}}}))
+    with pytest.warns(UserWarning, match="vector registers"):
+        assert autotune.load_tuned(isa) is None
+    a = np.ones((5, 7), dtype=np.float32)
+    with pytest.warns(UserWarning):
+        np.testing.assert_allclose(krypton.matmul(a, a.T), 7 * np.ones((5, 5)))
+
+
+def test_the_tuning_file_is_read_once_and_again_only_after_a_save(tuning_file, monkeypatch):
+    reads = []
+    real_read = tuning._read_file
+    monkeypatch.setattr(tuning, "_read_file", lambda path: reads.append(path) or real_read(path))
+    a = np.ones((9, 9), dtype=np.float32)
+    for _ in range(5):
+        krypton.matmul(a, a, kernel="packed", kc=16)  # knobs: the defaults are resolved each call
+    assert len(reads) == 1
+    isa = machine.native_isa()
+    mr, nr = DEFAULT_MICROTILE[isa]
+    autotune.save_tuned(isa, {"mr": mr, "nr": nr, "mc": 4 * mr, "kc": 32, "nc": 2 * nr}, 1.0)
+    assert autotune.load_tuned(isa)["kc"] == 32 and len(reads) == 1  # the save updated it
+    tuning_file.write_text("{}")  # written behind its back: not seen until forgotten
+    assert autotune.load_tuned(isa)["kc"] == 32
+    forget_defaults()
+    assert autotune.load_tuned(isa) is None and len(reads) == 2
+
+
+def test_a_score_that_is_not_a_number_is_never_saved(tuning_file):
+    isa = machine.native_isa()
+    knobs = dict(zip(("mr", "nr", "mc", "kc", "nc"), (*DEFAULT_MICROTILE[isa], 48, 64, 256)))
+    with pytest.raises(ValueError, match="score must be a finite number"):
+        autotune.save_tuned(isa, knobs, float("nan"))
+    assert not tuning_file.exists()
+
+
+def test_repeats_must_be_positive_before_any_measuring(tuning_file, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        autotune.main(["--repeats", "0"])
+    assert exit_info.value.code == 2
+    assert "--repeats must be a positive integer, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="repeats must be a positive integer"):
+        small_search(repeats=0)
+    assert not tuning_file.exists()
+
+
+def test_an_interrupted_save_leaves_the_old_tuning_intact(tuning_file, monkeypatch):
+    isa = machine.native_isa()
+    knobs = dict(zip(("mr", "nr", "mc", "kc", "nc"), (*DEFAULT_MICROTILE[isa], 48, 64, 256)))
+    autotune.save_tuned(isa, knobs, 1.0)
+    before = tuning_file.read_text()
+
+    def interrupted_fsync(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.os, "fsync", interrupted_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        autotune.save_tuned(isa, dict(knobs, kc=128), 2.0)
+    assert tuning_file.read_text() == before
+    assert [p.name for p in tuning_file.parent.iterdir()] == [tuning_file.name]

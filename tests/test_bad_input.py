@@ -31,10 +31,10 @@ from krypton.nn import functional as F
     (["--sizes", "0"], "shape '0': expected N or MxKxN with sizes >= 1"),
     (["--shapes", "3x4"], "shape '3x4': expected N or MxKxN"),
     (["--shapes", "10x0x5"], "shape '10x0x5': expected N or MxKxN with sizes >= 1"),
-    (["--threads", "0"], "--threads must be positive"),
-    (["--threads", "-2"], "--threads must be positive"),
+    (["--threads", "0"], "--threads must be a positive integer, got 0"),
+    (["--threads", "-2"], "--threads must be a positive integer, got -2"),
     (["--threads", "two"], "argument --threads: invalid int value: 'two'"),
-    (["--repeats", "0"], "--repeats must be at least 1"),
+    (["--repeats", "0"], "--repeats must be a positive integer, got 0"),
     (["--vs", "matlab"], "invalid choice: 'matlab'"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])

@@ -5,11 +5,16 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import matplotlib.figure
 import pytest
 
-from krypton import bench
+import krypton
+from krypton import bench, timing
 from krypton.bench import Measurement
 
 
@@ -82,3 +87,73 @@ def test_build_checks_every_kernel_against_numpy(capsys):
     assert _load_build().check_all() is True
     out = capsys.readouterr().out
     assert out.count(" ok") == 6 and "WRONG" not in out
+
+
+def _run_bench(*args: str) -> subprocess.CompletedProcess:
+    """The benchmark CLI in a subprocess: an abort inside a C library would show as a signal."""
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run([sys.executable, "-m", "krypton.bench", "--no-progress", *args],
+                          capture_output=True, text=True, cwd=root, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threads", "2147483648"], "--threads must be at most 1024, got 2147483648"),
+    (["--threads", "0"], "--threads must be a positive integer, got 0"),
+    (["--repeats", "0"], "--repeats must be a positive integer, got 0"),
+    (["--sizes", "100000000"], "more than half of this machine's"),
+])
+def test_out_of_range_numbers_are_refused_before_any_work(args, message):
+    result = _run_bench("--kernels", "naive", "--sizes", "8", *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Measured FMA peak" not in result.stdout
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_benchmark(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    for out in (blocker, blocker / "results"):
+        result = _run_bench("--kernels", "naive", "--sizes", "8", "--out", str(out))
+        assert result.returncode == 2, result.stderr
+        assert "--out" in result.stderr and "Measured FMA peak" not in result.stdout
+
+
+def test_results_and_plots_are_written_atomically(tmp_path, monkeypatch):
+    rows = [Measurement("naive", 8, 8, 8, 1, [1e-5]), Measurement("numpy", 8, 8, 8, 1, [1e-6]),
+            Measurement("naive", 16, 16, 16, 1, [1e-4])]
+    bench.save_results(rows, {1: 10.0}, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(before) == {"results.json", "ladder.png", "gflops_vs_size.png"}
+
+    broken = rows + [Measurement(object(), 8, 8, 8, 1, [1e-5])]  # not JSON: dump fails midway
+    with pytest.raises(TypeError):
+        bench.save_results(broken, {1: 10.0}, tmp_path, plots=False)
+    assert (tmp_path / "results.json").read_bytes() == before["results.json"]
+
+    def half_a_picture(self, file, **kwargs):
+        file.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", half_a_picture)
+    with pytest.raises(KeyboardInterrupt):
+        bench.save_results(rows, {1: 20.0}, tmp_path)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert after["ladder.png"] == before["ladder.png"]
+    assert after["gflops_vs_size.png"] == before["gflops_vs_size.png"]
+    assert set(after) == set(before)  # no partial files left behind
+
+
+def test_the_one_numpy_check_passes_a_rung_and_catches_a_wrong_product():
+    layouts = []
+
+    def packed(a, b):
+        layouts.append(b.flags.f_contiguous and not b.flags.c_contiguous or b.shape[1] == 1)
+        return krypton.matmul(a, b, kernel="packed")
+
+    rows = timing.check_against_numpy(packed, transposed_b=True)
+    assert all(row["ok"] for row in rows) and all(layouts)
+    assert [row["tolerance"] for row in rows] == [1e-5 * max(1, k) ** 0.5
+                                                  for _, _, k in timing.CHECK_SHAPES]
+    off = timing.check_against_numpy(lambda a, b: (a @ b) + 1e-3)
+    assert not any(row["ok"] for row in off)

@@ -1,5 +1,10 @@
 """build.py's notebook post-processing: progress bars are dropped from saved outputs, the rest kept."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import nbformat
 
 import build
@@ -25,3 +30,14 @@ def test_progress_bars_are_dropped_and_other_outputs_kept():
     kept = notebook.cells[0].outputs
     assert [o.output_type for o in kept] == ["display_data", "stream"]
     assert "HBox" in kept[0].data["text/plain"]
+
+
+def test_a_size_too_large_for_memory_is_refused_before_compiling():
+    root = Path(__file__).resolve().parent.parent
+    for size, message in (("100000000", "more than half of this machine's"),
+                          ("0", "--size must be a positive integer, got 0")):
+        result = subprocess.run([sys.executable, "build.py", "--size", size], cwd=root,
+                                capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "PYTHONPATH": str(root)})
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Compiled" not in result.stdout

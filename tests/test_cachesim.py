@@ -98,11 +98,15 @@ def test_hierarchy_passes_only_misses_down_and_counts_them_per_matrix():
     (64 * 3 * 2, 64, 2, "sets"),
     (0, 64, 1, "size must be a positive integer"),
     (1024, 64, 0, "ways must be a positive integer"),
-    (1024.0, 64, 2, "size must be a positive integer"),
 ])
 def test_bad_cache_geometry_is_rejected_with_the_reason(size, line, ways, message):
     with pytest.raises(ValueError, match=message):
         Cache(size, line, ways)
+
+
+def test_a_size_that_is_not_an_integer_is_a_type_error():
+    with pytest.raises(TypeError, match="size must be a positive integer, got 1024.0"):
+        Cache(1024.0, 64, 2)
 
 
 def test_default_levels_are_this_machines_l1d_and_l2():

@@ -521,7 +521,7 @@ def epoch_labels(loader) -> list[np.ndarray]:
 
 def test_batches_cover_every_sample_once_per_epoch_and_keep_pairs_together():
     images, labels = toy_arrays(10)
-    loader = data.batches(images, labels, batch_size=3)
+    loader = data.DataLoader(images, labels, batch_size=3)
     for _ in range(3):
         seen = []
         for x, y in loader:
@@ -534,7 +534,7 @@ def test_batches_cover_every_sample_once_per_epoch_and_keep_pairs_together():
 
 def test_batches_are_deterministic_per_seed_and_differ_across_epochs():
     images, labels = toy_arrays(50)
-    first = data.batches(images, labels, batch_size=50, seed=3)
+    first = data.DataLoader(images, labels, batch_size=50, seed=3)
     second = data.DataLoader(images, labels, batch_size=50, seed=3)
 
     epochs_first = [epoch_labels(first)[0] for _ in range(3)]
@@ -546,13 +546,13 @@ def test_batches_are_deterministic_per_seed_and_differ_across_epochs():
     assert not np.array_equal(epochs_first[1], epochs_first[2])
     np.testing.assert_array_equal(epochs_first[0], np.random.default_rng(3).permutation(50))
     np.testing.assert_array_equal(epochs_first[2], np.random.default_rng(5).permutation(50))
-    other_seed = epoch_labels(data.batches(images, labels, batch_size=50, seed=4))[0]
+    other_seed = epoch_labels(data.DataLoader(images, labels, batch_size=50, seed=4))[0]
     assert not np.array_equal(other_seed, epochs_first[0])
 
 
 def test_set_epoch_replays_an_epoch():
     images, labels = toy_arrays(20)
-    loader = data.batches(images, labels, batch_size=7, seed=1)
+    loader = data.DataLoader(images, labels, batch_size=7, seed=1)
     epoch0, epoch1 = epoch_labels(loader), epoch_labels(loader)
     loader.set_epoch(1)
     for a, b in zip(epoch_labels(loader), epoch1):
@@ -562,24 +562,24 @@ def test_set_epoch_replays_an_epoch():
 
 def test_batches_without_shuffle_keep_order():
     images, labels = toy_arrays(7)
-    ys = epoch_labels(data.batches(images, labels, batch_size=3, shuffle=False))
+    ys = epoch_labels(data.DataLoader(images, labels, batch_size=3, shuffle=False))
     assert [y.tolist() for y in ys] == [[0, 1, 2], [3, 4, 5], [6]]
 
 
 def test_drop_last_skips_the_short_final_batch():
     images, labels = toy_arrays(10)
-    loader = data.batches(images, labels, batch_size=3, drop_last=True)
+    loader = data.DataLoader(images, labels, batch_size=3, drop_last=True)
     ys = epoch_labels(loader)
     assert len(loader) == len(ys) == 3
     assert all(len(y) == 3 for y in ys)
     assert len(set(np.concatenate(ys).tolist())) == 9
-    assert len(data.batches(images, labels, batch_size=11, drop_last=True)) == 0
-    assert len(data.batches(images, labels, batch_size=10, drop_last=True)) == 1
+    assert len(data.DataLoader(images, labels, batch_size=11, drop_last=True)) == 0
+    assert len(data.DataLoader(images, labels, batch_size=10, drop_last=True)) == 1
 
 
 def test_batches_are_copies():
     images, labels = toy_arrays(6)
-    for x, y in data.batches(images, labels, batch_size=2, shuffle=False):
+    for x, y in data.DataLoader(images, labels, batch_size=2, shuffle=False):
         x[:] = -1
         y[:] = -1
     np.testing.assert_array_equal(images, toy_arrays(6)[0])
@@ -589,6 +589,6 @@ def test_batches_are_copies():
 def test_batches_reject_bad_arguments():
     images, labels = toy_arrays(6)
     with pytest.raises(ValueError, match=r"same length, got 6 images and 5 labels"):
-        data.batches(images, labels[:5], batch_size=2)
+        data.DataLoader(images, labels[:5], batch_size=2)
     with pytest.raises(ValueError, match=r"batch_size must be a positive integer, got 0"):
-        data.batches(images, labels, batch_size=0)
+        data.DataLoader(images, labels, batch_size=0)

@@ -16,11 +16,13 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import krypton
 from krypton import data as kdata
 from krypton import seam, train
 
@@ -85,7 +87,7 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
 
 
 def test_cli_trains_an_epoch_and_writes_every_number_as_json(capsys, toy_root, tmp_path):
-    out_file = tmp_path / "out" / "train.json"
+    out_file = tmp_path / "train.json"  # its directory must exist: it is checked before training
     code, out = run_cli(capsys, "--dataset", "mnist", "--data-root", str(toy_root),
                         "--backend", "parallel", "--epochs", "2", "--batch-size", str(BATCH),
                         "--max-batches", "3", "--json", str(out_file))
@@ -152,7 +154,7 @@ def test_backend_all_runs_every_rung_and_labels_the_naive_extrapolation(capsys, 
     (["--epochs", "-1"], "argument --epochs: expected a positive integer, got -1"),
     (["--batch-size", "0"], "argument --batch-size: expected a positive integer, got 0"),
     (["--batch-size", "-128"], "argument --batch-size: expected a positive integer, got -128"),
-    (["--lr", "0"], "argument --lr: expected a positive number, got 0"),
+    (["--lr", "0"], "argument --lr: expected a finite positive number, got 0"),
     (["--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
     (["--sizes", "784"], "--sizes needs at least two widths"),
 ])
@@ -241,7 +243,7 @@ def test_an_interrupt_stops_the_remaining_backends(toy_data, monkeypatch):
         options["callback"] = _raise_at_step(2) if backend == "packed" else None
         return real_train(model, data, backend, **options)
 
-    monkeypatch.setattr(train, "train", train_then_interrupt)
+    monkeypatch.setattr(train.compare, "train", train_then_interrupt)  # what train_backends calls
     histories = train.train_backends(["numpy", "packed", "parallel"], toy_data, epochs=1,
                                      batch_size=BATCH, progress=False, log=None, pause=0)
     assert calls == ["numpy", "packed"]
@@ -326,3 +328,82 @@ def test_the_torch_twin_is_an_exact_copy_of_the_krypton_model():
     with torch.no_grad():
         theirs = twin(torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Checked before training, written so nothing is lost
+
+
+def run_cli_process(*args: str) -> subprocess.CompletedProcess:
+    """The training CLI in its own process, as a user runs it (a crash would show here)."""
+    return subprocess.run([sys.executable, "-m", "krypton.train", "--no-progress", *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--json", "/nonexistent/dir/x.json"], "--json path '/nonexistent/dir/x.json' is in a "
+                                            "directory that does not exist"),
+    (["--lr", "inf"], "argument --lr: expected a finite positive number, got inf"),
+    (["--lr", "nan"], "argument --lr: expected a finite positive number, got nan"),
+    (["--momentum", "1"], "argument --momentum: expected a number in [0, 1)"),
+    (["--threads", "2147483648"], "argument --threads: expected at most 1024 threads"),
+    (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
+    (["--sizes", "784", "100000000000", "10"], "more than half of this machine's"),
+])
+def test_the_cli_refuses_bad_arguments_before_loading_or_training(toy_root, args, message):
+    result = run_cli_process("--dataset", "mnist", "--data-root", str(toy_root), *args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "epoch" not in result.stdout and "Dataset:" not in result.stdout
+
+
+def test_a_json_path_that_is_a_directory_is_refused_at_once(toy_root, tmp_path):
+    result = run_cli_process("--dataset", "mnist", "--data-root", str(toy_root),
+                             "--json", str(tmp_path))
+    assert result.returncode == 2 and "is a directory" in result.stderr
+
+
+def test_an_interrupted_json_write_leaves_the_old_results(capsys, toy_root, tmp_path,
+                                                          monkeypatch):
+    out_file = tmp_path / "train.json"
+    out_file.write_text('{"old": true}')
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train.cli, "results_document", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(capsys, "--dataset", "mnist", "--data-root", str(toy_root), "--epochs", "1",
+                "--batch-size", str(BATCH), "--max-batches", "1", "--json", str(out_file))
+    assert out_file.read_text() == '{"old": true}'
+    assert [p.name for p in tmp_path.iterdir()] == ["train.json"]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"lr": float("inf")}, "lr must be a finite number"), ({"lr": 0.0}, "lr must be"),
+    ({"momentum": 1.0}, "momentum must be a finite number in \\[0, 1\\)"),
+    ({"momentum": -0.1}, "momentum must be"), ({"threads": 2**31}, "threads must be at most"),
+    ({"max_batches": 0}, "max_batches must be a positive integer"),
+])
+def test_train_checks_its_hyper_parameters_before_the_first_step(toy_data, options, message):
+    model = train.build_mlp(seed=0)
+    before = [p.data.copy() for p in model.parameters()]
+    with pytest.raises(ValueError, match=message):
+        train.train(model, toy_data, "numpy", epochs=1, progress=False, log=None, **options)
+    assert all(np.array_equal(p.data, b) for p, b in zip(model.parameters(), before))
+
+
+def test_the_matmul_clock_counts_every_product_in_every_thread():
+    a = krypton.Tensor(np.ones((3, 4), dtype=np.float32), requires_grad=True)
+    b = krypton.Tensor(np.ones((4, 2), dtype=np.float32), requires_grad=True)
+    with train.matmul_timer() as outer:
+        (a @ b).sum().backward()  # one product forward, two backward
+        with train.matmul_timer() as inner:
+            worker = threading.Thread(target=lambda: a.detach() @ b.detach())
+            worker.start()
+            worker.join()
+    assert (outer.calls, inner.calls) == (4, 1)
+    assert outer.seconds >= inner.seconds > 0
+    a.detach() @ b.detach()
+    assert outer.calls == 4  # closed blocks count nothing more

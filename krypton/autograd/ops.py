@@ -1,88 +1,66 @@
-"""A define-by-run autograd engine: ``Tensor``, its operations and ``backward``.
+"""The Tensor and its operations: each one computes its value with NumPy and records how to
+send a gradient back to its inputs.
 
-Read it in one sitting, top to bottom:
+Read it with the engine (``krypton/autograd/engine.py``) beside it: an operation calls
+``Tensor._result(value, inputs, name, backward)``, which makes the result a node of the graph
+when an input requires a gradient; ``backward`` is a small closure that turns the gradient of
+the result into gradients of the inputs (the chain rule, one operation at a time), summed back
+over the axes NumPy broadcast (``_unbroadcast``). Matrix products go through
+``krypton.backends.matmul``: forward and both backward products run on the kernel ladder.
 
-1. A ``Tensor`` wraps a NumPy array (``.data``, float32 or float64). When an operation runs on
-   tensors that require gradients, its result remembers the inputs (``_parents``) and a small
-   function (``_backward``) that turns the gradient of the result into gradients of the inputs:
-   the chain rule, one operation at a time. That record of operations *is* the graph; it is
-   built as the Python code runs ("define by run"), so loops and ifs just work.
-2. ``loss.backward()`` sorts the graph so that every node comes before its inputs, then walks it
-   once, calling each node's ``_backward`` and adding up the gradients that reach each input.
-   Leaves (tensors made by the user, e.g. weights) keep theirs in ``.grad``.
-3. Matrix products go through ``krypton.backends.matmul``: forward and both backward products run
-   on the kernel ladder.
-
-Names and semantics follow PyTorch (``requires_grad``, ``.grad``, ``.backward()``, ``no_grad``,
-``.detach()``, ``.item()``), so what is learned here transfers.
+Names and semantics follow PyTorch (``requires_grad``, ``.grad``, ``.backward()``, ``.detach()``,
+``.item()``), so what is learned here transfers.
 """
 
 from __future__ import annotations
 
-import threading
+import operator
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from krypton import backends
+from krypton.autograd import engine
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+"""What a tensor of numbers holds (boolean and integer tensors are masks and indices)."""
 
-# --------------------------------------------------------------------------------------------
-# Gradient mode: `with no_grad():` turns graph recording off, per thread (as in PyTorch).
-
-_mode = threading.local()
-
-
-def is_grad_enabled() -> bool:
-    """False inside ``with krypton.no_grad():`` (in this thread), True otherwise."""
-    return getattr(_mode, "enabled", True)
-
-
-class _GradMode:
-    _enabled = True
-
-    def __enter__(self) -> None:
-        self._previous = is_grad_enabled()
-        _mode.enabled = self._enabled
-
-    def __exit__(self, *exc_info: Any) -> None:
-        _mode.enabled = self._previous
-
-
-class no_grad(_GradMode):
-    """``with krypton.no_grad(): ...`` computes without recording a graph (evaluation, updates)."""
-
-    _enabled = False
-
-
-class enable_grad(_GradMode):
-    """Turn recording back on inside a ``no_grad`` block."""
-
-    _enabled = True
-
-
-# --------------------------------------------------------------------------------------------
-# The Tensor
+_UFUNC_OPERATORS = {np.add: operator.add, np.subtract: operator.sub,
+                    np.multiply: operator.mul, np.true_divide: operator.truediv,
+                    np.matmul: operator.matmul}
+"""The NumPy functions behind ``ndarray + tensor`` and its kin, done as Tensor operations."""
 
 
 class Tensor:
     """An n-dimensional array that can record the operations made on it.
 
     Args:
-        data: a NumPy array, a nested list or a number. Float32 and float64 arrays are used as
-            they are (no copy: the tensor shares the array's memory, like ``torch.from_numpy``);
-            anything else numeric becomes float32 unless ``dtype`` says otherwise.
-        requires_grad: record operations on this tensor so ``backward`` can reach it.
-        dtype: ``np.float32`` (the default) or ``np.float64``.
+        data: a NumPy array, a nested list or a number. The dtype follows PyTorch: a NumPy
+            array keeps its dtype and its memory (no copy, like ``torch.from_numpy``) when it
+            is float32, float64, boolean or integer; Python numbers and lists become float32
+            (PyTorch's default float type; PyTorch would make int64 of a list of ints, Krypton's
+            tensors of numbers are always float). Other NumPy floats (float16) become float32.
+        requires_grad: record operations on this tensor so ``backward`` can reach it. Only
+            float tensors can (boolean and integer tensors are masks and indices).
+        dtype: ``np.float32`` or ``np.float64``: convert to it. Any other dtype is refused.
+
+    Boolean and integer tensors exist to index with, as in NumPy: ``x[mask]`` selects where
+    ``mask`` is true, ``x[indices]`` picks entries. Indexing with a float tensor is refused.
+
+    NumPy sees a Tensor as what it is: ``np.asarray(t)`` is ``t.data`` (for a tensor that does
+    not require grad, as ``torch.Tensor.__array__``), and ``ndarray + t`` (``-``, ``*``, ``/``,
+    ``@``) is a Tensor operation. Other NumPy functions (``np.exp(t)``) are refused with a
+    TypeError naming the Tensor method to use, instead of an array of Tensor objects.
     """
 
     __slots__ = ("data", "requires_grad", "grad", "_parents", "_backward", "_op",
                  "_retains_grad", "__weakref__")
-    __array_priority__ = 1000  # ndarray + Tensor calls Tensor.__radd__, not NumPy's add
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None):
-        self.data = _as_float_array(data, dtype)
+        self.data = _as_array(data, dtype)
+        if requires_grad and self.data.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"only float tensors can require grad, this one is {self.dtype} (a "
+                            f"mask or indices): pass dtype=np.float32 to make it numbers")
         self.requires_grad = bool(requires_grad)
         self.grad: Tensor | None = None
         self._parents: tuple[Tensor, ...] = ()
@@ -98,7 +76,7 @@ class Tensor:
         out.data = data
         out.grad = None
         out._retains_grad = False
-        if is_grad_enabled() and any(p.requires_grad for p in parents):
+        if engine.is_grad_enabled() and any(p.requires_grad for p in parents):
             out.requires_grad = True
             out._parents = parents
             out._backward = backward
@@ -182,63 +160,9 @@ class Tensor:
         return Tensor._result(self.data.astype(dtype), (self,), "Cast",
                               lambda g: (g.astype(source),))
 
-    # ---- backward -------------------------------------------------------------------------
+    # ---- backward: the engine's walk (krypton/autograd/engine.py) -----------------------
 
-    def backward(self, gradient: Any = None, retain_graph: bool = False) -> None:
-        """Compute the gradient of this tensor with respect to every leaf that requires one.
-
-        The gradients are *added* to each leaf's ``.grad`` (so they accumulate across calls,
-        as in PyTorch, until an optimizer's ``zero_grad``). The graph is freed afterwards
-        unless ``retain_graph=True``.
-
-        Args:
-            gradient: d(something)/d(this tensor), same shape. Needed unless this tensor holds
-                a single element (a loss), where it defaults to 1.
-        """
-        if not self.requires_grad:
-            raise RuntimeError("backward() on a tensor that does not require grad: no input of "
-                               "the computation had requires_grad=True (or it ran under "
-                               "no_grad())")
-        if gradient is None:
-            if self.data.size != 1:
-                raise RuntimeError(
-                    f"backward() without a gradient works only on a one-element tensor (a "
-                    f"loss); this one has shape {self.shape}. Pass the gradient of what you "
-                    f"differentiate, e.g. y.backward(np.ones({self.shape}))")
-            seed = np.ones_like(self.data)
-        else:
-            seed = _as_float_array(gradient.data if isinstance(gradient, Tensor) else gradient,
-                                   self.dtype)
-            if seed.shape != self.shape:
-                raise ValueError(f"gradient has shape {seed.shape} but the tensor has shape "
-                                 f"{self.shape}; they must match")
-        grads: dict[int, np.ndarray] = {id(self): seed}
-        for node in reversed(_topological_order(self)):
-            grad = grads.pop(id(node), None)
-            if grad is None:
-                continue
-            if node.is_leaf or node._retains_grad:
-                node._accumulate(grad)
-            if node.is_leaf:
-                continue
-            if node._backward is None:
-                raise RuntimeError(
-                    f"trying to backward through the graph a second time (through a "
-                    f"{node._op}): its saved values were freed by the first backward(). "
-                    f"Recompute the forward pass, or call backward(retain_graph=True) the "
-                    f"first time")
-            for parent, parent_grad in zip(node._parents, node._backward(grad)):
-                if parent_grad is None or not parent.requires_grad:
-                    continue
-                if parent_grad.shape != parent.shape:
-                    raise RuntimeError(
-                        f"the backward of {node._op} returned a gradient of shape "
-                        f"{parent_grad.shape} for an input of shape {parent.shape}; a gradient "
-                        f"must have its input's shape")
-                key = id(parent)
-                grads[key] = grads[key] + parent_grad if key in grads else parent_grad
-            if not retain_graph:
-                node._backward = None  # frees what the closure saved (inputs, masks)
+    backward = engine.backward
 
     def _accumulate(self, grad: np.ndarray) -> None:
         if self.grad is None:
@@ -427,9 +351,9 @@ class Tensor:
         return self.transpose()
 
     def __getitem__(self, index: Any) -> Tensor:
+        """NumPy indexing: ints, slices, boolean masks and integer arrays (or tensors of them)."""
         a = self
-        if isinstance(index, Tensor):
-            index = index.data.astype(np.intp)
+        index = _index_of(index)
 
         def backward(g: np.ndarray):
             full = np.zeros_like(a.data)
@@ -438,15 +362,36 @@ class Tensor:
 
         return Tensor._result(a.data[index], (a,), "Index", backward)
 
+    # ---- NumPy interoperation ---------------------------------------------------------------
 
-# --------------------------------------------------------------------------------------------
-# Functions on tensors
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if self.requires_grad:
+            raise TypeError("cannot make a NumPy array of a tensor that requires grad (NumPy "
+                            "would not record the operation): use t.detach().numpy() or t.data")
+        if copy is False and dtype is not None and np.dtype(dtype) != self.dtype:
+            raise ValueError(f"np.asarray(copy=False) cannot give {np.dtype(dtype)} without a "
+                             f"copy; this tensor is {self.dtype}")
+        array = self.data if dtype is None else self.data.astype(dtype, copy=False)
+        return array.copy() if copy else array
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any):
+        operator = _UFUNC_OPERATORS.get(ufunc)
+        if operator is not None and method == "__call__" and len(inputs) == 2 and not kwargs:
+            like = self
+            a, b = (x if isinstance(x, Tensor) else _operand(x, like) for x in inputs)
+            if a is NotImplemented or b is NotImplemented:
+                return NotImplemented
+            return operator(a, b)
+        name = getattr(ufunc, "__name__", str(ufunc))
+        method_hint = f"t.{name}()" if hasattr(Tensor, name) else "a Tensor operation"
+        raise TypeError(f"NumPy's {name} does not record gradients, so it does not take a "
+                        f"krypton Tensor: use {method_hint}, or np.{name}(t.data) on the array "
+                        f"to leave the graph")
 
 
 def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
     """``krypton.tensor([[1., 2.]], requires_grad=True)``: a new tensor (its own copy of data)."""
-    copied = np.array(data.data if isinstance(data, Tensor) else data, copy=True)
-    return Tensor(copied, requires_grad=requires_grad, dtype=dtype)
+    return Tensor(_as_array(data, dtype).copy(), requires_grad=requires_grad)
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
@@ -481,82 +426,23 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return Tensor._result(backends.matmul(a.data, b.data), (a, b), "MatMul", backward)
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``x @ weight.T + bias`` as one graph node: the layer ``nn.Linear`` computes.
-
-    ``weight`` is (out_features, in_features) as in PyTorch. Fusing the three operations into one
-    node lets the backward pass produce each gradient in the layout it is stored in, with no
-    transposed copies: for Y = X Wᵀ + b,
-        dX = dY W        (N, out) @ (out, in)
-        dW = dYᵀ X       (out, N) @ (N, in): dYᵀ is a view, the kernel reads it in place
-        db = sum of dY over the batch
-    """
-    if x.ndim != 2 or weight.ndim != 2:  # e.g. a single 1-D sample: the general ops handle it
-        y = x @ weight.T
-        return y if bias is None else y + bias
-    _same_dtype(x, weight, "linear")
-    if bias is not None:
-        _same_dtype(x, bias, "linear")
-        if bias.shape != weight.shape[:1]:
-            raise ValueError(f"linear: bias of shape {bias.shape} does not match the weight of "
-                             f"shape {weight.shape}; it must be ({weight.shape[0]},)")
-    if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"linear: input of shape {x.shape} has {x.shape[1]} features but the "
-                         f"weight of shape {weight.shape} expects {weight.shape[1]}")
-    out = backends.matmul(x.data, weight.data.T)
-    if bias is not None:
-        out += bias.data
-    parents = (x, weight) if bias is None else (x, weight, bias)
-
-    def backward(g: np.ndarray):
-        gx = backends.matmul(g, weight.data) if x.requires_grad else None
-        gw = backends.matmul(g.T, x.data) if weight.requires_grad else None
-        gb = g.sum(axis=0) if bias is not None and bias.requires_grad else None
-        return gx, gw, gb
-
-    return Tensor._result(out, parents, "Linear", backward)
-
-
-def cross_entropy(logits: Tensor, target: Any, reduction: str = "mean") -> Tensor:
-    """The cross-entropy between ``logits`` (N, C) and class indices ``target`` (N,).
-
-    Fused and numerically stable: the log-softmax is computed as ``z - max(z) - log(sum(exp(z -
-    max(z))))``, which never overflows, so logits of 1e30 or -1e30 give finite losses; and the
-    gradient is the closed form ``softmax(z) - onehot(target)``, divided by N for the mean.
-    """
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"cross_entropy takes logits as a Tensor, got {type(logits).__name__}")
-    if logits.ndim != 2:
-        raise ValueError(f"cross_entropy takes logits of shape (N, C), got shape {logits.shape}")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    labels = _class_indices(target, logits.shape)
-    n = logits.shape[0]
-    log_probs = _log_softmax(logits.data, axis=1)
-    picked = -log_probs[np.arange(n), labels]
-    scale = (1.0 / n if n else 0.0) if reduction == "mean" else 1.0
-    loss = picked if reduction == "none" else np.asarray(picked.sum() * scale,
-                                                         dtype=logits.dtype)
-
-    def backward(g: np.ndarray):
-        grad = np.exp(log_probs)
-        grad[np.arange(n), labels] -= 1
-        if reduction == "none":
-            return (grad * g[:, None],)
-        return (grad * (g * scale),)
-
-    return Tensor._result(loss, (logits,), "CrossEntropy", backward)
-
-
 # --------------------------------------------------------------------------------------------
-# Helpers
+# Array helpers the operations share
 
 
-def _as_float_array(data: Any, dtype: Any = None) -> np.ndarray:
+def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
+    """``data`` as the array a Tensor holds, by the rule of ``Tensor``'s docstring."""
     if dtype is not None:
-        dtype = np.dtype(dtype)
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be np.float32 or np.float64, got {dtype!r}") from None
         if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"Tensors hold float32 or float64, not {dtype}")
+            raise TypeError(f"Tensors of numbers hold float32 or float64, not {dtype}: pass "
+                            f"dtype=np.float32 (the default) or dtype=np.float64")
+    if isinstance(data, Tensor):
+        data = data.data
+    from_numpy = isinstance(data, (np.ndarray, np.generic))
     try:
         array = np.asarray(data)
     except (ValueError, TypeError) as error:
@@ -564,9 +450,25 @@ def _as_float_array(data: Any, dtype: Any = None) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise TypeError(f"a Tensor holds numbers; got {type(data).__name__} with dtype "
                         f"{array.dtype}. Convert it first, e.g. np.asarray(x, dtype=np.float32)")
-    if dtype is None:
-        dtype = array.dtype if array.dtype in FLOAT_DTYPES else np.dtype(np.float32)
-    return array.astype(dtype, copy=False)
+    if dtype is not None:
+        return array.astype(dtype, copy=False)
+    if from_numpy and (array.dtype in FLOAT_DTYPES or array.dtype.kind in "biu"):
+        return array
+    return array.astype(np.float32)
+
+
+def _index_of(index: Any) -> Any:
+    """A Tensor index as the NumPy index it stands for: a boolean mask or integer indices."""
+    if isinstance(index, tuple):
+        return tuple(_index_of(part) for part in index)
+    if not isinstance(index, Tensor):
+        return index
+    if index.dtype.kind not in "biu":
+        raise TypeError(f"a tensor used as an index must hold booleans (a mask) or integers "
+                        f"(indices), got {index.dtype}: make it with "
+                        f"Tensor(np.array(..., dtype=bool)) or dtype=np.int64, or convert "
+                        f"this one with Tensor(t.data.astype(np.int64))")
+    return index.data
 
 
 def _operand(other: Any, like: Tensor) -> Tensor:
@@ -630,50 +532,3 @@ def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
     e = np.exp(z - np.max(z, axis=axis, keepdims=True)) if z.size else z
     return e / np.sum(e, axis=axis, keepdims=True)
-
-
-def _class_indices(target: Any, logits_shape: tuple[int, ...]) -> np.ndarray:
-    labels = np.asarray(target.data if isinstance(target, Tensor) else target)
-    n, classes = logits_shape
-    if labels.shape != (n,):
-        raise ValueError(f"target must hold one class index per row of logits, shape ({n},); "
-                         f"got shape {labels.shape}")
-    if labels.dtype.kind not in "iu":
-        if labels.dtype.kind == "f" and np.all(labels == np.round(labels)):
-            labels = labels.astype(np.int64)
-        else:
-            raise TypeError(f"target must hold integer class indices, got dtype {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() >= classes):
-        bad = labels[(labels < 0) | (labels >= classes)][0]
-        raise ValueError(f"target holds class {bad}, out of range for {classes} classes "
-                         f"(0 to {classes - 1})")
-    return labels
-
-
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Every node that needs a gradient, each after all of its inputs (an iterative DFS, so a
-    graph thousands of operations deep does not hit Python's recursion limit)."""
-    order: list[Tensor] = []
-    seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:
-        node, inputs_done = stack.pop()
-        if inputs_done:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        for parent in node._parents:
-            if parent.requires_grad and id(parent) not in seen:
-                stack.append((parent, False))
-    return order
-
-
-def graph(root: Tensor) -> tuple[list[Tensor], list[tuple[Tensor, Tensor]]]:
-    """The nodes of ``root``'s graph (inputs first) and its edges (input, output): to draw it."""
-    nodes = _topological_order(root)
-    edges = [(parent, node) for node in nodes for parent in node._parents if parent.requires_grad]
-    return nodes, edges
-

@@ -1,0 +1,26 @@
+"""A define-by-run autograd engine: ``Tensor``, its operations and ``backward``.
+
+Read it in this order:
+
+1. ``krypton/autograd/engine.py``, the engine (about 150 lines, one sitting): gradient mode
+   (``no_grad``), the topological order of the graph, and ``backward``, the walk that applies
+   the chain rule node by node and adds up the gradients that reach each input.
+2. ``krypton/autograd/ops.py``, the catalogue: a ``Tensor`` wraps a NumPy array (``.data``);
+   each operation computes its value and records its inputs and a small ``backward`` closure.
+   That record *is* the graph, built as the Python code runs ("define by run"). Matrix products
+   go through ``krypton.backends.matmul``, so forward and backward run on the kernel ladder.
+3. ``krypton/autograd/functions.py``: the fused layer (``linear``) and loss (``cross_entropy``).
+
+Names and semantics follow PyTorch, so what is learned here transfers. Every name of the three
+modules a learner or notebook uses is importable from here.
+"""
+
+from krypton.autograd.engine import (backward, enable_grad, graph, is_grad_enabled, no_grad,
+                                     topological_order)
+from krypton.autograd.functions import cross_entropy, linear
+from krypton.autograd.ops import FLOAT_DTYPES, Tensor, _unbroadcast, matmul, tensor
+
+_topological_order = topological_order  # the name notebook 07 shows
+
+__all__ = ["FLOAT_DTYPES", "Tensor", "backward", "cross_entropy", "enable_grad", "graph",
+           "is_grad_enabled", "linear", "matmul", "no_grad", "tensor", "topological_order"]

@@ -1,0 +1,104 @@
+"""The fused operations of a network layer and its loss: ``linear`` and ``cross_entropy``.
+
+Each is one node of the graph instead of several, so its backward produces every gradient in
+the layout it is stored in and with the closed-form formula (``krypton.nn.functional`` exposes
+them under PyTorch's names).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from krypton import backends
+from krypton.autograd.ops import Tensor, _log_softmax, _same_dtype
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight.T + bias`` as one graph node: the layer ``nn.Linear`` computes.
+
+    ``weight`` is (out_features, in_features) as in PyTorch. Fusing the three operations into one
+    node lets the backward pass produce each gradient in the layout it is stored in, with no
+    transposed copies: for Y = X Wᵀ + b,
+        dX = dY W        (N, out) @ (out, in)
+        dW = dYᵀ X       (out, N) @ (N, in): dYᵀ is a view, the kernel reads it in place
+        db = sum of dY over the batch
+    """
+    for label, value in (("x", x), ("weight", weight), ("bias", bias)):
+        if not isinstance(value, Tensor) and not (label == "bias" and value is None):
+            raise TypeError(f"linear takes Tensors, but {label} is a {type(value).__name__}: "
+                            f"wrap it as krypton.Tensor({label})")
+    if x.ndim != 2 or weight.ndim != 2:  # e.g. a single 1-D sample: the general ops handle it
+        y = x @ weight.T
+        return y if bias is None else y + bias
+    _same_dtype(x, weight, "linear")
+    if bias is not None:
+        _same_dtype(x, bias, "linear")
+        if bias.shape != weight.shape[:1]:
+            raise ValueError(f"linear: bias of shape {bias.shape} does not match the weight of "
+                             f"shape {weight.shape}; it must be ({weight.shape[0]},)")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape} has {x.shape[1]} features but the "
+                         f"weight of shape {weight.shape} expects {weight.shape[1]}")
+    out = backends.matmul(x.data, weight.data.T)
+    if bias is not None:
+        out += bias.data
+    parents = (x, weight) if bias is None else (x, weight, bias)
+
+    def backward(g: np.ndarray):
+        gx = backends.matmul(g, weight.data) if x.requires_grad else None
+        gw = backends.matmul(g.T, x.data) if weight.requires_grad else None
+        gb = g.sum(axis=0) if bias is not None and bias.requires_grad else None
+        return gx, gw, gb
+
+    return Tensor._result(out, parents, "Linear", backward)
+
+
+def cross_entropy(logits: Tensor, target: Any, reduction: str = "mean") -> Tensor:
+    """The cross-entropy between ``logits`` (N, C) and class indices ``target`` (N,).
+
+    Fused and numerically stable: the log-softmax is computed as ``z - max(z) - log(sum(exp(z -
+    max(z))))``, which never overflows, so logits of 1e30 or -1e30 give finite losses; and the
+    gradient is the closed form ``softmax(z) - onehot(target)``, divided by N for the mean.
+    """
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"cross_entropy takes logits as a Tensor, got {type(logits).__name__}")
+    if logits.ndim != 2:
+        raise ValueError(f"cross_entropy takes logits of shape (N, C), got shape {logits.shape}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    labels = _class_indices(target, logits.shape)
+    n = logits.shape[0]
+    log_probs = _log_softmax(logits.data, axis=1)
+    picked = -log_probs[np.arange(n), labels]
+    scale = (1.0 / n if n else 0.0) if reduction == "mean" else 1.0
+    loss = picked if reduction == "none" else np.asarray(picked.sum() * scale,
+                                                         dtype=logits.dtype)
+
+    def backward(g: np.ndarray):
+        grad = np.exp(log_probs)
+        grad[np.arange(n), labels] -= 1
+        if reduction == "none":
+            return (grad * g[:, None],)
+        return (grad * (g * scale),)
+
+    return Tensor._result(loss, (logits,), "CrossEntropy", backward)
+
+
+def _class_indices(target: Any, logits_shape: tuple[int, ...]) -> np.ndarray:
+    labels = np.asarray(target.data if isinstance(target, Tensor) else target)
+    n, classes = logits_shape
+    if labels.shape != (n,):
+        raise ValueError(f"target must hold one class index per row of logits, shape ({n},); "
+                         f"got shape {labels.shape}")
+    if labels.dtype.kind not in "iu":
+        if labels.dtype.kind == "f" and np.all(labels == np.round(labels)):
+            labels = labels.astype(np.int64)
+        else:
+            raise TypeError(f"target must hold integer class indices, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        bad = labels[(labels < 0) | (labels >= classes)][0]
+        raise ValueError(f"target holds class {bad}, out of range for {classes} classes "
+                         f"(0 to {classes - 1})")
+    return labels

@@ -1,0 +1,275 @@
+"""Measuring matrix products: timing, GFLOPS, BLAS threads, and the one check against NumPy.
+
+Every number the course prints is made here, the same way, whoever asks: the benchmark CLI
+(``krypton.bench``), the ablation, the autotuner, build.py, the notebooks' plumbing
+(``krypton.notebook``) and the training loop's stopwatches.
+
+How a number is made: every contender (a rung, NumPy, PyTorch) gets the same operands; each is
+called once to warm up (compile, page in, spin up threads), then the contenders are timed in
+interleaved rounds (A, B, C, A, B, C, ...) so that a burst of noise from a shared machine hits
+all of them alike, and the median of the rounds is reported. NumPy's BLAS runs with the same
+thread count as the kernel it is compared with (threadpoolctl). GFLOPS = 2*M*N*K / time.
+
+How a result is checked: against NumPy in float64, with a tolerance of ``1e-5 * sqrt(K)``
+(float32 rounding errors of a K-term sum grow like sqrt(K)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from krypton import machine
+from krypton.checks import positive_int
+from krypton.kernels import SPECS, get_kernel
+
+REFERENCES = ("numpy", "torch")
+"""Contenders that are not rungs of the ladder."""
+
+IDLE_SECONDS = 0.15
+"""How long to wait for idle OpenMP / OpenBLAS threads, which spin a while after each call,
+to go to sleep before timing something else on the same cores."""
+
+def quick_mode() -> bool:
+    """True when ``KRYPTON_QUICK=1``: smaller sizes and fewer repeats, same code paths."""
+    return os.environ.get("KRYPTON_QUICK", "") not in ("", "0")
+
+
+def gflops(m: int, n: int, k: int, seconds: float) -> float:
+    """Billions of floating-point operations per second for an (M x K) @ (K x N) product."""
+    return 2.0 * m * n * k / seconds / 1e9 if seconds > 0 else float("nan")
+
+
+def check_fits_in_memory(m: int, n: int, k: int, what: str = "shape") -> None:
+    """Raise ValueError now if A, B and C of an (M, N, K) product need more than half of this
+    machine's memory, instead of a MemoryError after minutes of work."""
+    for name, size in (("M", m), ("N", n), ("K", k)):
+        positive_int(f"{what} {name}", size)
+    needed = 4 * (m * k + k * n + m * n)
+    memory = _physical_memory()
+    if memory and needed > memory // 2:
+        raise ValueError(f"{what} M={m} N={n} K={k} needs {needed / 2**30:.1f} GiB for A, B and "
+                         f"C, more than half of this machine's {memory / 2**30:.1f} GiB: choose "
+                         f"smaller sizes")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+@dataclass
+class Measurement:
+    """The timing of one contender on one shape with one thread count."""
+
+    kernel: str
+    m: int
+    n: int
+    k: int
+    threads: int
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def median_seconds(self) -> float:
+        return statistics.median(self.seconds) if self.seconds else float("nan")
+
+    @property
+    def gflops(self) -> float:
+        return gflops(self.m, self.n, self.k, self.median_seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "median_seconds": self.median_seconds, "gflops": self.gflops}
+
+
+class Stopwatch:
+    """Seconds accumulated across many short intervals (``with stopwatch: ...``)."""
+
+    __slots__ = ("seconds", "calls", "_start")
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._start = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.add(time.perf_counter() - self._start)
+
+    def add(self, seconds: float) -> None:
+        """Count one interval of ``seconds`` timed elsewhere."""
+        self.seconds += seconds
+        self.calls += 1
+
+
+def torch_available() -> bool:
+    """Whether PyTorch can be imported (it is an optional comparison, never a dependency)."""
+    try:
+        import torch  # noqa: F401  (optional: only its presence is asked)
+    except ImportError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def blas_threads(threads: int) -> Iterator[None]:
+    """Limit NumPy's BLAS to ``threads`` threads inside the block."""
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield
+
+
+def settle_idle_threads(seconds: float = IDLE_SECONDS) -> None:
+    """Let the threads a library left spinning after its last call fall asleep."""
+    time.sleep(seconds)
+
+
+def median_seconds(call: Callable[[], Any], repeats: int) -> float:
+    """Median time of ``repeats`` calls of ``call``, after one untimed call (the warm-up)."""
+    repeats = positive_int("repeats", repeats)
+    call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def contender(name: str, a: np.ndarray, b: np.ndarray, threads: int,
+              **knobs: Any) -> Callable[[], Any]:
+    """A no-argument function that computes ``a @ b`` with ``name`` ("numpy", "torch" or a rung)."""
+    if name == "numpy":
+        return lambda: np.matmul(a, b)
+    if name == "torch":
+        import torch  # optional dependency
+
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+
+        def run_torch():
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                return torch.mm(ta, tb)
+            finally:
+                torch.set_num_threads(previous)
+        return run_torch
+    spec = SPECS[name]
+    code = {k: v for k, v in knobs.items() if k in spec.code_knobs}
+    runtime = {k: v for k, v in knobs.items() if k in spec.runtime_knobs}
+    kernel = get_kernel(name, **code)
+    kernel_threads = threads if spec.threaded else 1
+    return lambda: kernel(a, b, threads=kernel_threads, **runtime)
+
+
+def is_threaded(name: str) -> bool:
+    """Whether contender ``name`` runs on more than one thread when asked to."""
+    return name in REFERENCES or SPECS[name].threaded
+
+
+def random_operands(m: int, n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A (M, K) and a (K, N) float32 matrix, uniform in [-1, 1), from ``seed``."""
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(-1, 1, (m, k)).astype(np.float32)
+    b = rng.uniform(-1, 1, (k, n)).astype(np.float32)
+    return a, b
+
+
+def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, repeats: int,
+                  max_seconds: float = 20.0, seed: int = 0,
+                  knobs: dict[str, dict[str, Any]] | None = None,
+                  min_block_seconds: float = 0.02, gap_seconds: float | None = None,
+                  others: dict[str, Callable[[np.ndarray, np.ndarray], Any]] | None = None
+                  ) -> list[Measurement]:
+    """Time each contender on one (M, N, K) shape in interleaved rounds; return the timings.
+
+    Each round gives every contender one block: after a pause (``gap_seconds``; by default
+    0.15 s when several threads run, so the previous library's idle threads, which spin for
+    a while after each call, have gone to sleep and do not compete for the cores), one
+    untimed call wakes its threads and caches, then calls are timed back to back for at least
+    ``min_block_seconds``; the block's mean is one sample, and the median of the rounds is
+    reported. Contenders slower than ``max_seconds`` per round are timed fewer rounds (at
+    least one), so the naive rung does not take minutes at large sizes.
+
+    ``others`` adds contenders by label: functions of (a, b), such as a ``Kernel`` compiled
+    with ``kernels.compile_source`` (they are timed as running on ``threads`` threads).
+    """
+    threads = machine.check_threads("threads", threads)
+    repeats = positive_int("repeats", repeats)
+    a, b = random_operands(m, n, k, seed)
+    knobs = knobs or {}
+    if gap_seconds is None:
+        gap_seconds = IDLE_SECONDS if threads > 1 else 0.0
+    others = others or {}
+    results = {name: Measurement(name, m, n, k, threads if is_threaded(name) else 1)
+               for name in names}
+    results.update({label: Measurement(label, m, n, k, threads) for label in others})
+    settle_idle_threads()  # threads left spinning by whatever ran before this call
+    with blas_threads(threads):
+        calls = {name: contender(name, a, b, threads, **knobs.get(name, {})) for name in names}
+        calls.update({label: functools.partial(call, a, b) for label, call in others.items()})
+        one_call = {}
+        for name, call in calls.items():  # first call: compile, page in, learn the duration
+            start = time.perf_counter()
+            call()
+            one_call[name] = max(time.perf_counter() - start, 1e-7)
+        for round_index in range(repeats):
+            for name, call in calls.items():
+                if round_index > 0 and one_call[name] * (round_index + 1) > max_seconds:
+                    continue
+                if gap_seconds:
+                    time.sleep(gap_seconds)
+                if one_call[name] < 1.0:
+                    call()
+                calls_in_block = max(1, int(min_block_seconds / one_call[name]))
+                start = time.perf_counter()
+                for _ in range(calls_in_block):
+                    call()
+                elapsed = time.perf_counter() - start
+                results[name].seconds.append(elapsed / calls_in_block)
+                one_call[name] = min(one_call[name], elapsed / calls_in_block)
+    return list(results.values())
+
+
+def tolerance(k: int) -> float:
+    """How far a float32 product with K-term sums may be from the float64 one: 1e-5 sqrt(K)."""
+    return 1e-5 * max(1, k) ** 0.5
+
+
+CHECK_SHAPES = ((1, 1, 1), (7, 13, 5), (64, 64, 64), (97, 131, 61))
+"""(M, N, K) shapes a check uses unless told: 1, primes, and one power of two."""
+
+
+def check_against_numpy(product: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                        shapes: Iterable[tuple[int, int, int]] = CHECK_SHAPES, seed: int = 0,
+                        transposed_b: bool = False) -> list[dict[str, Any]]:
+    """Run ``product(a, b)`` on (M, N, K) shapes and compare with NumPy in float64.
+
+    ``transposed_b`` hands B over as the transposed view of an (N, K) array, as the
+    backward pass does. Returns one row per shape: the shape, the largest absolute error,
+    the tolerance (``tolerance(K)``) and whether the product passed.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for m, n, k in shapes:
+        a = rng.uniform(-1, 1, (m, k)).astype(np.float32)
+        if transposed_b:
+            b = rng.uniform(-1, 1, (n, k)).astype(np.float32).T
+        else:
+            b = rng.uniform(-1, 1, (k, n)).astype(np.float32)
+        c = np.asarray(product(a, b))
+        error = float(np.abs(c - a.astype(np.float64) @ b).max()) if c.size else 0.0
+        rows.append({"shape": (m, n, k), "max_error": error, "tolerance": tolerance(k),
+                     "ok": error <= tolerance(k)})
+    return rows

@@ -1,0 +1,72 @@
+"""The report of a training run: the summary table and the JSON document of ``--json``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from krypton import machine
+from krypton.data import Data
+from krypton.train.history import History
+
+
+def format_summary(histories: Sequence[History]) -> str:
+    """The table at the end of a run: one row per backend, PyTorch beside them.
+
+    Epoch time is the median over epochs; matmul/other split it into the time inside the
+    backend's matrix products and the rest (autograd bookkeeping, elementwise ops, loss,
+    optimizer, data); "vs torch" is the epoch time divided by PyTorch's (below 1: faster).
+    """
+    rows = [h for h in histories if h.epochs]
+    if not rows:
+        return "Nothing was measured." + "".join(
+            f"\n{h.backend}: interrupted (Ctrl-C) before it finished a step"
+            for h in histories if h.interrupted)
+    torch_row = next((h for h in rows if h.backend == "torch"), None)
+    header = (f"{'backend':>9} {'threads':>7} {'epoch time':>11} {'matmul':>8} {'other':>8} "
+              f"{'matmul %':>8} {'train loss':>10} {'test acc':>9}"
+              + (f" {'vs torch':>8}" if torch_row else ""))
+    lines = [header, "-" * len(header)]
+    for h in rows:
+        mark = "*" if h.extrapolated else " "
+        matmul = h.matmul_seconds
+        other = None if matmul is None else h.epoch_seconds - matmul
+        share = h.matmul_share
+        accuracy = h.test_accuracy
+        line = (f"{h.backend:>9} {h.threads:>7} {h.epoch_seconds:9.2f} s{mark}"
+                f"{_cell(matmul, '{:6.2f} s', 8)} {_cell(other, '{:6.2f} s', 8)}"
+                f"{_cell(share, '{:7.0%}', 8)} {h.train_loss:>10.4f}"
+                f"{_cell(accuracy, '{:8.2%}', 9)}")
+        if torch_row:
+            line += f" {h.epoch_seconds / torch_row.epoch_seconds:7.2f}x"
+        lines.append(line)
+    notes = []
+    for h in rows:
+        if h.extrapolated:
+            shortest = min(e.batches for e in h.epochs)
+            full = h.epochs[0].batches_per_epoch
+            notes.append(f"* {h.backend}: timed on {shortest} of {full} batches per epoch, "
+                         f"epoch time extrapolated; its loss and accuracy are after those "
+                         f"batches only")
+    for h in histories:
+        if h.interrupted:
+            notes.append(f"{h.backend}: interrupted (Ctrl-C)"
+                         + ("; its last epoch is partial" if h.epochs
+                            else " before it finished a step"))
+    return "\n".join(lines + notes)
+
+
+def _cell(value: float | None, pattern: str, width: int) -> str:
+    text = "-" if value is None else pattern.format(value)
+    return " " + text.rjust(width)
+
+
+def results_document(histories: Sequence[History], data: Data) -> dict[str, Any]:
+    """The JSON the CLI writes with ``--json``: the machine, the dataset and every run."""
+    return {
+        "machine": machine.machine_info(),
+        "dataset": data.dataset,
+        "dataset_note": data.note,
+        "runs": [h.to_dict() for h in histories],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
