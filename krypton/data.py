@@ -21,12 +21,10 @@ loads both splits, standardized, as a ``Data`` (what ``krypton.train`` trains on
 from __future__ import annotations
 
 import gzip
-import hashlib
 import http.client
 import math
 import os
 import struct
-import urllib.request
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,10 +32,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from krypton.checks import positive_int
-from krypton.files import atomic_write
+from krypton.files import download_verified
 
 __all__ = [
     "CLASS_NAMES", "DATASETS", "DEBIAN_FASHION_MNIST_DIR", "DOWNLOAD_TIMEOUT", "Data",
@@ -320,37 +317,6 @@ def _mirrors_env_var(dataset: str) -> str:
     return f"KRYPTON_{dataset.upper().replace('-', '_')}_MIRRORS"
 
 
-def _download_verified(url: str, destination: Path, md5: str) -> None:
-    """Fetch url into destination, which appears only once complete and matching md5."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    # atomic_write renames a temporary file beside the destination into place only when the
-    # block ends cleanly: a short body or a wrong checksum raises inside it, and a Ctrl-C
-    # anywhere leaves no file that looks complete.
-    with atomic_write(destination, "wb") as out, \
-            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
-        digest = hashlib.md5(usedforsecurity=False)
-        declared = response.headers.get("Content-Length")
-        expected_size = int(declared) if declared and declared.isdigit() else None
-        received = 0
-        with tqdm(total=expected_size, unit="B", unit_scale=True, unit_divisor=1024,
-                  desc=destination.name) as progress:
-            while chunk := response.read(_CHUNK_BYTES):
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-                progress.update(len(chunk))
-        # urllib returns a short body without complaint when the server closes early.
-        if expected_size is not None and received != expected_size:
-            raise OSError(
-                f"transfer interrupted: received {received} of {expected_size} bytes"
-            )
-        if digest.hexdigest() != md5:
-            raise OSError(
-                f"checksum mismatch: expected md5 {md5}, got {digest.hexdigest()} "
-                f"({received} bytes)"
-            )
-
-
 def _download_split(dataset: str, stems: tuple[str, str],
                     directory: Path) -> tuple[list[Path], list[str]]:
     """Download the split's files into directory: (paths, one line per failed attempt).
@@ -368,7 +334,8 @@ def _download_split(dataset: str, stems: tuple[str, str],
         for mirror in _mirrors(dataset):
             url = mirror.rstrip("/") + "/" + name
             try:
-                _download_verified(url, destination, MD5_CHECKSUMS[dataset][name])
+                download_verified(url, destination, MD5_CHECKSUMS[dataset][name],
+                                  timeout=DOWNLOAD_TIMEOUT)
                 break
             except (OSError, http.client.HTTPException, ValueError) as err:
                 failures.append(f"{url}: {err}")

@@ -1,4 +1,4 @@
-"""Writing files so that nothing is ever half-written.
+"""Writing files so that nothing is ever half-written, downloads included.
 
 Every file the package writes (checkpoints, tuning, results, plots, cache entries, downloads)
 goes through :func:`atomic_write`: the bytes go to a temporary file in the same directory, are
@@ -11,10 +11,14 @@ path before it starts an hour of work, instead of failing at the end.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
+import urllib.request
 from pathlib import Path
 from typing import IO, Iterator
+
+from tqdm.auto import tqdm
 
 
 @contextlib.contextmanager
@@ -72,3 +76,38 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
         raise ValueError(f"the {what} path {str(target)!r} is in a directory you cannot write "
                          f"to ({str(parent)!r}): choose another path")
     return target
+
+
+def download_verified(url: str, destination: Path, md5: str, *, timeout: float) -> None:
+    """Fetch ``url`` into ``destination``, which appears only once complete and matching ``md5``.
+
+    A progress bar shows the transfer. ``timeout`` is the seconds without progress after which
+    the server counts as dead. Raises OSError for a short body or a wrong checksum; the
+    destination is then left as it was (absent, for a first download).
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    # atomic_write renames a temporary file beside the destination into place only when the
+    # block ends cleanly: a short body or a wrong checksum raises inside it, and a Ctrl-C
+    # anywhere leaves no file that looks complete.
+    with atomic_write(destination, "wb") as out, \
+            urllib.request.urlopen(url, timeout=timeout) as response:
+        digest = hashlib.md5(usedforsecurity=False)
+        declared = response.headers.get("Content-Length")
+        expected_size = int(declared) if declared and declared.isdigit() else None
+        received = 0
+        with tqdm(total=expected_size, unit="B", unit_scale=True, unit_divisor=1024,
+                  desc=destination.name) as progress:
+            while chunk := response.read(_CHUNK_BYTES):
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                progress.update(len(chunk))
+        # urllib returns a short body without complaint when the server closes early.
+        if expected_size is not None and received != expected_size:
+            raise OSError(f"transfer interrupted: received {received} of {expected_size} bytes")
+        if digest.hexdigest() != md5:
+            raise OSError(f"checksum mismatch: expected md5 {md5}, got {digest.hexdigest()} "
+                          f"({received} bytes)")
+
+
+_CHUNK_BYTES = 1 << 20
