@@ -519,9 +519,9 @@ def test_an_array_on_the_left_of_an_operator_is_still_a_tensor_operation():
 
 def test_linear_names_an_argument_that_is_not_a_tensor():
     weight = Tensor(np.ones((2, 3), dtype=np.float32))
-    with pytest.raises(TypeError, match="x is a ndarray: wrap it as krypton.Tensor"):
+    with pytest.raises(TypeError, match="the input must be a Tensor, got ndarray: wrap it as krypton.Tensor"):
         krypton.nn.functional.linear(np.ones((1, 3), dtype=np.float32), weight)
-    with pytest.raises(TypeError, match="bias is a list"):
+    with pytest.raises(TypeError, match="the bias must be a Tensor, got list"):
         krypton.nn.functional.linear(Tensor(np.ones((1, 3), dtype=np.float32)), weight, [1, 2])
 
 
