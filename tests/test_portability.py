@@ -130,3 +130,24 @@ def test_every_rung_builds_and_passes_the_harness(piece):
     assert result.returncode == 0, result.stdout + result.stderr
     built = [line for line in result.stdout.splitlines() if line.startswith(f"{piece}/")]
     assert built, f"no configuration of {piece} was built:\n{result.stdout}"
+
+
+# Notebook 03 shows the simd rung's inner loop compiled for the other architecture.
+def test_cross_disassembly_for_aarch64_has_a_neon_fma():
+    from krypton import notebook
+    try:
+        assembly, command = notebook.cross_disassemble("simd", "aarch64")
+    except notebook.CrossCompilerNotFoundError as error:
+        pytest.skip(str(error))
+    assert "fmla" in assembly and ".4s" in assembly, assembly
+    assert "csrc/simd.c" in command
+
+
+def test_cross_disassembly_without_a_cross_compiler_says_what_to_install(monkeypatch):
+    from krypton import notebook
+    which = shutil.which
+    monkeypatch.setattr(notebook.shutil, "which", lambda name: which(name) if "objdump" in name else None)
+    if which("aarch64-linux-gnu-objdump") is None and which("llvm-objdump") is None:
+        pytest.skip("no aarch64 disassembler either: the message names binutils instead")
+    with pytest.raises(notebook.CrossCompilerNotFoundError, match="apt install gcc-aarch64-linux-gnu"):
+        notebook.cross_disassemble("simd", "aarch64")
