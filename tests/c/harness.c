@@ -24,9 +24,11 @@
  * counted as "declined", and C must then be untouched. Any other nonzero return is a failure.
  *
  * Inputs are deterministic (a fixed-seed xorshift generator), so a failure repeats exactly.
- * Every failure prints one line naming the case; the exit status is 1 if any case failed.
+ * Every failure prints one line naming the case (a crash too, on stderr); the exit status is 1
+ * if any case failed.
  */
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,6 +160,17 @@ static strided lay_out(const float *values, int64_t rows, int64_t cols, int tran
 
 static int failures = 0, passed = 0, declined = 0;
 
+/* The case being run, so that a rung that crashes is named: the handler prints it and then dies
+ * of the same signal. (stdio in a signal handler is not async-signal-safe; the process is
+ * about to end, and the line is what the reader needs.) */
+static const char *running = "no case yet";
+static void name_the_crash(int sig)
+{
+    fprintf(stderr, "CRASH %s: signal %d\n", running, sig);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 static void report(const char *fmt_case, const char *what)
 {
     if (++failures <= MAX_FAILURE_LINES)
@@ -266,6 +279,7 @@ static void run_shape(const shape *s, int quick)
                 kr_knobs knobs = KNOBS[n].knobs;
                 knobs.threads = THREADS[t];
 
+                running = label;
                 const int status = KR_FUNCTION(KR_RUNG)(M, N, K, A.data, A.rs, A.cs,
                                                         B.data, B.rs, B.cs, C, ldc, &knobs);
                 char what[128];
@@ -312,6 +326,10 @@ static void run_shape(const shape *s, int quick)
 int main(int argc, char **argv)
 {
     int quick = 0;
+    setvbuf(stdout, NULL, _IOLBF, 0);   /* every line out before a crash can lose it */
+    signal(SIGSEGV, name_the_crash);
+    signal(SIGFPE, name_the_crash);
+    signal(SIGILL, name_the_crash);     /* an instruction this CPU (or qemu) does not have */
     for (int i = 1; i < argc; ++i) {
         if (strcmp(argv[i], "--quick") == 0) {
             quick = 1;
