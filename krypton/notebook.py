@@ -7,8 +7,10 @@ here is needed outside a notebook, but all of it works in a plain Python session
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -109,11 +111,15 @@ def disassemble(kernel: str | Kernel, symbol: str | None = None, **code_knobs: A
     objdump = shutil.which("objdump")
     if objdump is None:
         raise RuntimeError("objdump was not found: install binutils (apt-get install binutils)")
-    symbol = symbol or compiled.function_name
-    result = subprocess.run([objdump, "-d", "--no-show-raw-insn", "-M", "intel",
-                             str(compiled.module.path)], capture_output=True, text=True)
+    return _function_block(objdump, compiled.module.path, symbol or compiled.function_name)
+
+
+def _function_block(objdump: str, binary: Path, symbol: str) -> str:
+    """objdump's disassembly of one function of ``binary`` (Intel syntax on x86)."""
+    result = subprocess.run([objdump, "-d", "--no-show-raw-insn", "-M", "intel", str(binary)],
+                            capture_output=True, text=True)
     if result.returncode != 0:  # -M intel is x86-only
-        result = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(compiled.module.path)],
+        result = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(binary)],
                                 capture_output=True, text=True, check=True)
     blocks = re.split(r"\n(?=[0-9a-f]+ <)", result.stdout)
     names = []
@@ -126,7 +132,62 @@ def disassemble(kernel: str | Kernel, symbol: str | None = None, **code_knobs: A
         if found.group(1) == symbol or found.group(1).startswith(symbol + "."):
             return block
     ours = [n for n in names if n.startswith("kr_")]
-    raise ValueError(f"no symbol {symbol!r} in {compiled.module.path.name}; it has {ours}")
+    raise ValueError(f"no symbol {symbol!r} in {binary.name}; it has {ours}")
+
+
+# The other architecture a notebook can show: its GNU triple, the flags that pick its vector ISA,
+# and the Debian package of its cross compiler. x86-64 is shown as AVX2 + FMA, the ISA most x86
+# machines have; aarch64 as armv8-a, which includes NEON.
+CROSS_TARGETS = {
+    "aarch64": ("aarch64-linux-gnu", ("-march=armv8-a",), "gcc-aarch64-linux-gnu"),
+    "x86_64": ("x86_64-linux-gnu", ("-mavx2", "-mfma"), "gcc-x86-64-linux-gnu"),
+}
+
+
+class CrossCompilerNotFoundError(RuntimeError):
+    """No compiler (or no disassembler) for the asked-for architecture is installed."""
+
+
+def cross_disassemble(kernel: str, target: str) -> tuple[str, str]:
+    """The machine code of rung ``kernel`` compiled for another architecture ``target``
+    (``"aarch64"`` or ``"x86_64"``), and the compile command used.
+
+    The rung's file (csrc/<kernel>.c) is compiled to an object file with the seam's
+    optimisation flags by ``<triple>-gcc``, or ``clang --target=<triple>`` (Debian's clang can
+    cross-compile when the target's headers are installed), and disassembled by
+    ``<triple>-objdump`` or ``llvm-objdump``. Raises CrossCompilerNotFoundError, saying what to
+    install, when none of them works here.
+    """
+    if target not in CROSS_TARGETS:
+        raise ValueError(f"target must be one of {sorted(CROSS_TARGETS)}, got {target!r}")
+    triple, isa_flags, package = CROSS_TARGETS[target]
+    source = seam.CSRC / f"{kernel}.c"
+    if not source.is_file():
+        raise ValueError(f"no rung {kernel!r}: {source} does not exist")
+    objdumps = [shutil.which(name) for name in
+                (f"{triple}-objdump", "llvm-objdump", "llvm-objdump-16", "llvm-objdump-14")]
+    objdump = next((path for path in objdumps if path), None)
+    if objdump is None:
+        raise CrossCompilerNotFoundError(
+            f"no disassembler for {target}: install binutils-{triple.replace('_', '-')} or llvm")
+    compilers = [[f"{triple}-gcc"], *([clang, f"--target={triple}"]
+                                      for clang in ("clang", "clang-16", "clang-15", "clang-14"))]
+    tried = []
+    with tempfile.TemporaryDirectory() as tmp:
+        obj = Path(tmp, f"{kernel}.o")
+        for compiler in compilers:
+            if shutil.which(compiler[0]) is None:
+                continue
+            command = [*compiler, "-O3", "-std=gnu11", "-fPIC", *isa_flags,
+                       f"-I{seam.CSRC}", "-c", str(source), "-o", str(obj)]
+            result = subprocess.run(command, capture_output=True, text=True)
+            if result.returncode == 0:
+                shown = shlex.join([*compiler, "-O3", *isa_flags, "-c", f"csrc/{kernel}.c"])
+                return _function_block(objdump, obj, f"kr_sgemm_{kernel}"), shown
+            tried.append(f"{shlex.join(compiler)}: {result.stderr.strip().splitlines()[-1:]}")
+    raise CrossCompilerNotFoundError(
+        f"no compiler for {target} here ({'; '.join(tried) or 'none installed'}): install "
+        f"{package} (on Debian/Ubuntu: apt install {package})")
 
 
 def count_instructions(assembly: str, patterns: Sequence[str] = ("vfmadd", "fmla")) -> dict:
