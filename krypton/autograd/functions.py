@@ -40,7 +40,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         gx = backends.matmul(g, weight.data) if x.requires_grad else None
         gw = backends.matmul(g.T, x.data) if weight.requires_grad else None
         gb = g.sum(axis=0) if bias is not None and bias.requires_grad else None
-        return gx, gw, gb
+        return gx, _hand_over(weight, gw), _hand_over(bias, gb)
 
     return Tensor._result(out, parents, "Linear", backward)
 
@@ -64,9 +64,24 @@ def linear_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor
         gz, gb = fused.bias_relu_backward(g, out, with_bias=want_bias)
         gx = backends.matmul(gz, weight.data) if x.requires_grad else None
         gw = backends.matmul(gz.T, x.data) if weight.requires_grad else None
-        return gx, gw, gb
+        return gx, _hand_over(weight, gw), _hand_over(bias, gb)
 
     return Tensor._result(out, parents, "LinearReLU", backward)
+
+
+def _hand_over(parameter: Tensor | None, grad: np.ndarray | None) -> np.ndarray | None:
+    """Give a leaf (a weight, a bias) the gradient array just computed for it, without a copy.
+
+    The engine copies the first gradient a leaf receives, since an array may reach several
+    tensors or be a view; the arrays this module's backward passes make are new and go to one
+    input only, so a leaf with no gradient yet takes one as its ``.grad`` directly (a weight's
+    gradient is the largest array of the step). The engine then gets ``None``: nothing more to
+    add. A leaf that already has a gradient gets this one added by the engine, in place.
+    """
+    if grad is None or not parameter.is_leaf or parameter.grad is not None:
+        return grad
+    parameter.grad = Tensor(grad)
+    return None
 
 
 def _checked_linear(x: Tensor, weight: Tensor, bias: Tensor | None, name: str) -> bool:
