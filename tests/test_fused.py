@@ -371,3 +371,31 @@ def test_c_entry_points_refuse_hostile_arguments_without_crashing():
                             text=True, cwd=REPO, timeout=300,
                             env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0 and "refused" in result.stdout, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# The training loop: fusion on by default, off with fused=False (--no-fused)
+
+
+def tiny_data(seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((96, 12)).astype(np.float32)
+    labels = rng.integers(0, 10, 96)
+    return krypton.data.Data("mnist", images[:64], labels[:64], images[64:], labels[64:])
+
+
+def test_train_runs_the_references_with_fused_false(monkeypatch):
+    from krypton import train
+    data = tiny_data()
+    options = dict(epochs=2, batch_size=16, optimizer="adam", progress=False, log=None)
+    fused_run = train.train(train.build_mlp((12, 8, 10), seed=0), data, "packed", **options)
+    monkeypatch.setattr(fused, "compiled", lambda: (_ for _ in ()).throw(AssertionError))
+    reference = train.train(train.build_mlp((12, 8, 10), seed=0), data, "packed", fused=False,
+                            **options)
+    np.testing.assert_allclose(fused_run.batch_losses, reference.batch_losses, rtol=1e-5)
+
+
+def test_the_cli_has_a_no_fused_switch():
+    from krypton import train
+    assert train.build_parser().parse_args(["--no-fused"]).no_fused
+    assert not train.build_parser().parse_args([]).no_fused
