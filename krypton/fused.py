@@ -131,6 +131,7 @@ def bias_relu(x: np.ndarray, bias: np.ndarray | None = None,
 
 def bias_relu_numpy(x: np.ndarray, bias: np.ndarray | None = None,
                     out: np.ndarray | None = None) -> np.ndarray:
+    """The NumPy reference of ``bias_relu``: the same arguments, the same results."""
     return np.maximum(x if bias is None else x + bias, 0, out=out)
 
 
@@ -156,6 +157,7 @@ def bias_relu_backward(grad: np.ndarray, y: np.ndarray,
 
 def bias_relu_backward_numpy(grad: np.ndarray, y: np.ndarray,
                              with_bias: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """The NumPy reference of ``bias_relu_backward``: the same arguments, the same results."""
     grad_x = grad * (y > 0)  # a product, not np.where: NaN * 0 stays NaN
     return grad_x, grad_x.sum(axis=0) if with_bias else None
 
@@ -185,6 +187,7 @@ def softmax_cross_entropy(logits: np.ndarray, labels: Any) -> tuple[np.ndarray, 
 
 
 def softmax_cross_entropy_numpy(logits: np.ndarray, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The NumPy reference of ``softmax_cross_entropy``: the same arguments, the same results."""
     with np.errstate(over="ignore", invalid="ignore"):  # -inf and NaN rows give NaN, as C
         shifted = logits - np.max(logits, axis=1, keepdims=True)
         log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
@@ -217,6 +220,7 @@ def softmax_cross_entropy_backward(probs: np.ndarray, labels: Any, scale: Any) -
 
 def softmax_cross_entropy_backward_numpy(probs: np.ndarray, labels: Any,
                                          scale: Any) -> np.ndarray:
+    """The NumPy reference of ``softmax_cross_entropy_backward``: the same arguments, the same results."""
     grad = probs.copy()
     labels = np.asarray(labels)
     grad[np.arange(len(labels)), labels] -= 1
@@ -261,6 +265,7 @@ def sgd_step_numpy(param: np.ndarray, grad: np.ndarray, buffer: np.ndarray | Non
                    lr: float, momentum: float = 0.0, dampening: float = 0.0,
                    weight_decay: float = 0.0, nesterov: bool = False,
                    first: bool = False) -> None:
+    """The NumPy reference of ``sgd_step``: the same arguments, the same results."""
     if weight_decay:
         grad = grad + weight_decay * param
     if momentum:
@@ -294,6 +299,7 @@ def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
 def adam_step_numpy(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
                     exp_avg_sq: np.ndarray, step: int, lr: float, beta1: float = 0.9,
                     beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    """The NumPy reference of ``adam_step``: the same arguments, the same results."""
     if weight_decay:
         grad = grad + weight_decay * param
     exp_avg *= beta1
