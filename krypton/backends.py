@@ -137,3 +137,41 @@ def _compute(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.matmul(a, b)
     return kernels.matmul(a, b, kernel=name, **knobs)
 
+
+
+# --------------------------------------------------------------------------------------------
+# The fused element-wise kernels (krypton.fused) follow the backend: every rung runs the C
+# versions, "numpy" their NumPy references. `with fused_kernels(False):` turns the C ones off
+# under any backend, to measure what they buy.
+
+_fused_default = True
+
+
+def set_fused_kernels(enabled: bool) -> None:
+    """Use the fused C kernels (True, the default) or their NumPy references, in every thread
+    that has not chosen with ``fused_kernels``."""
+    global _fused_default
+    _fused_default = _flag(enabled)
+
+
+@contextlib.contextmanager
+def fused_kernels(enabled: bool) -> Iterator[bool]:
+    """Use the fused C kernels, or not, inside a ``with`` block, in this thread only."""
+    previous = getattr(_local, "fused", None)
+    _local.fused = _flag(enabled)
+    try:
+        yield _local.fused
+    finally:
+        _local.fused = previous
+
+
+def uses_fused() -> bool:
+    """True when this thread's element-wise work runs in C: fusion on and a backend not "numpy"."""
+    chosen = getattr(_local, "fused", None)
+    return (_fused_default if chosen is None else chosen) and _current()[0] != "numpy"
+
+
+def _flag(enabled: bool) -> bool:
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise TypeError(f"expected True or False, got {enabled!r}")
+    return bool(enabled)

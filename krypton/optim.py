@@ -3,8 +3,11 @@
     opt = krypton.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     opt.zero_grad(); loss.backward(); opt.step()
 
-Updates are written in place into each parameter's array (``p.data``), with NumPy's in-place
-operations, so a step allocates little and the model sees the new values at once.
+Updates are written in place into each parameter's array (``p.data``), so the model sees the
+new values at once. On a backend that uses the fused kernels (``krypton.backends.uses_fused``:
+every rung, unless turned off) a float32 parameter is updated by one C pass over it
+(``krypton.fused.sgd_step``, ``adam_step``); otherwise by their NumPy references, the same
+formulas in a few in-place NumPy operations.
 
 Each parameter is updated once per ``step``, however often it was passed: a parameter listed
 twice in a group is kept once, with a warning (PyTorch warns too, but then steps it twice), and
@@ -15,12 +18,12 @@ that sets ``group["lr"]`` to NaN is stopped at once, not after a run of NaN loss
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, Iterable
 
 import numpy as np
 
+from krypton import backends, fused
 from krypton.autograd import Tensor
 from krypton.checks import finite_float
 
@@ -139,27 +142,14 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         for group, p, g in self._gradients():
-            lr, momentum = group["lr"], group["momentum"]
-            if group["weight_decay"]:
-                g = g + group["weight_decay"] * p.data
             state = self.state.setdefault(id(p), {})
-            if momentum:
-                buffer = state.get("momentum_buffer")
-                if buffer is None:
-                    buffer = state["momentum_buffer"] = np.array(g, dtype=p.dtype)
-                else:
-                    buffer *= momentum
-                    if group["dampening"]:
-                        buffer += (1 - group["dampening"]) * g
-                    else:
-                        buffer += g
-                g = g + momentum * buffer if group["nesterov"] else buffer
-            # p -= lr * g through a scratch array kept between steps: no allocation per step.
-            scratch = state.get("scratch")
-            if scratch is None:
-                scratch = state["scratch"] = np.empty_like(p.data)
-            np.multiply(g, lr, out=scratch, casting="unsafe")
-            p.data -= scratch
+            buffer, first = state.get("momentum_buffer"), False
+            if group["momentum"] and buffer is None:
+                buffer = state["momentum_buffer"] = np.empty_like(p.data)
+                first = True
+            update = fused.sgd_step if _fusable(p.data, g) else fused.sgd_step_numpy
+            update(p.data, g, buffer, group["lr"], group["momentum"], group["dampening"],
+                   group["weight_decay"], group["nesterov"], first)
 
 
 class Adam(Optimizer):
@@ -187,18 +177,18 @@ class Adam(Optimizer):
     def step(self) -> None:
         for group, p, g in self._gradients():
             beta1, beta2 = group["betas"]
-            if group["weight_decay"]:
-                g = g + group["weight_decay"] * p.data
             state = self.state.setdefault(id(p), {})
             if not state:
                 state.update(step=0, exp_avg=np.zeros_like(p.data),
                              exp_avg_sq=np.zeros_like(p.data))
             state["step"] += 1
-            m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
-            m *= beta1
-            m += (1 - beta1) * g
-            v *= beta2
-            v += (1 - beta2) * (g * g)
-            step_size = group["lr"] / (1 - beta1 ** t)
-            denominator = np.sqrt(v) / math.sqrt(1 - beta2 ** t) + group["eps"]
-            p.data -= step_size * (m / denominator)
+            update = fused.adam_step if _fusable(p.data, g) else fused.adam_step_numpy
+            update(p.data, g, state["exp_avg"], state["exp_avg_sq"], state["step"],
+                   group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
+
+
+def _fusable(param: np.ndarray, grad: np.ndarray) -> bool:
+    """The fused C update takes float32 parameters it can write in place (a parameter is a
+    C-contiguous array unless the learner made it a view)."""
+    return (param.dtype == np.float32 and grad.dtype == np.float32
+            and param.flags.c_contiguous and param.flags.writeable and backends.uses_fused())

@@ -26,7 +26,7 @@ LAYERS = [
     {"krypton.seam"},
     {"krypton.machine"},
     {"krypton.tuning"},
-    {"krypton.kernels"},
+    {"krypton.kernels", "krypton.fused"},
     {"krypton.timing"},
     {"krypton.backends"},
     {"krypton.autograd", "krypton.autograd.engine", "krypton.autograd.ops",

@@ -9,7 +9,8 @@ Read it in this order:
    each operation computes its value and records its inputs and a small ``backward`` closure.
    That record *is* the graph, built as the Python code runs ("define by run"). Matrix products
    go through ``krypton.backends.matmul``, so forward and backward run on the kernel ladder.
-3. ``krypton/autograd/functions.py``: the fused layer (``linear``) and loss (``cross_entropy``).
+3. ``krypton/autograd/functions.py``: the fused layers (``linear``, ``linear_relu``) and loss
+   (``cross_entropy``), whose element-wise work runs in ``krypton.fused``'s C kernels.
 
 Names and semantics follow PyTorch, so what is learned here transfers. Every name of the three
 modules a learner or notebook uses is importable from here.
@@ -17,10 +18,10 @@ modules a learner or notebook uses is importable from here.
 
 from krypton.autograd.engine import (backward, enable_grad, graph, is_grad_enabled, no_grad,
                                      topological_order)
-from krypton.autograd.functions import cross_entropy, linear
+from krypton.autograd.functions import cross_entropy, linear, linear_relu
 from krypton.autograd.ops import FLOAT_DTYPES, Tensor, _unbroadcast, matmul, tensor
 
 _topological_order = topological_order  # the name notebook 07 shows
 
 __all__ = ["FLOAT_DTYPES", "Tensor", "backward", "cross_entropy", "enable_grad", "graph",
-           "is_grad_enabled", "linear", "matmul", "no_grad", "tensor", "topological_order"]
+           "is_grad_enabled", "linear", "linear_relu", "matmul", "no_grad", "tensor", "topological_order"]

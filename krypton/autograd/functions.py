@@ -1,8 +1,11 @@
-"""The fused operations of a network layer and its loss: ``linear`` and ``cross_entropy``.
+"""The fused operations of a network layer and its loss: ``linear``, ``linear_relu`` and
+``cross_entropy``.
 
 Each is one node of the graph instead of several, so its backward produces every gradient in
 the layout it is stored in and with the closed-form formula (``krypton.nn.functional`` exposes
-them under PyTorch's names).
+them under PyTorch's names). Their element-wise work (bias add and ReLU, softmax and the loss)
+runs in the fused C kernels of ``krypton.fused`` when the backend uses them
+(``krypton.backends.uses_fused``), in NumPy otherwise: the same formulas either way.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from krypton import backends
-from krypton.autograd.ops import Tensor, _log_softmax, _same_dtype
+from krypton import backends, fused
+from krypton.autograd.ops import Tensor, _fusable, _log_softmax, _same_dtype
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -25,22 +28,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         dW = dYᵀ X       (out, N) @ (N, in): dYᵀ is a view, the kernel reads it in place
         db = sum of dY over the batch
     """
-    for label, value in (("x", x), ("weight", weight), ("bias", bias)):
-        if not isinstance(value, Tensor) and not (label == "bias" and value is None):
-            raise TypeError(f"linear takes Tensors, but {label} is a {type(value).__name__}: "
-                            f"wrap it as krypton.Tensor({label})")
-    if x.ndim != 2 or weight.ndim != 2:  # e.g. a single 1-D sample: the general ops handle it
+    if not _checked_linear(x, weight, bias, "linear"):  # e.g. a 1-D sample: the general ops
         y = x @ weight.T
         return y if bias is None else y + bias
-    _same_dtype(x, weight, "linear")
-    if bias is not None:
-        _same_dtype(x, bias, "linear")
-        if bias.shape != weight.shape[:1]:
-            raise ValueError(f"linear: bias of shape {bias.shape} does not match the weight of "
-                             f"shape {weight.shape}; it must be ({weight.shape[0]},)")
-    if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"linear: input of shape {x.shape} has {x.shape[1]} features but the "
-                         f"weight of shape {weight.shape} expects {weight.shape[1]}")
     out = backends.matmul(x.data, weight.data.T)
     if bias is not None:
         out += bias.data
@@ -50,9 +40,68 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         gx = backends.matmul(g, weight.data) if x.requires_grad else None
         gw = backends.matmul(g.T, x.data) if weight.requires_grad else None
         gb = g.sum(axis=0) if bias is not None and bias.requires_grad else None
-        return gx, gw, gb
+        return gx, _hand_over(weight, gw), _hand_over(bias, gb)
 
     return Tensor._result(out, parents, "Linear", backward)
+
+
+def linear_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``relu(x @ weight.T + bias)`` as one graph node: a ``Linear`` then a ``ReLU``.
+
+    ``nn.Sequential`` calls it for every Linear followed by a ReLU. The bias add and the ReLU
+    are one pass, in place over the fresh product; the backward masks the gradient and sums
+    it for the bias in one pass too, for Y = relu(Z), Z = X Wᵀ + b:
+        dZ = dY * (Y > 0);   dX = dZ W;   dW = dZᵀ X;   db = sum of dZ over the batch
+    """
+    if not _checked_linear(x, weight, bias, "linear_relu") or not _fusable(x.data):
+        return linear(x, weight, bias).relu()  # the NumPy reference: two nodes
+    out = backends.matmul(x.data, weight.data.T)
+    fused.bias_relu(out, None if bias is None else bias.data, out=out)  # in place
+    parents = (x, weight) if bias is None else (x, weight, bias)
+
+    def backward(g: np.ndarray):
+        want_bias = bias is not None and bias.requires_grad
+        gz, gb = fused.bias_relu_backward(g, out, with_bias=want_bias)
+        gx = backends.matmul(gz, weight.data) if x.requires_grad else None
+        gw = backends.matmul(gz.T, x.data) if weight.requires_grad else None
+        return gx, _hand_over(weight, gw), _hand_over(bias, gb)
+
+    return Tensor._result(out, parents, "LinearReLU", backward)
+
+
+def _hand_over(parameter: Tensor | None, grad: np.ndarray | None) -> np.ndarray | None:
+    """Give a leaf (a weight, a bias) the gradient array just computed for it, without a copy.
+
+    The engine copies the first gradient a leaf receives, since an array may reach several
+    tensors or be a view; the arrays this module's backward passes make are new and go to one
+    input only, so a leaf with no gradient yet takes one as its ``.grad`` directly (a weight's
+    gradient is the largest array of the step). The engine then gets ``None``: nothing more to
+    add. A leaf that already has a gradient gets this one added by the engine, in place.
+    """
+    if grad is None or not parameter.is_leaf or parameter.grad is not None:
+        return grad
+    parameter.grad = Tensor(grad)
+    return None
+
+
+def _checked_linear(x: Tensor, weight: Tensor, bias: Tensor | None, name: str) -> bool:
+    """Refuse what ``linear`` cannot compute; False for the shapes the general ops handle."""
+    for label, value in (("x", x), ("weight", weight), ("bias", bias)):
+        if not isinstance(value, Tensor) and not (label == "bias" and value is None):
+            raise TypeError(f"{name} takes Tensors, but {label} is a {type(value).__name__}: "
+                            f"wrap it as krypton.Tensor({label})")
+    if x.ndim != 2 or weight.ndim != 2:
+        return False
+    _same_dtype(x, weight, name)
+    if bias is not None:
+        _same_dtype(x, bias, name)
+        if bias.shape != weight.shape[:1]:
+            raise ValueError(f"{name}: bias of shape {bias.shape} does not match the weight "
+                             f"of shape {weight.shape}; it must be ({weight.shape[0]},)")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"{name}: input of shape {x.shape} has {x.shape[1]} features but the "
+                         f"weight of shape {weight.shape} expects {weight.shape[1]}")
+    return True
 
 
 def cross_entropy(logits: Tensor, target: Any, reduction: str = "mean") -> Tensor:
@@ -70,9 +119,11 @@ def cross_entropy(logits: Tensor, target: Any, reduction: str = "mean") -> Tenso
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     labels = _class_indices(target, logits.shape)
     n = logits.shape[0]
+    scale = (1.0 / n if n else 0.0) if reduction == "mean" else 1.0
+    if n and _fusable(logits.data):
+        return _fused_cross_entropy(logits, labels, reduction, scale)
     log_probs = _log_softmax(logits.data, axis=1)
     picked = -log_probs[np.arange(n), labels]
-    scale = (1.0 / n if n else 0.0) if reduction == "mean" else 1.0
     loss = picked if reduction == "none" else np.asarray(picked.sum() * scale,
                                                          dtype=logits.dtype)
 
@@ -82,6 +133,21 @@ def cross_entropy(logits: Tensor, target: Any, reduction: str = "mean") -> Tenso
         if reduction == "none":
             return (grad * g[:, None],)
         return (grad * (g * scale),)
+
+    return Tensor._result(loss, (logits,), "CrossEntropy", backward)
+
+
+def _fused_cross_entropy(logits: Tensor, labels: np.ndarray, reduction: str,
+                         scale: float) -> Tensor:
+    """``cross_entropy`` through csrc/fused.c: the softmax, saved by the forward pass, is what
+    the backward needs (``softmax - onehot``), so neither pass recomputes an exponential."""
+    losses, probs = fused.softmax_cross_entropy(logits.data, labels)
+    loss = losses if reduction == "none" else np.asarray(losses.sum() * scale,
+                                                         dtype=logits.dtype)
+
+    def backward(g: np.ndarray):
+        factor = g if reduction == "none" else g * scale
+        return (fused.softmax_cross_entropy_backward(probs, labels, factor),)
 
     return Tensor._result(loss, (logits,), "CrossEntropy", backward)
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from krypton import backends
+from krypton import backends, fused
 from krypton.autograd import engine
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -168,6 +168,8 @@ class Tensor:
         if self.grad is None:
             # A copy: the same array may reach several tensors (x + x), or be a read-only view.
             self.grad = Tensor(np.array(grad, dtype=self.dtype))
+        elif self.grad.data.flags.writeable and self.grad.shape == self.shape:
+            np.add(self.grad.data, grad, out=self.grad.data)  # in place, as PyTorch: no new array
         else:
             self.grad = Tensor(self.grad.data + grad)
 
@@ -294,6 +296,12 @@ class Tensor:
         return Tensor._result(np.log(a.data), (a,), "Log", lambda g: (g / a.data,))
 
     def relu(self) -> Tensor:
+        if _fusable(self.data):  # one pass in C (csrc/fused.c); the same formulas as below
+            flat = self.data.reshape(1, -1)
+            out = fused.bias_relu(flat).reshape(self.shape)
+            return Tensor._result(out, (self,), "ReLU", lambda g: (
+                fused.bias_relu_backward(g.reshape(1, -1), out.reshape(1, -1),
+                                         with_bias=False)[0].reshape(out.shape),))
         a = self
         return Tensor._result(np.maximum(a.data, 0), (a,), "ReLU",
                               lambda g: (g * (a.data > 0),))
@@ -521,6 +529,12 @@ def _expand(grad: np.ndarray, axes: tuple[int, ...], keepdims: bool,
     if not keepdims:
         grad = np.expand_dims(grad, axes)
     return np.broadcast_to(grad, shape)
+
+
+def _fusable(*arrays: np.ndarray) -> bool:
+    """Whether the fused C kernels (krypton.fused) take these arrays: float32, on a backend
+    that uses them (``krypton.backends.uses_fused``); float64 stays in NumPy, for the checks."""
+    return all(a.dtype == np.float32 for a in arrays) and backends.uses_fused()
 
 
 def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:

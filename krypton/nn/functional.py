@@ -12,7 +12,7 @@ from typing import Any
 from krypton import autograd
 from krypton.autograd import Tensor, cross_entropy
 
-__all__ = ["cross_entropy", "linear", "log_softmax", "mse_loss", "relu", "sigmoid", "softmax",
+__all__ = ["cross_entropy", "linear", "linear_relu", "log_softmax", "mse_loss", "relu", "sigmoid", "softmax",
            "tanh"]
 
 
@@ -20,6 +20,14 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``input @ weight.T + bias``, weight (out_features, in_features), as ``F.linear``."""
     return autograd.linear(_tensor(input, "linear"), _tensor(weight, "linear", "weight"),
                            None if bias is None else _tensor(bias, "linear", "bias"))
+
+
+def linear_relu(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``relu(linear(input, weight, bias))`` as one fused node (krypton's; PyTorch has none):
+    what ``nn.Sequential`` runs for a Linear followed by a ReLU."""
+    return autograd.linear_relu(_tensor(input, "linear_relu"),
+                                _tensor(weight, "linear_relu", "weight"),
+                                None if bias is None else _tensor(bias, "linear_relu", "bias"))
 
 
 def relu(x: Tensor) -> Tensor:

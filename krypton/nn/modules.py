@@ -259,13 +259,20 @@ class Linear(Module):
                      if bias else None)
 
     def forward(self, x: Tensor) -> Tensor:
+        return F.linear(self._checked(x), self.weight, self.bias)
+
+    def forward_relu(self, x: Tensor) -> Tensor:
+        """``relu(self(x))`` as one fused node (what ``Sequential`` runs for Linear, ReLU)."""
+        return F.linear_relu(self._checked(x), self.weight, self.bias)
+
+    def _checked(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):
             raise TypeError(f"Linear takes a Tensor, got {type(x).__name__}: wrap it as "
                             f"krypton.Tensor(x)")
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"{self!r} expects inputs with {self.in_features} features in the "
                              f"last dimension, got shape {x.shape}")
-        return F.linear(x, self.weight, self.bias)
+        return x
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -299,8 +306,20 @@ class Sequential(Module):
             setattr(self, str(index), module)
 
     def forward(self, x: Tensor) -> Tensor:
-        for module in self._modules.values():
-            x = module(x)
+        modules = list(self._modules.values())
+        index = 0
+        while index < len(modules):
+            module = modules[index]
+            following = modules[index + 1] if index + 1 < len(modules) else None
+            # A Linear then a ReLU is one fused node (F.linear_relu): one pass for bias and
+            # ReLU, one for their backward, one graph node instead of two. Exact types only: a
+            # subclass may have its own forward.
+            if type(module) is Linear and type(following) is ReLU:
+                x = module.forward_relu(x)
+                index += 2
+            else:
+                x = module(x)
+                index += 1
         return x
 
     def __getitem__(self, index: int) -> Module:

@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare-torch", action="store_true",
                         help="also train with PyTorch: same model, init, batches, "
                              "hyper-parameters and threads")
+    parser.add_argument("--no-fused", action="store_true",
+                        help="run the element-wise work of each step (bias + ReLU, softmax + "
+                             "cross-entropy, the optimizer update) with NumPy instead of the "
+                             "fused C kernels, to measure what fusion buys")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="write every number measured to FILE as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -173,14 +177,16 @@ def main(argv: Sequence[str] | None = None) -> int:
           + (f" momentum {plan.momentum:g}" if plan.optimizer == "sgd" else "")
           + f"; batch {plan.batch_size}, {plan.epochs} epoch{'s' * (plan.epochs > 1)}, "
           f"seed {plan.seed}, {threads} thread{'s' * (threads > 1)} for the parallel rung, "
-          "NumPy and PyTorch", flush=True)
+          "NumPy and PyTorch; element-wise work "
+          + ("in NumPy (--no-fused)" if args.no_fused else "in the fused C kernels"),
+          flush=True)
 
     histories = train_backends(
         backends, data, sizes=args.sizes, compare_torch=args.compare_torch,
         naive_batches=args.naive_batches if len(backends) > 1 else None,
         epochs=plan.epochs, batch_size=plan.batch_size, optimizer=plan.optimizer, lr=plan.lr,
         momentum=plan.momentum, schedule=plan.schedule, seed=plan.seed, threads=threads,
-        max_batches=plan.max_batches, progress=not args.no_progress)
+        max_batches=plan.max_batches, progress=not args.no_progress, fused=not args.no_fused)
     interrupted = any(h.interrupted for h in histories)
     print()
     if interrupted:

@@ -57,6 +57,7 @@ def train_backends(backends: Sequence[str], data: Data, *, sizes: Sequence[int] 
                 settle_idle_threads(pause)
             model = build_mlp(sizes, seed)
             if name == "torch":
+                run_options.pop("fused", None)  # krypton's kernels: PyTorch has its own
                 history = train_torch(model, data, **run_options)
             else:
                 history = train(model, data, name, **run_options)

@@ -6,6 +6,12 @@ train split in the order ``krypton.data.DataLoader(..., seed=seed)`` gives, and 
 rate follows its schedule step by step over the whole run, so runs with the same settings see
 the same batches with the same learning rates.
 
+The step is the ordinary API, nothing special to the CLI: ``model(Tensor(x))`` (a Sequential
+runs each Linear + ReLU as one fused node), ``F.cross_entropy``, ``zero_grad``, ``backward``
+and the optimizer's ``step``, whose element-wise work runs in krypton.fused's C kernels on every
+rung (``fused=False`` runs their NumPy references instead, to measure what fusion buys). A
+learner's loop written the same way runs the same code.
+
 How a time is made: the training steps of an epoch are timed (data, forward, backward and
 optimizer step separately), the test-set evaluation after each epoch is not. Inside forward and
 backward, the time spent in the backend's matrix products is counted by
@@ -159,7 +165,8 @@ def train(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
           momentum: float = 0.9, schedule: str = "cosine", seed: int = 0,
           threads: int | None = None, max_batches: int | None = None, progress: bool = True,
           evaluate_each_epoch: bool = True, log: Callable[[str], None] | None = print,
-          callback: Callable[[int, int, float], None] | None = None) -> History:
+          callback: Callable[[int, int, float], None] | None = None,
+          fused: bool = True) -> History:
     """Train ``model`` on ``data`` with one backend; return what was measured.
 
     Args:
@@ -181,6 +188,8 @@ def train(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
         log: Where the one-line summary of each epoch goes (``None``: nowhere).
         callback: Called after every step as ``callback(epoch, step, loss)``; may raise
             ``KeyboardInterrupt`` to stop, as Ctrl-C does.
+        fused: Run the element-wise work in the fused C kernels (``krypton.fused``); False
+            runs their NumPy references (the "numpy" backend always does).
 
     Returns:
         A ``History``. If Ctrl-C (or the callback) interrupts the run, the history holds the
@@ -197,7 +206,8 @@ def train(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
                                lambda x, y: F.cross_entropy(model(Tensor(x)), y))
     threads_knob = {"threads": threads} if backend in KERNELS and SPECS[backend].threaded else {}
     try:
-        with backends.backend(backend, **threads_knob), blas_threads(threads):
+        with backends.backend(backend, **threads_knob), blas_threads(threads), \
+                backends.fused_kernels(fused):
             with no_grad():  # untimed: compiles/loads the kernel, wakes its threads, pages in
                 model(Tensor(data.train_images[:plan.batch_size]))
             with backends.matmul_clock() as matmul:

@@ -1,0 +1,50 @@
+/* kr_fused.h: the fused element-wise kernels of a training step (csrc/fused.c).
+ *
+ * Outside the matrix products, a training step is a handful of passes over arrays: add the
+ * bias and take the ReLU, turn logits into a loss and its gradient, update every parameter.
+ * NumPy makes each of those several passes with a temporary array between them; each function
+ * here makes one pass, writing where it is told (in place when the output is the input).
+ *
+ * Every array is float32 and C-contiguous (krypton/fused.py checks that before calling), rows
+ * x cols row-major. An output may be the same buffer as an input of the same shape (in place),
+ * so the pointers carry no `restrict`. Labels are int64 class indices. Hyper-parameters come
+ * as double: a constant such as 1 - beta1 is computed in double and rounded to float once,
+ * as NumPy does with a Python float, so both paths multiply by the same float32 number.
+ *
+ * The declarations below (everything that is not a preprocessor line) are also the cffi cdef:
+ * krypton/fused.py reads this file, so Python and C cannot drift.
+ */
+#ifndef KR_FUSED_H
+#define KR_FUSED_H
+#include <stdint.h>
+
+/* Return codes: 0 on success, a positive value on a failure C can detect. */
+enum { KR_FUSED_OK = 0, KR_FUSED_EINVAL = 2 };
+
+/* y = max(x + bias, 0), bias broadcast over the rows (bias may be NULL: a plain ReLU). */
+int kr_bias_relu_forward(int64_t rows, int64_t cols, const float *x, const float *bias,
+                         float *y);
+/* grad_x = grad * (y > 0); grad_bias (may be NULL) = grad_x summed over the rows. */
+int kr_bias_relu_backward(int64_t rows, int64_t cols, const float *grad, const float *y,
+                          float *grad_x, float *grad_bias);
+
+/* probs = softmax(logits) row by row; losses[i] = -log softmax(logits)[i, labels[i]]. */
+int kr_softmax_xent_forward(int64_t rows, int64_t cols, const float *logits,
+                            const int64_t *labels, float *probs, float *losses);
+/* grad = (probs - onehot(labels)) * scale[i * scale_stride] (stride 0: one scale for all). */
+int kr_softmax_xent_backward(int64_t rows, int64_t cols, const float *probs,
+                             const int64_t *labels, const float *scale, int64_t scale_stride,
+                             float *grad);
+
+/* One SGD step on n parameters, PyTorch's rule; buffer (the momentum) may be NULL when
+ * momentum is 0. first: the buffer holds nothing yet (it is set to the gradient). */
+int kr_sgd_step(int64_t n, float *param, const float *grad, float *buffer, double lr,
+                double momentum, double dampening, double weight_decay, int32_t nesterov,
+                int32_t first);
+/* One Adam step on n parameters, PyTorch's rule; step_size = lr / (1 - beta1^t) and
+ * correction2_sqrt = sqrt(1 - beta2^t) are computed by the caller in double precision. */
+int kr_adam_step(int64_t n, float *param, const float *grad, float *exp_avg,
+                 float *exp_avg_sq, double beta1, double beta2, double eps,
+                 double weight_decay, double step_size, double correction2_sqrt);
+
+#endif

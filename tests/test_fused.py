@@ -1,0 +1,401 @@
+"""The fused kernels of a training step (csrc/fused.c through krypton.fused) against their NumPy
+references and float64 finite differences: awkward shapes, non-contiguous inputs, NaN and inf,
+bad arguments refused by name, hostile calls into C answered with an error code, and the
+backend switch (``krypton.backend("numpy")`` runs the references)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import krypton
+from krypton import Tensor, backends, fused, nn
+from krypton.nn import functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+
+SHAPES = [(1, 1), (1, 7), (7, 1), (13, 17), (128, 10), (3, 257), (0, 5)]
+IDS = [f"{r}x{c}" for r, c in SHAPES]
+
+
+def floats(shape, seed=0, low=-2.0, high=2.0):
+    return np.random.default_rng(seed).uniform(low, high, shape).astype(np.float32)
+
+
+def non_contiguous(array):
+    """The same values seen through a strided view (every other column of a wider array)."""
+    wide = np.zeros((array.shape[0], 2 * array.shape[1]), dtype=array.dtype)
+    wide[:, ::2] = array
+    view = wide[:, ::2]
+    assert not view.flags.c_contiguous or view.size <= 1
+    return view
+
+
+def labels_for(rows, cols, seed=0):
+    return np.random.default_rng(seed).integers(0, max(cols, 1), rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Values against the NumPy references
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+def test_bias_relu_forward_and_backward_equal_the_numpy_reference(shape, strided):
+    x, bias, grad = floats(shape, 1), floats(shape[1:], 2), floats(shape, 3)
+    y_ref = fused.bias_relu_numpy(x, bias)
+    if strided:
+        x, grad = non_contiguous(x), non_contiguous(grad)
+    y = fused.bias_relu(x, bias)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(fused.bias_relu(x), fused.bias_relu_numpy(x))
+    gx, gb = fused.bias_relu_backward(grad, y)
+    gx_ref, gb_ref = fused.bias_relu_backward_numpy(np.ascontiguousarray(grad), y_ref)
+    np.testing.assert_array_equal(gx, gx_ref)
+    np.testing.assert_allclose(gb, gb_ref, rtol=1e-6, atol=1e-6)
+    assert fused.bias_relu_backward(grad, y, with_bias=False)[1] is None
+
+
+def test_bias_relu_writes_in_place_when_out_is_its_input():
+    x, bias = floats((5, 9)), floats(9, 1)
+    expected = fused.bias_relu_numpy(x, bias)
+    same = fused.bias_relu(x, bias, out=x)
+    assert same is x
+    np.testing.assert_array_equal(x, expected)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=IDS)
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "strided"])
+def test_softmax_cross_entropy_equals_the_numpy_reference(shape, strided):
+    logits = floats(shape, 4, -20, 20)
+    labels = labels_for(*shape)
+    losses_ref, probs_ref = fused.softmax_cross_entropy_numpy(logits, labels)
+    losses, probs = fused.softmax_cross_entropy(non_contiguous(logits) if strided else logits,
+                                                labels)
+    np.testing.assert_allclose(losses, losses_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs, probs_ref, rtol=1e-5, atol=1e-7)
+    for scale in (1.0 / max(shape[0], 1), floats(shape[:1], 5)):
+        np.testing.assert_allclose(
+            fused.softmax_cross_entropy_backward(probs, labels, scale),
+            fused.softmax_cross_entropy_backward_numpy(probs_ref, labels, scale),
+            rtol=1e-5, atol=1e-7)
+
+
+def test_softmax_cross_entropy_of_huge_logits_is_finite():
+    logits = np.array([[3e38, -3e38, 0.0], [1e30, 1e30, -1e30]], dtype=np.float32)
+    losses, probs = fused.softmax_cross_entropy(logits, np.array([1, 0]))
+    ref_losses, ref_probs = fused.softmax_cross_entropy_numpy(logits, np.array([1, 0]))
+    assert np.all(np.isfinite(probs))
+    np.testing.assert_allclose(probs, ref_probs, atol=1e-7)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# Gradients against central finite differences of the float64 reference
+
+
+def finite_difference(function, x, step=1e-6):
+    grad = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += step
+        down[index] -= step
+        grad[index] = (function(up) - function(down)) / (2 * step)
+    return grad
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (5, 1), (7, 9)], ids=str)
+def test_bias_relu_backward_matches_finite_differences(shape):
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1, 1, shape)
+    x[np.abs(x) < 0.05] = 0.5  # away from the kink, where the derivative exists
+    bias = np.zeros(shape[1])
+    weights = rng.uniform(-1, 1, shape)
+    y = fused.bias_relu(x.astype(np.float32), bias.astype(np.float32))
+    gx, gb = fused.bias_relu_backward(weights.astype(np.float32), y)
+    loss_of_x = lambda v: np.sum(weights * fused.bias_relu_numpy(v, bias))  # noqa: E731
+    loss_of_b = lambda b: np.sum(weights * fused.bias_relu_numpy(x, b))  # noqa: E731
+    np.testing.assert_allclose(gx, finite_difference(loss_of_x, x), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gb, finite_difference(loss_of_b, bias), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (5, 2), (7, 9)], ids=str)
+def test_softmax_cross_entropy_backward_matches_finite_differences(shape):
+    rng = np.random.default_rng(8)
+    logits = rng.uniform(-3, 3, shape)
+    labels = labels_for(*shape, seed=9)
+    scale = rng.uniform(0.5, 2, shape[0])
+    _, probs = fused.softmax_cross_entropy(logits.astype(np.float32), labels)
+    grad = fused.softmax_cross_entropy_backward(probs, labels, scale.astype(np.float32))
+    loss = lambda z: np.sum(scale * fused.softmax_cross_entropy_numpy(z, labels)[0])  # noqa
+    np.testing.assert_allclose(grad, finite_difference(loss, logits), rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# NaN and inf propagate as NumPy's
+
+
+def special_values(shape, seed=0):
+    x = floats(shape, seed)
+    flat = x.reshape(-1)
+    flat[::3] = np.nan
+    flat[1::5] = np.inf
+    flat[2::7] = -np.inf
+    return x
+
+
+def test_bias_relu_propagates_nan_and_inf_as_numpy():
+    x, grad = special_values((6, 11)), special_values((6, 11), seed=1)
+    bias = floats(11, 2)
+    bias[3] = np.nan
+    with np.errstate(invalid="ignore"):
+        y_ref = fused.bias_relu_numpy(x, bias)
+        gx_ref, gb_ref = fused.bias_relu_backward_numpy(grad, y_ref)
+    y = fused.bias_relu(x, bias)
+    np.testing.assert_array_equal(y, y_ref)  # NaN where NumPy has NaN, the same infinities
+    gx, gb = fused.bias_relu_backward(grad, y)
+    np.testing.assert_array_equal(gx, gx_ref)
+    np.testing.assert_array_equal(np.isnan(gb), np.isnan(gb_ref))
+    np.testing.assert_allclose(gb[np.isfinite(gb_ref)], gb_ref[np.isfinite(gb_ref)], rtol=1e-5)
+
+
+def test_softmax_cross_entropy_propagates_nan_and_inf_as_numpy():
+    logits = floats((6, 5), 3)
+    logits[0, 2] = np.nan
+    logits[1, :] = -np.inf
+    logits[2, 4] = np.inf
+    logits[3, 0] = -np.inf
+    labels = np.array([0, 1, 4, 1, 2, 3])
+    ref_losses, ref_probs = fused.softmax_cross_entropy_numpy(logits, labels)
+    losses, probs = fused.softmax_cross_entropy(logits, labels)
+    np.testing.assert_array_equal(np.isnan(probs), np.isnan(ref_probs))
+    np.testing.assert_array_equal(np.isnan(losses), np.isnan(ref_losses))
+    np.testing.assert_allclose(probs, ref_probs, rtol=1e-5, atol=1e-7)  # NaNs compare equal
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# The optimizer updates against their NumPy references (PyTorch: tests/test_fused_optim.py)
+
+SGD_SETTINGS = [dict(momentum=0.0), dict(momentum=0.9), dict(momentum=0.9, dampening=0.3),
+                dict(momentum=0.9, nesterov=True, weight_decay=1e-2), dict(weight_decay=0.1)]
+
+
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=str)
+@pytest.mark.parametrize("shape", [(1,), (1, 1), (7, 3), (256, 33)], ids=str)
+def test_sgd_step_equals_the_numpy_reference_over_several_steps(settings, shape):
+    params = [floats(shape, 1), floats(shape, 1)]
+    buffers = [np.empty_like(params[0]) if settings.get("momentum") else None for _ in params]
+    for step in range(5):
+        grad = floats(shape, 10 + step)
+        for update, param, buffer in zip((fused.sgd_step, fused.sgd_step_numpy), params,
+                                         buffers):
+            update(param, grad, buffer, 0.05, first=step == 0, **settings)
+        np.testing.assert_allclose(params[0], params[1], rtol=1e-6, atol=1e-7)
+        if settings.get("momentum"):
+            np.testing.assert_allclose(buffers[0], buffers[1], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+@pytest.mark.parametrize("shape", [(1,), (1, 1), (7, 3), (256, 33)], ids=str)
+def test_adam_step_equals_the_numpy_reference_over_several_steps(weight_decay, shape):
+    states = [[floats(shape, 1), np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
+              for _ in range(2)]
+    for step in range(1, 6):
+        grad = floats(shape, 20 + step)
+        for update, (param, m, v) in zip((fused.adam_step, fused.adam_step_numpy), states):
+            update(param, grad, m, v, step, 1e-2, 0.8, 0.99, 1e-8, weight_decay)
+        for ours, reference in zip(*states):
+            np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-7)
+
+
+# --------------------------------------------------------------------------------------------
+# Through the autograd engine and the backend switch
+
+
+def model_and_batch(seed=0):
+    model = nn.Sequential(nn.Linear(11, 9), nn.ReLU(), nn.Linear(9, 7), nn.ReLU(),
+                          nn.Linear(7, 5))
+    x = floats((13, 11), seed)
+    return model, x, labels_for(13, 5, seed)
+
+
+def gradients(model, x, y):
+    model.zero_grad()
+    loss = F.cross_entropy(model(Tensor(x)), y)
+    loss.backward()
+    return loss.item(), [p.grad.data.copy() for p in model.parameters()]
+
+
+def test_fused_and_reference_paths_give_the_same_loss_and_gradients():
+    model, x, y = model_and_batch()
+    with backends.fused_kernels(True):
+        fused_loss, fused_grads = gradients(model, x, y)
+    with backends.fused_kernels(False):
+        loss, grads = gradients(model, x, y)
+    assert fused_loss == pytest.approx(loss, rel=1e-6)
+    for ours, reference in zip(fused_grads, grads):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_runs_linear_then_relu_as_one_node():
+    model, x, _ = model_and_batch()
+    out = model(Tensor(x))
+    nodes, _ = krypton.autograd.graph(out)
+    ops = [node._op for node in nodes if node._op]
+    assert ops == ["LinearReLU", "LinearReLU", "Linear"]
+    with backends.fused_kernels(False):
+        ops = [n._op for n in krypton.autograd.graph(model(Tensor(x)))[0] if n._op]
+    assert ops == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+
+
+def test_the_numpy_backend_runs_the_references(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a fused C kernel ran under the numpy backend")
+
+    monkeypatch.setattr(fused, "compiled", refuse)
+    model, x, y = model_and_batch()
+    with krypton.backend("numpy"):
+        assert not backends.uses_fused()
+        gradients(model, x, y)
+        krypton.optim.Adam(model.parameters()).step()
+    with krypton.backend("naive"), backends.fused_kernels(False):
+        assert not backends.uses_fused()
+        gradients(model, x, y)
+
+
+def test_float64_tensors_stay_on_the_references(monkeypatch):
+    monkeypatch.setattr(fused, "compiled", lambda: (_ for _ in ()).throw(AssertionError))
+    x = Tensor(np.random.default_rng(0).standard_normal((4, 3)), requires_grad=True)
+    loss = F.cross_entropy(x.relu(), np.array([0, 1, 2, 0]))
+    loss.backward()
+    assert x.grad.dtype == np.float64
+
+
+def test_gradients_accumulate_in_place_across_backward_calls():
+    w = Tensor(floats((3, 4)), requires_grad=True)
+    (w * 2.0).sum().backward()
+    first = w.grad
+    (w * 3.0).sum().backward()
+    assert w.grad is first
+    np.testing.assert_array_equal(w.grad.data, np.full((3, 4), 5.0, np.float32))
+
+
+def test_fused_kernels_switch_refuses_a_non_boolean():
+    with pytest.raises(TypeError, match="expected True or False, got 'no'"):
+        backends.set_fused_kernels("no")
+    with pytest.raises(TypeError, match="expected True or False"):
+        with backends.fused_kernels(0):
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: named errors from the wrappers, error codes from C
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: fused.bias_relu(np.ones((2, 3))), TypeError, "x must be float32, got float64"),
+    (lambda: fused.bias_relu([[1.0]]), TypeError, "x must be a NumPy array, got list"),
+    (lambda: fused.bias_relu(np.ones(3, np.float32)), ValueError, "must be 2-D"),
+    (lambda: fused.bias_relu(np.ones((2, 3), np.float32), np.ones(2, np.float32)), ValueError,
+     r"bias has shape \(2,\), expected \(3,\)"),
+    (lambda: fused.bias_relu(np.ones((2, 3), np.float32), out=np.ones((3, 2), np.float32)),
+     ValueError, "out has shape"),
+    (lambda: fused.bias_relu_backward(np.ones((2, 3), np.float32), np.ones((2, 2), np.float32)),
+     ValueError, "y has shape"),
+    (lambda: fused.softmax_cross_entropy(np.ones((2, 3), np.float32), [0, 3]), ValueError,
+     "class indices in 0..2"),
+    (lambda: fused.softmax_cross_entropy(np.ones((2, 3), np.float32), [0.5, 1]), TypeError,
+     "integer class indices"),
+    (lambda: fused.softmax_cross_entropy(np.ones((2, 3), np.float32), [0]), ValueError,
+     r"labels has shape \(1,\), expected \(2,\)"),
+    (lambda: fused.softmax_cross_entropy(np.ones((2, 0), np.float32), [0, 0]), ValueError,
+     "no classes"),
+    (lambda: fused.softmax_cross_entropy_backward(np.ones((2, 3), np.float32), [0, 1],
+                                                  np.ones(3)), ValueError, "one per row"),
+    (lambda: fused.sgd_step(np.ones((4, 4), np.float32).T, np.ones((4, 4), np.float32), None,
+                            0.1), ValueError, "param is updated in place"),
+    (lambda: fused.sgd_step(np.ones(3, np.float32), np.ones(4, np.float32), None, 0.1),
+     ValueError, r"grad has shape \(4,\), expected \(3,\)"),
+    (lambda: fused.sgd_step(np.ones(3, np.float32), np.ones(3, np.float32), None, 0.1, 0.9),
+     ValueError, "needs a buffer"),
+    (lambda: fused.adam_step(np.ones(3, np.float32), np.ones(3, np.float32),
+                             np.ones(3, np.float64), np.ones(3, np.float32), 1, 0.1),
+     TypeError, "exp_avg must be float32"),
+    (lambda: fused.adam_step(*[np.ones(3, np.float32)] * 4, 0, 0.1), ValueError,
+     "step counts from 1"),
+])
+def test_bad_arguments_are_refused_by_name(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+HOSTILE_CALLS = r"""
+import numpy as np
+from krypton import fused
+module = fused.compiled()
+lib, ffi = module.lib, module.ffi
+NULL = ffi.NULL
+one = ffi.new("float[4]")
+labels = ffi.new("int64_t[2]", [0, 9])
+codes = [
+    lib.kr_bias_relu_forward(-1, 3, one, NULL, one),
+    lib.kr_bias_relu_forward(2, 2, NULL, NULL, one),
+    lib.kr_bias_relu_backward(2, -5, one, one, one, NULL),
+    lib.kr_bias_relu_backward(1, 1, one, NULL, one, NULL),
+    lib.kr_softmax_xent_forward(2, 2, one, labels, one, one),    # label 9 of 2 classes
+    lib.kr_softmax_xent_forward(1, 0, one, labels, one, one),    # no classes
+    lib.kr_softmax_xent_forward(1, 2, NULL, labels, one, one),
+    lib.kr_softmax_xent_backward(2, 2, one, labels, one, 0, one),
+    lib.kr_softmax_xent_backward(1, 2, one, labels, one, -1, one),
+    lib.kr_sgd_step(-3, one, one, NULL, 0.1, 0.0, 0.0, 0.0, 0, 0),
+    lib.kr_sgd_step(4, one, one, NULL, 0.1, 0.9, 0.0, 0.0, 0, 0),  # momentum, no buffer
+    lib.kr_adam_step(4, one, NULL, one, one, 0.9, 0.999, 1e-8, 0.0, 0.1, 1.0),
+    lib.kr_adam_step(-1, one, one, one, one, 0.9, 0.999, 1e-8, 0.0, 0.1, 1.0),
+]
+empty = [lib.kr_bias_relu_forward(0, 0, NULL, NULL, NULL),
+         lib.kr_softmax_xent_forward(0, 3, NULL, NULL, NULL, NULL),
+         lib.kr_sgd_step(0, NULL, NULL, NULL, 0.1, 0.9, 0.0, 0.0, 0, 1)]
+print(codes, empty)
+assert codes == [2] * len(codes) and empty == [0, 0, 0], (codes, empty)
+print("refused")
+"""
+
+
+def test_c_entry_points_refuse_hostile_arguments_without_crashing():
+    result = subprocess.run([sys.executable, "-c", HOSTILE_CALLS], capture_output=True,
+                            text=True, cwd=REPO, timeout=300,
+                            env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0 and "refused" in result.stdout, result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# The training loop: fusion on by default, off with fused=False (--no-fused)
+
+
+def tiny_data(seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((96, 12)).astype(np.float32)
+    labels = rng.integers(0, 10, 96)
+    return krypton.data.Data("mnist", images[:64], labels[:64], images[64:], labels[64:])
+
+
+def test_train_runs_the_references_with_fused_false(monkeypatch):
+    from krypton import train
+    data = tiny_data()
+    options = dict(epochs=2, batch_size=16, optimizer="adam", progress=False, log=None)
+    fused_run = train.train(train.build_mlp((12, 8, 10), seed=0), data, "packed", **options)
+    monkeypatch.setattr(fused, "compiled", lambda: (_ for _ in ()).throw(AssertionError))
+    reference = train.train(train.build_mlp((12, 8, 10), seed=0), data, "packed", fused=False,
+                            **options)
+    np.testing.assert_allclose(fused_run.batch_losses, reference.batch_losses, rtol=1e-5)
+
+
+def test_the_cli_has_a_no_fused_switch():
+    from krypton import train
+    assert train.build_parser().parse_args(["--no-fused"]).no_fused
+    assert not train.build_parser().parse_args([]).no_fused
