@@ -401,7 +401,7 @@ def get_kernel(kernel: str = KERNELS[-1], **code_knobs: Any) -> Kernel:
 
 
 def compile_source(source: str, function: str, like: str = "packed", *, name: str = "custom",
-                   **code_knobs: Any) -> Kernel:
+                   exports: tuple[str, ...] = (), **code_knobs: Any) -> Kernel:
     """Compile a learner's own C kernel through the same seam, callable like ``matmul``.
 
     Args:
@@ -410,6 +410,8 @@ def compile_source(source: str, function: str, like: str = "packed", *, name: st
         function: the name of the function to call, e.g. ``"kr_sgemm_mine"``.
         like: the rung whose knobs, stride needs and threading the new kernel shares.
         name: a short identifier for the compiled module.
+        exports: other functions of csrc/krypton.h the source defines, to call through
+            ``kernel.module.lib`` (e.g. ``("kr_small_plan",)`` for a variant of small.c).
         **code_knobs: ``isa``/``mr``/``nr`` as for ``like``; passed as ``-D`` macros.
 
     Raises:
@@ -424,7 +426,7 @@ def compile_source(source: str, function: str, like: str = "packed", *, name: st
     if not isinstance(function, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", function):
         raise ValueError(f"function must be a C identifier, got {function!r}")
     # The cdef is the ladder's own signature under the learner's function name.
-    cdef = seam.cdef_for(["kr_sgemm_naive"]).replace("kr_sgemm_naive", function)
+    cdef = seam.cdef_for(["kr_sgemm_naive", *exports]).replace("kr_sgemm_naive(", f"{function}(")
     try:
         module = seam.compile_c(source, cdef, name=name, macros=macros, flags=flags)
     except ImportError as error:  # it compiled, but the loader finds no such function
