@@ -17,11 +17,14 @@
 
 /* Default micro-tiles, rows x columns, per ISA (csrc/isa.c reports them to Python). AVX-512:
  * 16 accumulators in 8 x 32 waste less on padding than 24 in 6 x 64 (784 columns pad to 800,
- * not 832). NEON: 8 x 12 (24 accumulators: enough for 4 pipes, 28 of 32 registers). */
+ * not 832). NEON: 8 x 8, 16 accumulators (4-cycle latency x 4 pipes on the widest cores) in 19
+ * of 32 registers: 8 x 12 (24 in 28) fits on paper, but gcc 12 keeps accumulators on the stack
+ * in its k loop (check: cross-compile with aarch64-linux-gnu-gcc -O3 -S and look for
+ * `[sp` among the fmla instructions). */
 #define KR_MR_SCALAR 4
 #define KR_NR_SCALAR 2
 #define KR_MR_NEON 8
-#define KR_NR_NEON 12
+#define KR_NR_NEON 8
 #define KR_MR_AVX2 6
 #define KR_NR_AVX2 16
 #define KR_MR_AVX512 8
