@@ -30,6 +30,10 @@
 #define KR_MR_AVX512 8
 #define KR_NR_AVX512 32
 
+#ifndef KR_PREFETCH_C
+#  define KR_PREFETCH_C 1
+#endif
+
 #define KR_REGISTERS_NEEDED(mr, vectors_per_row) ((mr) * (vectors_per_row) + (vectors_per_row) + 1)
 
 #if KR_ISA == KR_ISA_AVX512
@@ -85,8 +89,9 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
         for (int v = 0; v < KR_NV; ++v)
             acc[r][v] = kr_zero();
     /* C is touched only after the k loop. Ask for its lines now, so that on large matrices,
-     * where C lives in memory, the loads at the end do not stall (as BLIS's kernels do). */
-    if (csc == 1)
+     * where C lives in memory, the loads at the end do not stall (as BLIS's kernels do;
+     * notebook 05 measures it with KR_PREFETCH_C 0). */
+    if (KR_PREFETCH_C && csc == 1)
         for (int r = 0; r < rows; ++r)
             for (int j = 0; j < KR_NR; j += KR_ALIGN / (int)sizeof(float))
                 __builtin_prefetch(C + r * rsc + j, 1, 3);
