@@ -11,7 +11,7 @@ backend swaps the kernel of a whole training run, and timing this function (as
     with krypton.backend("naive"):         # only inside the block, only in this thread
         loss.backward()
 
-The default backend is the fastest rung, ``"parallel"``. The kernels compute in float32; float64
+The default backend is the top rung, ``"small"``. The kernels compute in float32; float64
 tensors (used to check gradients against finite differences) always multiply with NumPy.
 """
 
@@ -29,7 +29,7 @@ from krypton.kernels import KERNELS
 BACKENDS = KERNELS + ("numpy",)
 """Every backend name: the rungs of the ladder, then "numpy"."""
 
-DEFAULT = "parallel"
+DEFAULT = KERNELS[-1]
 
 _default: tuple[str, dict[str, Any]] = (DEFAULT, {})
 _local = threading.local()  # a stack of (name, knobs) pushed by `with backend(...)`, per thread
