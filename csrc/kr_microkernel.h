@@ -134,24 +134,45 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
         }
 }
 
-/* The full kernel on an A panel of any strides (read in place): its own copy, compiled once. */
-static __attribute__((noinline, unused)) void
-kr_microkernel_any_a(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
-                     const float *restrict B, int64_t rsb, float *restrict C, int64_t rsc,
-                     int64_t csc, int64_t mr, int64_t nr, int overwrite)
+/* Rung 7 reads operands in place (KR_READ_IN_PLACE, csrc/small.c): then the micro-kernel meets
+ * panels of other strides, and each layout gets its own copy, compiled once: A packed with B in
+ * place (a few rows of A, B's rows where they are), and A of any strides. */
+#ifndef KR_READ_IN_PLACE
+#  define KR_READ_IN_PLACE 0
+#endif
+#if KR_READ_IN_PLACE
+static __attribute__((noinline)) void
+kr_microkernel_b_in_place(int64_t kc, const float *restrict A, const float *restrict B,
+                          int64_t rsb, float *restrict C, int64_t rsc, int64_t csc, int64_t nr,
+                          int overwrite)
 {
-    kr_microkernel_rows(KR_MR, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
+    kr_microkernel_rows(KR_MR, kc, A, 1, KR_MR, B, rsb, C, rsc, csc, KR_MR, nr, overwrite);
 }
 
+static __attribute__((noinline)) void
+kr_microkernel_any_a(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
+                     const float *restrict B, int64_t rsb, float *restrict C, int64_t rsc,
+                     int64_t csc, int64_t nr, int overwrite)
+{
+    kr_microkernel_rows(KR_MR, kc, A, rsa, csa, B, rsb, C, rsc, csc, KR_MR, nr, overwrite);
+}
+#endif
+
 /* Edge tiles, mr < MR rows. By default (rungs 5 and 6) the full kernel computes them on
- * clamped rows, as BLIS pads: simple, and as costly as a full tile. With KR_EDGE_KERNELS (rung
- * 7, where a product of 10 rows is common) the rows are split into the powers of two of mr
- * (7 = 4 + 2 + 1), each computed by a kernel with only that many rows of accumulators: a few
- * copies cover every row count, and a 2-row edge costs 2 rows of work, not MR.
- * `python -m krypton.ablation` measures what they buy. */
+ * clamped rows, as BLIS pads: simple, and as costly as a full tile; a copy of its own, so that
+ * the copy of full tiles knows mr = MR and reads A's rows at constant offsets. With
+ * KR_EDGE_KERNELS (rung 7, where a product of 10 rows is common) the rows are split into the
+ * powers of two of mr (7 = 4 + 2 + 1), each computed by a kernel with only that many rows of
+ * accumulators: a few copies cover every row count, and a 2-row edge costs 2 rows of work, not
+ * MR. `python -m krypton.ablation` measures what they buy. */
 #ifndef KR_EDGE_KERNELS
 #  define KR_EDGE_KERNELS 0
 #endif
+static __attribute__((noinline)) void
+kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
+                    const float *restrict B, int64_t rsb, float *restrict C, int64_t rsc,
+                    int64_t csc, int64_t mr, int64_t nr, int overwrite)
+{
 #if KR_EDGE_KERNELS
 #  define KR_EDGE_PART(n)                                                                       \
     if (KR_MR > (n) && (mr & (n))) {                                                            \
@@ -160,37 +181,40 @@ kr_microkernel_any_a(int64_t kc, const float *restrict A, int64_t rsa, int64_t c
         A += (n) * rsa;                                                                         \
         C += (n) * rsc;                                                                         \
     }
-static __attribute__((noinline, unused)) void
-kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
-                    const float *restrict B, int64_t rsb, float *restrict C, int64_t rsc,
-                    int64_t csc, int64_t mr, int64_t nr, int overwrite)
-{
     KR_EDGE_PART(16)
     KR_EDGE_PART(8)
     KR_EDGE_PART(4)
     KR_EDGE_PART(2)
     KR_EDGE_PART(1)
-}
 #  undef KR_EDGE_PART
+#else
+    kr_microkernel_rows(KR_MR, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
 #endif
+}
 
-/* C[0:mr, 0:nr] (+)= A panel * B panel: the one call the ir loop makes. A packed panel (rsa =
- * 1, csa = MR) takes the copy inlined here with constant strides, rung 4's code exactly. */
+/* C[0:mr, 0:nr] (+)= A panel * B panel: the one call the ir loop makes. A full tile of packed
+ * panels (A: rsa = 1, csa = MR; B: rsb = NR) takes the copy inlined here with constant strides
+ * and rows, rung 4's code exactly: the compiler folds every offset into the loads. */
 static inline __attribute__((always_inline)) void
 kr_microkernel(int64_t mr, int64_t nr, int64_t kc, const float *restrict A, int64_t rsa,
                int64_t csa, const float *restrict B, int64_t rsb, float *restrict C,
                int64_t rsc, int64_t csc, int overwrite)
 {
-#if KR_EDGE_KERNELS
     if (mr < KR_MR) {
         kr_microkernel_edge(kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
         return;
     }
+#if KR_READ_IN_PLACE
+    if (rsa != 1 || csa != KR_MR) {
+        kr_microkernel_any_a(kc, A, rsa, csa, B, rsb, C, rsc, csc, nr, overwrite);
+        return;
+    }
+    if (rsb != KR_NR) {
+        kr_microkernel_b_in_place(kc, A, B, rsb, C, rsc, csc, nr, overwrite);
+        return;
+    }
 #endif
-    if (rsa == 1 && csa == KR_MR)
-        kr_microkernel_rows(KR_MR, kc, A, 1, KR_MR, B, rsb, C, rsc, csc, mr, nr, overwrite);
-    else
-        kr_microkernel_any_a(kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
+    kr_microkernel_rows(KR_MR, kc, A, 1, KR_MR, B, KR_NR, C, rsc, csc, KR_MR, nr, overwrite);
 }
 
 #endif

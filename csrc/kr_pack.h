@@ -3,8 +3,9 @@
  * A packer copies the block of A or B the micro-kernel is about to read into micro-panels laid
  * out in exactly the order it reads them, and returns a view: where micro-panel p starts and
  * how to step inside it. The loops read through the view and never ask whether a copy was made,
- * so reading an operand in place (rung 7's choice, kr_operand.read_in_place) is the packer's
- * business alone, as BLIS's bls_packm_a returns its buffer with its strides:
+ * so reading an operand in place (rung 7's choice, kr_operand.read_in_place, compiled in with
+ * KR_READ_IN_PLACE) is the packer's business alone, as BLIS's bls_packm_a returns its buffer
+ * with its strides:
  *
  *   packed B: kc x nc block as NR-wide micro-panels: panel p holds B[k][p*NR .. p*NR+NR) for
  *             k = 0..kc, one row of NR floats after another, zero-padded beyond nc.
@@ -52,8 +53,10 @@ static inline kr_view kr_pack_b(const kr_operand *restrict B, int64_t pc, int64_
 {
     const int64_t rsb = B->rs, csb = B->cs;
     const float *block = B->data + pc * rsb + jc * csb;
+#if KR_READ_IN_PLACE
     if (B->read_in_place)
         return (kr_view){.data = block, .rs = rsb, .cs = 1, .ps = KR_NR};
+#endif
     for (int64_t j0 = j_begin; j0 < j_end; j0 += KR_NR) {   /* one NR-wide panel at a time */
         const int64_t nr = kr_min(KR_NR, nc - j0);
         const float *src = block + j0 * csb;
@@ -98,8 +101,10 @@ static inline kr_view kr_pack_a(const kr_operand *restrict A, int64_t ic, int64_
 {
     const int64_t rsa = A->rs, csa = A->cs;
     const float *block = A->data + ic * rsa + pc * csa;
+#if KR_READ_IN_PLACE
     if (A->read_in_place)
         return (kr_view){.data = block, .rs = rsa, .cs = csa, .ps = KR_MR * rsa};
+#endif
     for (int64_t ir = 0; ir < mc; ir += KR_MR) {        /* one MR-tall panel at a time */
         const int64_t mr = kr_min(KR_MR, mc - ir);
         const float *src = block + ir * rsa;

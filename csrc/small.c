@@ -19,6 +19,7 @@
  * is a macro that switches its technique off at 0: `python -m krypton.ablation` measures what
  * each one buys on your machine.
  */
+#define KR_READ_IN_PLACE 1   /* the packers may hand out an operand itself (kr_pack.h) */
 #ifndef KR_EDGE_KERNELS
 #  define KR_EDGE_KERNELS 1
 #endif
