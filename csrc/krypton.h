@@ -64,7 +64,7 @@ int64_t kr_parallel_threads(int64_t M, int64_t N, int64_t K, int64_t threads);
 /* Rung 7 (csrc/small.c): what it does for one product, as kr_small_plan decides it from the
  * shape, the strides and the knobs nc and threads. Each field is 0 or 1, but threads. */
 typedef struct kr_plan {
-    int64_t declined;    /* nothing of rung 7's: rung 6's loops compute it as they are */
+    int64_t declined;    /* none of these: rung 6's loops compute it (edges: rung 7's kernels) */
     int64_t dot;         /* C has few columns: dot products along k */
     int64_t transposed;  /* computed as C^T = B^T A^T, so that C's few columns fill MR, not NR */
     int64_t a_in_place;  /* A (B^T if transposed) read where it is, not packed */
