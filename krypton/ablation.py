@@ -1,4 +1,4 @@
-"""What each small-matrix technique buys: rung 7 rebuilt one technique at a time, timed beside NumPy.
+"""What each small-matrix technique buys: rung 7 rebuilt one technique at a time, beside NumPy.
 
     python -m krypton.ablation                            # the MLP's shapes, one thread
     python -m krypton.ablation --threads 2                # the same on two threads
