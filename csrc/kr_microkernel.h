@@ -135,20 +135,12 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
 }
 
 /* Rung 7 reads operands in place (KR_READ_IN_PLACE, csrc/small.c): then the micro-kernel meets
- * panels of other strides, and each layout gets its own copy, compiled once: A packed with B in
- * place (a few rows of A, B's rows where they are), and A of any strides. */
+ * panels of other strides. B's row stride costs one add per step of k, so the inlined copy below
+ * takes it as it comes there; an A of any strides gets a copy of its own, compiled once. */
 #ifndef KR_READ_IN_PLACE
 #  define KR_READ_IN_PLACE 0
 #endif
 #if KR_READ_IN_PLACE
-static __attribute__((noinline)) void
-kr_microkernel_b_in_place(int64_t kc, const float *restrict A, const float *restrict B,
-                          int64_t rsb, float *restrict C, int64_t rsc, int64_t csc, int64_t nr,
-                          int overwrite)
-{
-    kr_microkernel_rows(KR_MR, kc, A, 1, KR_MR, B, rsb, C, rsc, csc, KR_MR, nr, overwrite);
-}
-
 static __attribute__((noinline)) void
 kr_microkernel_any_a(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
                      const float *restrict B, int64_t rsb, float *restrict C, int64_t rsc,
@@ -192,9 +184,9 @@ kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t cs
 #endif
 }
 
-/* C[0:mr, 0:nr] (+)= A panel * B panel: the one call the ir loop makes. A full tile of packed
- * panels (A: rsa = 1, csa = MR; B: rsb = NR) takes the copy inlined here with constant strides
- * and rows, rung 4's code exactly: the compiler folds every offset into the loads. */
+/* C[0:mr, 0:nr] (+)= A panel * B panel: the one call the ir loop makes. A full tile of a packed
+ * A panel (rsa = 1, csa = MR) takes the copy inlined here with constant strides and rows, rung
+ * 4's code exactly: the compiler folds every offset into the loads. */
 static inline __attribute__((always_inline)) void
 kr_microkernel(int64_t mr, int64_t nr, int64_t kc, const float *restrict A, int64_t rsa,
                int64_t csa, const float *restrict B, int64_t rsb, float *restrict C,
@@ -209,12 +201,10 @@ kr_microkernel(int64_t mr, int64_t nr, int64_t kc, const float *restrict A, int6
         kr_microkernel_any_a(kc, A, rsa, csa, B, rsb, C, rsc, csc, nr, overwrite);
         return;
     }
-    if (rsb != KR_NR) {
-        kr_microkernel_b_in_place(kc, A, B, rsb, C, rsc, csc, nr, overwrite);
-        return;
-    }
+#else
+    rsb = KR_NR;   /* rungs 5 and 6 pack B: a constant stride, folded into the loads */
 #endif
-    kr_microkernel_rows(KR_MR, kc, A, 1, KR_MR, B, KR_NR, C, rsc, csc, KR_MR, nr, overwrite);
+    kr_microkernel_rows(KR_MR, kc, A, 1, KR_MR, B, rsb, C, rsc, csc, KR_MR, nr, overwrite);
 }
 
 #endif
