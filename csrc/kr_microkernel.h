@@ -135,19 +135,11 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
 }
 
 /* Rung 7 reads operands in place (KR_READ_IN_PLACE, csrc/small.c): then the micro-kernel meets
- * panels of other strides. B's row stride costs one add per step of k, so the inlined copy below
- * takes it as it comes there; an A of any strides gets a copy of its own, compiled once. */
+ * panels of other strides. B's row stride costs one add per step of k, so the inlined copy
+ * takes it as it comes there; an A of any strides gets a second inlined copy (a call per tile
+ * would cost more than a short k loop: K = 10 is common in training). */
 #ifndef KR_READ_IN_PLACE
 #  define KR_READ_IN_PLACE 0
-#endif
-#if KR_READ_IN_PLACE
-static __attribute__((noinline)) void
-kr_microkernel_any_a(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
-                     const float *restrict B, int64_t rsb, float *restrict C, int64_t rsc,
-                     int64_t csc, int64_t nr, int overwrite)
-{
-    kr_microkernel_rows(KR_MR, kc, A, rsa, csa, B, rsb, C, rsc, csc, KR_MR, nr, overwrite);
-}
 #endif
 
 /* Edge tiles, mr < MR rows. By default (rungs 5 and 6) the full kernel computes them on
@@ -198,7 +190,7 @@ kr_microkernel(int64_t mr, int64_t nr, int64_t kc, const float *restrict A, int6
     }
 #if KR_READ_IN_PLACE
     if (rsa != 1 || csa != KR_MR) {
-        kr_microkernel_any_a(kc, A, rsa, csa, B, rsb, C, rsc, csc, nr, overwrite);
+        kr_microkernel_rows(KR_MR, kc, A, rsa, csa, B, rsb, C, rsc, csc, KR_MR, nr, overwrite);
         return;
     }
 #else
