@@ -176,7 +176,7 @@ def pytest_sessionfinish(session, exitstatus):
 # The kernel correctness suite, run again with every kernel sanitized, with a share of the fuzz
 # cases (150 of its 300 per rung; all 5000 under the long profile would take an hour).
 SANITIZED_SUITE = ("tests/test_kernels.py", "tests/test_matmul_errors.py",
-                   "tests/test_fuzz_kernels.py")
+                   "tests/test_fuzz_kernels.py", "tests/test_small_paths.py")
 SANITIZED_FUZZ_EXAMPLES = "150"
 
 
