@@ -11,7 +11,7 @@
  *                   at that point. x86 FMAs can take one operand straight from memory, and gcc
  *                   likes to fold a load into every FMA that uses it: one load of B becomes
  *                   four, and on a core that loads one 512-bit vector per cycle the kernel
- *                   waits on loads, not FMAs (csrc/packed.c, kr_dot_step, measured).
+ *                   waits on loads, not FMAs (csrc/small.c, kr_dot_step).
  *
  * The ISA is chosen at compile time. By default it is the widest one the compiler
  * targets (with -march=native: what this CPU has). Defining KR_ISA forces a narrower
@@ -25,6 +25,22 @@
 #define KR_ISA_NEON 1
 #define KR_ISA_AVX2 2
 #define KR_ISA_AVX512 3
+
+/* Every ISA's name, float lanes per vector register and architectural vector registers (for
+ * scalar code: a typical count of float registers). The branches below pick one row for the
+ * code; csrc/isa.c reports them all, so Python never keeps a copy. */
+#define KR_ISA_NAME_SCALAR "scalar"
+#define KR_VLEN_SCALAR 1
+#define KR_VREGS_SCALAR 16
+#define KR_ISA_NAME_NEON "neon"
+#define KR_VLEN_NEON 4
+#define KR_VREGS_NEON 32
+#define KR_ISA_NAME_AVX2 "avx2"
+#define KR_VLEN_AVX2 8
+#define KR_VREGS_AVX2 16
+#define KR_ISA_NAME_AVX512 "avx512"
+#define KR_VLEN_AVX512 16
+#define KR_VREGS_AVX512 32
 
 #ifndef KR_ISA
 #  if defined(__AVX512F__)
@@ -43,9 +59,8 @@
 #    error "KR_ISA=AVX512 was asked for, but the compiler does not target AVX-512 (-mavx512f)"
 #  endif
 #  include <immintrin.h>
-#  define KR_ISA_NAME "avx512"
-#  define KR_VLEN 16
-#  define KR_VREGS 32
+#  define KR_VLEN KR_VLEN_AVX512
+#  define KR_VREGS KR_VREGS_AVX512
 typedef __m512 kr_vec;
 static inline kr_vec kr_zero(void) { return _mm512_setzero_ps(); }
 static inline kr_vec kr_set1(float x) { return _mm512_set1_ps(x); }
@@ -82,9 +97,8 @@ static inline void kr_store_n(float *p, kr_vec v, int64_t n) {
 #    error "KR_ISA=AVX2 was asked for, but the compiler does not target AVX2+FMA (-mavx2 -mfma)"
 #  endif
 #  include <immintrin.h>
-#  define KR_ISA_NAME "avx2"
-#  define KR_VLEN 8
-#  define KR_VREGS 16
+#  define KR_VLEN KR_VLEN_AVX2
+#  define KR_VREGS KR_VREGS_AVX2
 typedef __m256 kr_vec;
 static inline kr_vec kr_zero(void) { return _mm256_setzero_ps(); }
 static inline kr_vec kr_set1(float x) { return _mm256_set1_ps(x); }
@@ -111,9 +125,8 @@ static inline void kr_store_n(float *p, kr_vec v, int64_t n) { _mm256_maskstore_
 #    error "KR_ISA=NEON was asked for, but the compiler does not target NEON"
 #  endif
 #  include <arm_neon.h>
-#  define KR_ISA_NAME "neon"
-#  define KR_VLEN 4
-#  define KR_VREGS 32
+#  define KR_VLEN KR_VLEN_NEON
+#  define KR_VREGS KR_VREGS_NEON
 typedef float32x4_t kr_vec;
 static inline kr_vec kr_zero(void) { return vdupq_n_f32(0.0f); }
 static inline kr_vec kr_set1(float x) { return vdupq_n_f32(x); }
@@ -125,22 +138,27 @@ static inline kr_vec kr_add(kr_vec a, kr_vec b) { return vaddq_f32(a, b); }
 static inline void kr_sum4(kr_vec a, kr_vec b, kr_vec c, kr_vec d, float out[4]) {
     vst1q_f32(out, vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d)));
 }
-/* NEON has no masked memory access: go through a small buffer so no byte past n is touched. */
+/* NEON has no masked memory access, but a vector is only four lanes: a partial row is a 64-bit
+ * half and a lane, never touching a byte past n (no round trip through memory). */
 static inline kr_vec kr_load_n(const float *p, int64_t n) {
-    float lanes[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int64_t l = 0; l < n; ++l) lanes[l] = p[l];
-    return vld1q_f32(lanes);
+    const float32x2_t zero = vdup_n_f32(0.0f);
+    if (n >= 2)
+        return vcombine_f32(vld1_f32(p), n == 3 ? vld1_lane_f32(p + 2, zero, 0) : zero);
+    return vcombine_f32(n == 1 ? vld1_lane_f32(p, zero, 0) : zero, zero);
 }
 static inline void kr_store_n(float *p, kr_vec v, int64_t n) {
-    float lanes[4];
-    vst1q_f32(lanes, v);
-    for (int64_t l = 0; l < n; ++l) p[l] = lanes[l];
+    if (n >= 2) {
+        vst1_f32(p, vget_low_f32(v));
+        if (n == 3)
+            vst1q_lane_f32(p + 2, v, 2);
+    } else if (n == 1) {
+        vst1q_lane_f32(p, v, 0);
+    }
 }
 
 #elif KR_ISA == KR_ISA_SCALAR
-#  define KR_ISA_NAME "scalar"
-#  define KR_VLEN 1
-#  define KR_VREGS 16
+#  define KR_VLEN KR_VLEN_SCALAR
+#  define KR_VREGS KR_VREGS_SCALAR
 typedef float kr_vec;
 static inline kr_vec kr_zero(void) { return 0.0f; }
 static inline kr_vec kr_set1(float x) { return x; }
@@ -159,13 +177,16 @@ static inline void kr_store_n(float *p, kr_vec v, int64_t n) { if (n > 0) *p = v
 #  error "KR_ISA must be one of KR_ISA_SCALAR, KR_ISA_NEON, KR_ISA_AVX2, KR_ISA_AVX512"
 #endif
 
-/* kr_transpose8x8(src, lds, dst, ldd): dst[c * ldd + r] = src[r * lds + c] for r, c < 8, in
- * registers: 8 row loads, 24 shuffles, 8 row stores, instead of 64 single-float moves. The
- * packing of a transposed B uses it (packed.c). The classic three stages: interleave pairs of
- * rows (unpack), then pairs of pairs (shuffle), then swap 128-bit halves (permute2f128). */
+/* kr_transpose_block(src, lds, dst, ldd): dst[c * ldd + r] = src[r * lds + c] for r, c <
+ * KR_TRANSPOSE_BLOCK, in registers: one load and one store per row instead of a move per float.
+ * The packing of a transposed B uses it (kr_pack.h). Defined only where the ISA has the
+ * shuffles (KR_TRANSPOSE_BLOCK is then its size), so a caller guards it with #ifdef: a call
+ * the ISA cannot compile is an error at compile time, not a branch never taken at run time. */
 #if KR_ISA == KR_ISA_AVX512 || KR_ISA == KR_ISA_AVX2
-#  define KR_HAVE_TRANSPOSE8 1
-static inline void kr_transpose8x8(const float *src, int64_t lds, float *dst, int64_t ldd)
+/* 8 x 8 in 24 shuffles, the classic three stages: interleave pairs of rows (unpack), then
+ * pairs of pairs (shuffle), then swap 128-bit halves (permute2f128). */
+#  define KR_TRANSPOSE_BLOCK 8
+static inline void kr_transpose_block(const float *src, int64_t lds, float *dst, int64_t ldd)
 {
     __m256 r[8], t[8], s[8];
     for (int i = 0; i < 8; ++i)
@@ -185,8 +206,23 @@ static inline void kr_transpose8x8(const float *src, int64_t lds, float *dst, in
         _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(s[i], s[i + 4], 0x31));
     }
 }
-#else
-#  define KR_HAVE_TRANSPOSE8 0
+#elif KR_ISA == KR_ISA_NEON
+/* 4 x 4 in 8 shuffles: transpose the 2 x 2 blocks of floats (trn1/trn2 on 32-bit lanes), then
+ * the 2 x 2 blocks of pairs (trn1/trn2 on 64-bit lanes). */
+#  define KR_TRANSPOSE_BLOCK 4
+static inline void kr_transpose_block(const float *src, int64_t lds, float *dst, int64_t ldd)
+{
+    const float32x4_t r0 = vld1q_f32(src), r1 = vld1q_f32(src + lds);
+    const float32x4_t r2 = vld1q_f32(src + 2 * lds), r3 = vld1q_f32(src + 3 * lds);
+    const float64x2_t t0 = vreinterpretq_f64_f32(vtrn1q_f32(r0, r1));   /* r0_0 r1_0 r0_2 r1_2 */
+    const float64x2_t t1 = vreinterpretq_f64_f32(vtrn2q_f32(r0, r1));   /* r0_1 r1_1 r0_3 r1_3 */
+    const float64x2_t t2 = vreinterpretq_f64_f32(vtrn1q_f32(r2, r3));
+    const float64x2_t t3 = vreinterpretq_f64_f32(vtrn2q_f32(r2, r3));
+    vst1q_f32(dst, vreinterpretq_f32_f64(vtrn1q_f64(t0, t2)));
+    vst1q_f32(dst + ldd, vreinterpretq_f32_f64(vtrn1q_f64(t1, t3)));
+    vst1q_f32(dst + 2 * ldd, vreinterpretq_f32_f64(vtrn2q_f64(t0, t2)));
+    vst1q_f32(dst + 3 * ldd, vreinterpretq_f32_f64(vtrn2q_f64(t1, t3)));
+}
 #endif
 
 #endif

@@ -52,6 +52,52 @@ int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
                       const float *A, int64_t rsa, int64_t csa,
                       const float *B, int64_t rsb, int64_t csb,
                       float *C, int64_t ldc, const kr_knobs *knobs);
+int kr_sgemm_small(int64_t M, int64_t N, int64_t K,
+                   const float *A, int64_t rsa, int64_t csa,
+                   const float *B, int64_t rsb, int64_t csb,
+                   float *C, int64_t ldc, const kr_knobs *knobs);
+
+/* Rung 6 (csrc/parallel.c): the threads a product of this shape runs on, given `threads`
+ * (fewer for a small product; one without OpenMP). */
+int64_t kr_parallel_threads(int64_t M, int64_t N, int64_t K, int64_t threads);
+
+/* Rung 7 (csrc/small.c): what it does for one product, as kr_small_plan decides it from the
+ * shape, the strides and the knobs nc and threads. Each field is 0 or 1, but threads. */
+typedef struct kr_plan {
+    int64_t declined;    /* none of these: rung 6's loops compute it (edges: rung 7's kernels) */
+    int64_t dot;         /* C has few columns: dot products along k */
+    int64_t transposed;  /* computed as C^T = B^T A^T, so that C's few columns fill MR, not NR */
+    int64_t a_in_place;  /* A (B^T if transposed) read where it is, not packed */
+    int64_t b_in_place;  /* B (A^T if transposed) read where it is: its whole NR-wide panels */
+    int64_t threads;     /* threads it runs on (rung 6's rule, kr_parallel_threads) */
+} kr_plan;
+
+/* Rung 7's thresholds, as compiled (each is a macro of csrc/small.c; 0 switches it off). */
+typedef struct kr_small_limits {
+    int64_t a_in_place_panels;    /* A in place for a block of C at most this many NR wide */
+    int64_t b_in_place_panels;    /* B in place for an M of at most this many MR panels, */
+    int64_t b_in_place_floats;    /*   and a B of at most this many floats */
+    int64_t dot_columns;          /* dot products for N < NR / 2 and N <= this */
+    int64_t edge_kernels;         /* edge tiles on kernels with fewer rows */
+    int64_t min_flops_per_thread; /* rung 6: one more thread per this many flops */
+} kr_small_limits;
+
+int kr_small_plan(int64_t M, int64_t N, int64_t K, int64_t rsa, int64_t csa, int64_t rsb,
+                  int64_t csb, const kr_knobs *knobs, kr_plan *plan);
+int kr_small_thresholds(kr_small_limits *limits);
+
+/* What one ISA is, as kr_simd.h and kr_microkernel.h define it (csrc/isa.c). */
+typedef struct kr_isa_info {
+    char name[16];             /* "avx512", "avx2", "neon", "scalar" */
+    int64_t vector_width;      /* float32 lanes per vector register */
+    int64_t vector_registers;  /* architectural vector registers */
+    int64_t mr, nr;            /* the default micro-tile */
+} kr_isa_info;
+
+/* Fills *info for ISA id `isa` (KR_ISA_* of kr_simd.h); KR_EINVAL past the last one. */
+int kr_describe_isa(int64_t isa, kr_isa_info *info);
+/* Vector registers an mr x nr micro-kernel needs (KR_REGISTERS_NEEDED). */
+int64_t kr_registers_needed(int64_t mr, int64_t vectors_per_row);
 
 /* Probes for the roofline (csrc/probe_peak.c, csrc/probe_bandwidth.c). */
 double kr_probe_fma(int64_t iterations, int64_t threads);

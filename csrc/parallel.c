@@ -1,25 +1,25 @@
-/* Rung 6 - parallel: the five loops of rung 5, on several threads.
+/* Rung 6 - parallel: the five loops of rung 5, with a range of them per thread.
  *
- * Keeps everything of rung 5 (it includes packed.c: the same packing routines, micro-kernel
- * and loop order) and adds one idea: split the work of the ic and jr loops between threads.
+ * Keeps rung 5 (packing, the micro-kernel, the loop order) and adds one idea: each thread asks
+ * for its share of the ic and jr loops (kr_thread_range, as BLIS's bli_thread_range_sub), so
+ * one loop nest serves 1 or N threads; running it on a team is a separate decorator
+ * (kr_fork_join), and so is the guard against fork().
  *
- * - The loops that split K (pc, and the k loop in the micro-kernel) are never divided, so every
+ * - The loops that walk K (pc, and k inside the micro-kernel) are never divided, so every
  *   element of C is summed in the same order whatever the thread count: the result is bitwise
- *   identical for 1, 2 or 64 threads.
- * - The work is C's rectangles: a threads_m x threads_n grid of ranges of MR-row panels times
- *   ranges of NR-column panels, chosen to balance the micro-tiles per thread.
- * - Each (jc, pc) step, the threads that share a range of columns pack its B panels together
- *   into one shared buffer, each a part, and wait at a barrier before reading them; then each
- *   computes its rectangle, packing its own rows of A into a private buffer as it goes. With
- *   one thread per column range (threads_m == 1) a thread packs only the panels it reads and
- *   never waits for another. Ties in the grid go that way when rung 5 reads A in place (no
- *   packing of A to share out), and to splitting rows when it packs A.
- * - Rung 5's small-matrix path carries over: A or B read in place, and narrow C by dot
- *   products, its rows shared out between the threads.
+ *   identical for 1, 2 or 64 threads, and to rung 5's.
+ * - The work is C's micro-tiles: a threads_m x threads_n grid of ranges of MR-row panels times
+ *   ranges of NR-column panels, chosen to balance the micro-tiles of the busiest thread.
+ * - The threads_m threads that share a range of columns pack its B panels together into one
+ *   shared buffer, a part each, and wait at a barrier before reading them; each packs its own
+ *   rows of A into a private buffer. With one thread per column range (threads_m == 1) a
+ *   thread packs only the panels it reads, and never waits for another.
  * - OpenMP keeps its team of threads alive between calls, so a small matmul does not pay for
  *   starting threads. Without OpenMP the same code runs on one thread, still correct.
  */
-#include "packed.c"
+#include "krypton.h"
+#include "kr_pack.h"
+#include "kr_workspace.h"
 #ifdef _OPENMP
 #  include <omp.h>
 
@@ -32,29 +32,45 @@ static int kr_threads_lost_to_fork;
 static pthread_once_t kr_fork_watch_once = PTHREAD_ONCE_INIT;
 static void kr_note_fork_in_child(void) { kr_threads_lost_to_fork = 1; }
 static void kr_watch_fork(void) { pthread_atfork(NULL, NULL, kr_note_fork_in_child); }
+
+/* Every thread of the team waits here for all the others; outside a team it returns at once. */
+static void kr_team_barrier(void)
+{
+#pragma omp barrier
+}
+#else
+static void kr_team_barrier(void) {}
 #endif
 
-typedef struct kr_parallel_job {
-    int64_t M, N, K, mc_max, nc_max, kc_max;
-    const float *A; int64_t rsa, csa;
-    const float *B; int64_t rsb, csb;
-    float *C; int64_t rsc, csc;
-    float *Bp;          /* shared: the packed kc x nc block of B (the calling thread's buffer) */
-    const float *Bt;    /* narrow C only (kr_prefer_dot): B^T as rows, ldbt apart; else NULL */
-    int64_t ldbt;
-    int out_of_memory;  /* set by a thread that could not get its buffer */
-} kr_parallel_job;
-
+/* Waking threads and meeting at barriers costs microseconds: a small product finishes sooner
+ * on fewer threads, one per KR_MIN_FLOPS_PER_THREAD of work. The split never changes the sums,
+ * so neither does this rule. */
 #ifndef KR_MIN_FLOPS_PER_THREAD
 #  define KR_MIN_FLOPS_PER_THREAD (4 * 1000 * 1000)
 #endif
+int64_t kr_parallel_threads(int64_t M, int64_t N, int64_t K, int64_t threads)
+{
+#ifndef _OPENMP
+    threads = 1;
+#endif
+    /* in floating point: 2MNK overflows int64 for a broadcast operand with K = 10^17 */
+    const double flops = 2.0 * (double)M * (double)N * (double)K;
+    if (flops < (double)(threads - 1) * KR_MIN_FLOPS_PER_THREAD)
+        return (int64_t)(flops / KR_MIN_FLOPS_PER_THREAD) + 1;
+    return threads;
+}
 
-static int64_t kr_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+/* Part `part` of `parts` of [0, n), cut at multiples of `unit`. */
+typedef struct kr_range { int64_t begin, end; } kr_range;
+static kr_range kr_thread_range(int64_t n, int64_t unit, int64_t part, int64_t parts)
+{
+    const int64_t step = kr_ceil_div(kr_ceil_div(n, unit), parts) * unit;
+    return (kr_range){kr_min(part * step, n), kr_min((part + 1) * step, n)};
+}
 
-/* Pick threads_m x threads_n == threads minimizing the micro-tiles of the busiest thread.
- * Ties go to splitting rows when A is packed (each thread packs only its own rows of A), and
- * to splitting columns when A is read in place: then each thread packs only the B panels it
- * uses, and the threads never wait for one another (see kr_parallel_worker). */
+/* Pick threads_m x threads_n == threads minimizing the micro-tiles of the busiest thread. Ties
+ * go to splitting rows when A is packed (each thread packs only its own rows of A), and to
+ * splitting columns when A is read in place (rung 7): then no thread waits for another. */
 static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
                            int prefer_columns, int64_t *threads_m, int64_t *threads_n)
 {
@@ -73,82 +89,105 @@ static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
     }
 }
 
-/* What one thread does. The barriers are OpenMP's; called outside a parallel region
- * (one thread, or no OpenMP) they do nothing. */
-static void kr_parallel_worker(kr_parallel_job *job, int64_t tid, int64_t threads)
+/* Thread tid's part of C = A*B for an M x N C with strides (rsc, csc); Bp is the team's shared
+ * buffer for B. Returns KR_ENOMEM if this thread has no buffer for A: it still walks the loops
+ * then, to meet the others at every barrier. */
+static int kr_parallel_five_loops(int64_t M, int64_t N, int64_t K, const kr_operand *A,
+                                  const kr_operand *B, float *restrict C, int64_t rsc,
+                                  int64_t csc, const kr_knobs *knobs, float *restrict Bp,
+                                  int64_t tid, int64_t threads)
 {
-    if (job->Bt) {   /* narrow C: each thread takes a share of the rows, no packing to share */
-        const int64_t share = kr_ceil_div(kr_ceil_div(job->M, KR_DOT_ROWS), threads) * KR_DOT_ROWS;
-        kr_dot_rows(kr_min(tid * share, job->M), kr_min((tid + 1) * share, job->M), job->N,
-                    job->K, job->A, job->rsa, job->Bt, job->ldbt, job->C, job->rsc);
+    const kr_blocks max = kr_blocks_for(M, N, K, knobs);
+    float *Ap = kr_thread_buffer(KR_BUFFER_A, max.mc, max.kc);
+    const int64_t panel_stride = max.kc * KR_NR;
+    int64_t threads_m = 1, threads_n = 1;
+    kr_thread_grid(kr_ceil_div(M, KR_MR), max.nc / KR_NR, threads, A->read_in_place,
+                   &threads_m, &threads_n);
+    const int64_t tid_m = tid / threads_n, tid_n = tid % threads_n;
+    /* This thread's rows, and its columns of every nc block: the same panels of the shared
+     * buffer in each block, so a panel is never handed from one thread to another. */
+    const kr_range rows = Ap ? kr_thread_range(M, KR_MR, tid_m, threads_m) : (kr_range){0, 0};
+    const kr_range cols = kr_thread_range(max.nc, KR_NR, tid_n, threads_n);
+    const int share_b = threads_m > 1 && !B->read_in_place;
+
+    for (int64_t jc = 0; jc < N; jc += max.nc) {            /* jc: nc columns, B block in L3 */
+        const int64_t nc = kr_min(max.nc, N - jc);
+        const int64_t j_begin = kr_min(cols.begin, nc), j_end = kr_min(cols.end, nc);
+        const kr_range packs = kr_thread_range(j_end - j_begin, KR_NR, tid_m, threads_m);
+        for (int64_t pc = 0; pc < K; pc += max.kc) {        /* pc: kc of the depth */
+            const int64_t kc = kr_min(max.kc, K - pc);
+            const kr_view b = kr_pack_b(B, pc, jc, kc, nc, j_begin + packs.begin,
+                                        j_begin + packs.end, Bp, panel_stride);
+            if (share_b)
+                kr_team_barrier();                          /* every part of B is packed */
+            for (int64_t ic = rows.begin; ic < rows.end; ic += max.mc) {   /* ic: A in L2 */
+                const int64_t mc = kr_min(max.mc, rows.end - ic);
+                const kr_view a = kr_pack_a(A, ic, pc, mc, kc, Ap);
+                for (int64_t jr = j_begin; jr < j_end; jr += KR_NR)   /* jr: B panel, L1 */
+                    for (int64_t ir = 0; ir < mc; ir += KR_MR)     /* ir: tile in registers */
+                        kr_microkernel(kr_min(KR_MR, mc - ir), kr_min(KR_NR, nc - jr), kc,
+                                       a.data + ir / KR_MR * a.ps, a.rs, a.cs,
+                                       b.data + jr / KR_NR * b.ps, b.rs,
+                                       C + (ic + ir) * rsc + (jc + jr) * csc, rsc, csc,
+                                       pc == 0);
+            }
+            if (share_b)
+                kr_team_barrier();                  /* all have read B before it is repacked */
+        }
+    }
+    return Ap ? KR_OK : KR_ENOMEM;
+}
+
+/* The decorator: run work(job, tid, threads) on a team of threads, or on this one. OpenMP may
+ * grant fewer threads than asked (nested, or a limit set): the work is split over the threads
+ * that actually run. */
+static void kr_fork_join(int64_t threads, void (*work)(void *job, int64_t tid, int64_t threads),
+                         void *job)
+{
+#ifdef _OPENMP
+    if (threads > 1 && !kr_threads_lost_to_fork) {
+        pthread_once(&kr_fork_watch_once, kr_watch_fork);   /* before the first team starts */
+#pragma omp parallel num_threads((int)threads)
+        work(job, omp_get_thread_num(), omp_get_num_threads());
         return;
     }
-    const int64_t m_panels = kr_ceil_div(job->M, KR_MR);
-    const int a_in_place = kr_use_a_in_place(job->nc_max);
-    const int b_in_place = kr_use_b_in_place(job->M, job->K, job->N, job->csb);
-    /* Each thread packs A into its own buffer; OpenMP's threads live on between calls, and so
-     * do their buffers. A thread without one still walks the loops, to meet every barrier. */
-    float *Ap = a_in_place ? NULL : kr_thread_buffer(KR_BUFFER_A, job->mc_max, job->kc_max);
-    if (!a_in_place && !Ap) {
-#pragma omp atomic write
-        job->out_of_memory = 1;
-    }
-    const int64_t panel_stride = job->kc_max * KR_NR;
+#endif
+    (void)threads;
+    work(job, 0, 1);
+}
 
-    for (int64_t jc = 0; jc < job->N; jc += job->nc_max) {          /* jc: nc columns (L3) */
-        const int64_t nc = kr_min(job->nc_max, job->N - jc);
-        const int64_t n_panels = kr_ceil_div(nc, KR_NR);
-        int64_t threads_m = 1, threads_n = 1;
-        kr_thread_grid(m_panels, n_panels, threads, a_in_place, &threads_m, &threads_n);
-        /* This thread's rectangle: panel rows [m0, m1) x panel columns [n0, n1). */
-        const int64_t tid_m = tid / threads_n, tid_n = tid % threads_n;
-        const int64_t m_step = kr_ceil_div(m_panels, threads_m);
-        const int64_t n_step = kr_ceil_div(n_panels, threads_n);
-        const int64_t row_begin = kr_min(tid_m * m_step * KR_MR, job->M);
-        const int64_t row_end = kr_min((tid_m + 1) * m_step * KR_MR, job->M);
-        const int64_t n0 = kr_min(tid_n * n_step, n_panels);
-        const int64_t n1 = kr_min((tid_n + 1) * n_step, n_panels);
-        /* The threads_m threads that share columns [n0, n1) share their packing: each packs a
-         * part, and all wait at a barrier before reading. With one thread per column range
-         * (threads_m == 1) a thread packs its own panels and never waits for another. With B
-         * read in place, only panels from `first` on are packed (at most a narrow last one). */
-        const int must_wait = threads_m > 1;
-        const int64_t share = kr_ceil_div(n1 - n0, threads_m);
-        const int64_t first = kr_first_panel_to_pack(nc, b_in_place);
-        const int64_t pack_begin = kr_max(kr_min(n0 + tid_m * share, n1), first);
-        const int64_t pack_end = kr_max(kr_min(n0 + (tid_m + 1) * share, n1), pack_begin);
+typedef struct kr_parallel_job {
+    int64_t M, N, K;
+    const kr_operand *A, *B;
+    float *C;
+    int64_t rsc, csc;
+    const kr_knobs *knobs;
+    float *Bp;
+    int status;   /* KR_OK, or the failure of any thread */
+} kr_parallel_job;
 
-        for (int64_t pc = 0; pc < job->K; pc += job->kc_max) {      /* pc: kc of the depth */
-            const int64_t kc = kr_min(job->kc_max, job->K - pc);
-            const float *b = job->B + pc * job->rsb + jc * job->csb;
-            kr_pack_b_panels(kc, nc, pack_begin, pack_end, b, job->rsb, job->csb, job->Bp,
-                             panel_stride);
-            if (must_wait) {
-#pragma omp barrier
-            }
-            for (int64_t ic = row_begin; ic < row_end && n0 < n1; ic += job->mc_max) {  /* ic */
-                const int64_t mc = kr_min(job->mc_max, row_end - ic);
-                const float *a = job->A + ic * job->rsa + pc * job->csa;
-                float *c = job->C + ic * job->rsc + jc * job->csc;
-                if (!a_in_place) {
-                    if (!Ap)
-                        continue;
-                    kr_pack_a_block(mc, kc, a, job->rsa, job->csa, Ap);
-                    a = Ap;
-                }
-                kr_macrokernel(mc, nc, kc, n0, n1, a, !a_in_place, job->rsa, job->csa,
-                               b_in_place ? b : NULL, job->rsb, job->Bp, panel_stride, c,
-                               job->rsc, job->csc, pc == 0);
-            }
-            if (must_wait) {
-#pragma omp barrier
-            }
-        }
-        /* The next nc block may hand a panel slot to another thread: let the owner finish. */
-        if (!must_wait && jc + job->nc_max < job->N) {
-#pragma omp barrier
-        }
-    }
+static void kr_parallel_worker(void *opaque, int64_t tid, int64_t threads)
+{
+    kr_parallel_job *job = opaque;
+    const int status = kr_parallel_five_loops(job->M, job->N, job->K, job->A, job->B, job->C,
+                                              job->rsc, job->csc, job->knobs, job->Bp, tid,
+                                              threads);
+    if (status != KR_OK)
+        __atomic_store_n(&job->status, status, __ATOMIC_RELAXED);
+}
+
+/* The five loops on `threads` threads, sharing this thread's buffer for B. */
+static int kr_parallel(int64_t M, int64_t N, int64_t K, const kr_operand *A,
+                       const kr_operand *B, float *restrict C, int64_t rsc, int64_t csc,
+                       const kr_knobs *knobs, int64_t threads)
+{
+    const kr_blocks max = kr_blocks_for(M, N, K, knobs);
+    kr_parallel_job job = {.M = M, .N = N, .K = K, .A = A, .B = B, .C = C, .rsc = rsc,
+                           .csc = csc, .knobs = knobs, .status = KR_OK};
+    if (!(job.Bp = kr_thread_buffer(KR_BUFFER_B, max.nc, max.kc)))
+        return KR_ENOMEM;
+    kr_fork_join(threads, kr_parallel_worker, &job);
+    return job.status;
 }
 
 int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
@@ -164,53 +203,8 @@ int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
         kr_zero_c(M, N, C, ldc);
         return KR_OK;
     }
-#ifdef _OPENMP
-    int64_t threads = knobs->threads;
-#else
-    int64_t threads = 1;
-#endif
-    kr_parallel_job job = {
-        .M = M, .N = N, .K = K,
-        .A = A, .rsa = rsa, .csa = csa, .B = B, .rsb = rsb, .csb = csb,
-        .C = C, .rsc = ldc, .csc = 1,
-    };
-    if (kr_prefer_dot(N, csa)) {        /* as in rung 5: narrow C by dot products */
-        job.Bt = kr_dot_b_rows(N, K, B, rsb, csb, &job.ldbt);
-        if (!job.Bt)
-            return KR_ENOMEM;
-    } else if (kr_prefer_transposed(M, N)) {   /* as in rung 5: C^T = B^T A^T */
-        job = (kr_parallel_job){
-            .M = N, .N = M, .K = K,
-            .A = B, .rsa = csb, .csa = rsb, .B = A, .rsb = csa, .csb = rsa,
-            .C = C, .rsc = 1, .csc = ldc,
-        };
-    }
-    /* Waking threads and meeting at barriers costs microseconds: a small product finishes
-     * sooner on fewer threads. The split never changes the sums, so neither does this. */
-    /* (in floating point: 2MNK overflows int64 for a broadcast operand with K = 10^17) */
-    const double flops = 2.0 * (double)M * (double)N * (double)K;
-    if (flops < (double)(threads - 1) * KR_MIN_FLOPS_PER_THREAD)
-        threads = (int64_t)(flops / KR_MIN_FLOPS_PER_THREAD) + 1;
-    /* As in rung 5: blocks no larger than the matrix, so buffers are as large as this product
-     * needs and a huge knob cannot overflow when rounded up to whole micro-panels. */
-    job.mc_max = kr_round_up(kr_min(knobs->mc, job.M), KR_MR);
-    job.nc_max = kr_round_up(kr_min(knobs->nc, job.N), KR_NR);
-    job.kc_max = kr_min(knobs->kc, K);
-    if (!job.Bt && !(job.Bp = kr_thread_buffer(KR_BUFFER_B, job.nc_max, job.kc_max)))
-        return KR_ENOMEM;
-    {
-#ifdef _OPENMP
-        if (threads > 1 && !kr_threads_lost_to_fork) {
-            pthread_once(&kr_fork_watch_once, kr_watch_fork);  /* before the first team starts */
-#pragma omp parallel num_threads((int)threads)
-            {
-                /* OpenMP may grant fewer threads than asked (e.g. nested, or a limit set):
-                 * then the work is split over the threads that actually run. */
-                kr_parallel_worker(&job, omp_get_thread_num(), omp_get_num_threads());
-            }
-        } else
-#endif
-            kr_parallel_worker(&job, 0, 1);
-    }
-    return job.out_of_memory ? KR_ENOMEM : KR_OK;
+    const kr_operand a = {.data = A, .rs = rsa, .cs = csa};
+    const kr_operand b = {.data = B, .rs = rsb, .cs = csb};
+    return kr_parallel(M, N, K, &a, &b, C, ldc, 1, knobs,
+                       kr_parallel_threads(M, N, K, knobs->threads));
 }

@@ -11,8 +11,13 @@ double kr_probe_triad(float *restrict a, const float *restrict b, const float *r
                       int64_t n, int64_t repeats, int64_t threads)
 {
     const float s = 3.0f;
+#ifndef _OPENMP
+    (void)threads;   /* one thread: the loop below is plain C */
+#endif
     for (int64_t rep = 0; rep < repeats; ++rep) {
-#pragma omp parallel for num_threads((int)(threads > 0 ? threads : 1)) schedule(static)
+#ifdef _OPENMP
+#  pragma omp parallel for num_threads((int)(threads > 0 ? threads : 1)) schedule(static)
+#endif
         for (int64_t i = 0; i < n; ++i)
             a[i] = b[i] + s * c[i];
         /* Tell the compiler memory changed: without this (and without OpenMP, where the loop

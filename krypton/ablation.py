@@ -1,21 +1,23 @@
-"""What each small-matrix technique buys: rung 5 rebuilt one technique at a time, timed beside NumPy.
+"""What each small-matrix technique buys: rung 7 rebuilt one technique at a time, beside NumPy.
 
     python -m krypton.ablation                            # the MLP's shapes, one thread
-    python -m krypton.ablation --threads 2                # the same with rung 6 on two threads
+    python -m krypton.ablation --threads 2                # the same on two threads
     python -m krypton.ablation --shapes 10x128x256 1024 --repeats 11
 
-The five loops of rung 5 (csrc/packed.c) pay for packing before they compute. A large product
-earns that back many times over; the small products of training (a batch of 128 rows, a layer of
-10 outputs) may not. So rung 5 decides, for each product, whether to pack each operand and which
-kernel to run, and each decision is a macro that can turn it off. Compiling the same source with
-the macros below gives the rung as it was before each technique, and timing the variants in one
-run (interleaved, medians, beside NumPy, as ``krypton.bench`` does) shows what each one bought:
+The five loops of rungs 5 and 6 pay for packing before they compute. A large product earns that
+back many times over; the small products of training (a batch of 128 rows, a layer of 10
+outputs) may not. So rung 7 (csrc/small.c) plans each product: whether to pack each operand and
+which kernel to run, and each decision is a macro that can turn it off. Compiling small.c with
+the macros below gives the rung as it was before each technique, and timing the variants in
+one run (interleaved, medians, beside NumPy, as ``krypton.bench`` does) shows what each one
+bought:
 
-    pack both       every operand packed, edge tiles computed by the full MR-row kernel
-    + A in place    a block of C at most 8 panels wide reads A where it is (kr_use_a_in_place)
-    + edge kernels  an edge tile of mr < MR rows runs a copy of the kernel with mr rows
+    pack both       every operand packed, edge tiles on the full kernel: rung 6 (with C^T for
+                    narrow C)
+    + A in place    a block of C at most a few panels wide reads A where it is
+    + edge kernels  an edge tile of mr < MR rows runs on kernels of fewer rows
     + dot           C with fewer than NR/2 columns: dot products along k (kr_dot_rows)
-    + B in place    a product of few rows reads B where it is (kr_use_b_in_place): rung 5 today
+    + B in place    a product of few rows reads B where it is: rung 7 as it is
 
 Each step keeps the ones above it. All variants compute the same product (the tests check every
 one against NumPy); only the time differs.
@@ -34,16 +36,16 @@ from krypton import bench, kernels, machine
 
 @dataclass(frozen=True)
 class Step:
-    """One variant of rung 5: a label, what it adds, and the macros that switch the rest off."""
+    """One variant of rung 7: a label, what it adds, and the macros that switch the rest off."""
 
     label: str
     adds: str
     macros: dict[str, int]
 
-    def source(self, rung: str = "packed") -> str:
+    def source(self) -> str:
         """C source: the macros, then the rung's own file."""
         defines = "".join(f"#define {name} {value}\n" for name, value in self.macros.items())
-        return f'{defines}#include "{rung}.c"\n'
+        return f'{defines}#include "small.c"\n'
 
 
 _OFF = {"KR_A_IN_PLACE_PANELS": 0, "KR_EDGE_KERNELS": 0, "KR_NARROW_DOT": 0,
@@ -53,7 +55,7 @@ STEPS: tuple[Step, ...] = (
     Step("pack both", "every operand packed, edge tiles on the full kernel", dict(_OFF)),
     Step("+A in place", "narrow blocks of C read A in place",
          {k: v for k, v in _OFF.items() if k != "KR_A_IN_PLACE_PANELS"}),
-    Step("+edge kernels", "a kernel copy per edge row count",
+    Step("+edge kernels", "edge tiles on kernels of fewer rows",
          {"KR_NARROW_DOT": 0, "KR_B_IN_PLACE_TILES": 0}),
     Step("+dot", "narrow C by dot products along k", {"KR_B_IN_PLACE_TILES": 0}),
     Step("+B in place", "few-row products read B in place (the rung as it is)", {}),
@@ -68,14 +70,14 @@ dY2.T @ h (10x128x256) and dY1 @ W1 (128x256x784); and x.T @ dY1 (784x128x256), 
 layer's weight gradient when the weight is stored (in, out)."""
 
 
-def variant(step: Step, threads: int = 1) -> Any:
-    """``step`` compiled: rung 5 for one thread, rung 6 (same code, threaded) for more. Returns a
+def variant(step: Step, threads: int = 1, **code_knobs: Any) -> Any:
+    """``step`` compiled (``code_knobs``: isa, mr, nr) and run on ``threads`` threads. Returns a
     function of (a, b)."""
-    rung = "packed" if threads == 1 else "parallel"
     # One cached module per source: the seam names each by a hash of what it compiles.
-    kernel = kernels.compile_source(step.source(rung), f"kr_sgemm_{rung}", like=rung,
-                                    name=f"ablation_{rung}")
-    return kernel if threads == 1 else functools.partial(kernel, threads=threads)
+    kernel = kernels.compile_source(step.source(), "kr_sgemm_small", like="small",
+                                    name="ablation", exports=kernels.SPECS["small"].exports,
+                                    **code_knobs)
+    return functools.partial(kernel, threads=threads)
 
 
 def measure(shapes: Sequence[tuple[int, int, int]] = MLP_SHAPES, threads: int = 1,
@@ -114,17 +116,32 @@ def format_table(measurements: Sequence[bench.Measurement],
     return "\n".join(lines)
 
 
+MAX_OPERAND_BYTES = 2**33
+"""The most memory the three matrices of one shape may take (8 GiB): a shape larger than that
+is refused before anything is compiled or allocated."""
+
+
+def _shape_too_large(shape: tuple[int, int, int]) -> str | None:
+    m, n, k = shape
+    needed = 4 * (m * k + k * n + m * n)
+    if needed <= MAX_OPERAND_BYTES:
+        return None
+    return (f"shape {m}x{k}x{n} (M x K x N) needs {needed / 2**30:,.0f} GiB for A, B and C, "
+            f"more than the {MAX_OPERAND_BYTES // 2**30} GiB this tool allows: choose smaller "
+            "sizes, e.g. 128x784x256 or 2048")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     quick = bench.quick_mode()
     parser = argparse.ArgumentParser(
         prog="python -m krypton.ablation",
-        description="Rung 5's small-matrix techniques, added one at a time, timed beside "
+        description="Rung 7's small-matrix techniques, added one at a time, timed beside "
                     "NumPy.")
     parser.add_argument("--shapes", nargs="+", type=bench.parse_shape, default=None,
                         metavar="MxKxN", help="shapes (default: one MLP training step's six "
                                               "products), e.g. 128x256x10 or 512")
     parser.add_argument("--threads", type=int, default=1,
-                        help="threads (default 1: rung 5; more: rung 6 with the same steps)")
+                        help="threads (default 1)")
     parser.add_argument("--repeats", type=int, default=3 if quick else 7,
                         help="timed rounds per shape (median reported)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -134,10 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     shapes = args.shapes or list(MLP_SHAPES)
+    for shape in shapes:
+        if (problem := _shape_too_large(shape)) is not None:
+            parser.error(problem)
     print(f"Machine: {machine.describe()}", flush=True)
-    print(f"{'Rung 5' if args.threads == 1 else 'Rung 6'} on {args.threads} "
-          f"thread{'s' * (args.threads > 1)}; each column adds one technique to the one "
-          "before:", flush=True)
+    print(f"Rung 7 on {args.threads} thread{'s' * (args.threads > 1)}; each column adds one "
+          "technique to the one before:", flush=True)
     for step in STEPS:
         print(f"  {step.label:<14} {step.adds}")
     measurements = measure(shapes, args.threads, args.repeats, progress=not args.no_progress)

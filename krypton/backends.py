@@ -13,7 +13,7 @@ with it).
     with krypton.backend("naive"):         # only inside the block, only in this thread
         loss.backward()
 
-The default backend is the fastest rung, ``"parallel"``. The kernels compute in float32; float64
+The default backend is the top rung, ``"small"``. The kernels compute in float32; float64
 tensors (used to check gradients against finite differences) always multiply with NumPy.
 """
 
@@ -33,7 +33,7 @@ from krypton.timing import Stopwatch
 BACKENDS = KERNELS + ("numpy",)
 """Every backend name: the rungs of the ladder, then "numpy"."""
 
-DEFAULT = "parallel"
+DEFAULT = KERNELS[-1]
 
 _default: tuple[str, dict[str, Any]] = (DEFAULT, {})
 _local = threading.local()  # a stack of (name, knobs) pushed by `with backend(...)`, per thread

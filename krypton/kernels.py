@@ -24,8 +24,8 @@ import numpy as np
 from krypton import machine, seam, tuning
 from krypton.checks import positive_int
 
-KERNELS = ("naive", "tiled", "simd", "regblock", "packed", "parallel")
-"""The rungs of the ladder, slowest first."""
+KERNELS = ("naive", "tiled", "simd", "regblock", "packed", "parallel", "small")
+"""The rungs of the ladder, slowest first; the last is ``matmul``'s default."""
 
 LOOP_ORDERS = ("ijk", "ikj")
 
@@ -44,6 +44,7 @@ class KernelSpec:
     flags: tuple[str, ...] = ()
     needs_unit_stride_b: bool = False
     threaded: bool = False
+    exports: tuple[str, ...] = ()  # C functions of the module besides the kernel (krypton.h)
 
     @property
     def function(self) -> str:
@@ -68,28 +69,21 @@ SPECS: dict[str, KernelSpec] = {
         KernelSpec("packed", 5, "packed panels, the BLIS five loops", _BLOCKS,
                    ("isa", "mr", "nr")),
         KernelSpec("parallel", 6, "threads over the ic and jr loops", _BLOCKS,
-                   ("isa", "mr", "nr"), threaded=True),
+                   ("isa", "mr", "nr"), threaded=True, exports=("kr_parallel_threads",)),
+        KernelSpec("small", 7, "a plan for small products: in place, dot products", _BLOCKS,
+                   ("isa", "mr", "nr"), threaded=True,
+                   exports=("kr_small_plan", "kr_small_thresholds", "kr_parallel_threads")),
     )
 }
 
-# Micro-tile shape per ISA: MR rows x NR columns (NR a multiple of the vector width). Sized so
-# MR * NR / VLEN accumulators + NR / VLEN loads of B + 1 broadcast of A fit in the registers,
-# with enough independent accumulators to cover the FMA latency on both FMA units (>= 8 for
-# 4-cycle latency x 2 units). For AVX-512, 8 x 32 (16 accumulators, 10 loads per 16 FMAs) is
-# the default: on square matrices it measured level with 6 x 64 (24 accumulators, 10 loads per
-# 24 FMAs) on the team's Zen 4 (both 105-112 GFLOPS, 93-95% of peak, on one core), and on the
-# MLP's shapes it wastes less on padding (784 columns pad to 800, not 832): 128x784x256 and its
-# weight gradient 256x784x128 measured 3% and 8% faster on two threads. `python -m
-# krypton.autotune` measures every shape that fits on your machine and keeps the best.
-DEFAULT_MICROTILE = {"avx512": (8, 32), "avx2": (6, 16), "neon": (8, 12), "scalar": (4, 2)}
-
-_ERROR_CODES = {1: "KR_ENOMEM", 2: "KR_EINVAL"}
+DEFAULT_MICROTILE = machine._IsaColumn("microtile")
+"""The default micro-tile (MR, NR) per ISA, as csrc/kr_microkernel.h defines it (and explains
+it: enough accumulators to cover the FMA latency on every pipe, all in registers)."""
 
 
 def registers_needed(mr: int, nr: int, isa: str) -> int:
     """Vector registers an ``mr x nr`` micro-kernel needs: accumulators, B vectors, A broadcast."""
-    vectors_per_row = nr // machine.VECTOR_WIDTH[isa]
-    return mr * vectors_per_row + vectors_per_row + 1
+    return machine.registers_needed(mr, nr, isa)
 
 
 def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True) -> dict[str, Any]:
@@ -99,12 +93,10 @@ def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True) -> di
     there while tile_m rows of C are computed from it. Blocks (rungs 5-6), after BLIS: a
     kc x NR micro-panel of B takes an eighth of L2 (and an MR x kc micro-panel of A a part
     of L1); an mc x kc block of A a quarter of L2; a kc x nc block of B a share of L3. kc is
-    kept large because C is read and written once per kc block: on Zen 5 at 4096^2, where C
-    lives in memory, kc = 128 gave 190 GFLOPS and kc = 512 gave 230. Half of L2 for the A
-    block measured slower than a quarter (222 vs ~240 GFLOPS at 2048^2): B's panels stream
-    through L2 too. When ``python -m krypton.autotune`` has saved measured values for this
-    machine, rungs 5-6
-    use those instead (pass ``tuned=False`` to see the formulas' values).
+    kept large because C is read and written once per kc block, and the A block takes a quarter
+    of L2, not half, because B's panels stream through L2 too (``python -m krypton.bench`` and
+    ``python -m krypton.autotune`` measure both). When autotune has saved measured values for
+    this machine, rungs 5-7 use those instead (pass ``tuned=False`` to see the formulas').
     """
     spec = _spec(kernel)
     caches = machine.cache_sizes()
@@ -144,7 +136,10 @@ def _clamp(value: int, low: int, high: int) -> int:
 
 
 def _spec(kernel: str) -> KernelSpec:
-    if not isinstance(kernel, str) or kernel not in SPECS:
+    if not isinstance(kernel, str):
+        raise TypeError(f"kernel must be a name (str), one of {', '.join(KERNELS)}; got "
+                        f"{type(kernel).__name__} {kernel!r}")
+    if kernel not in SPECS:
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
     return SPECS[kernel]
 
@@ -206,7 +201,7 @@ class Kernel:
         status = self._function(m, n, k, a_pointer, rsa, csa, b_pointer, rsb, csb,
                                 ffi.from_buffer("float[]", c), n, c_knobs)
         if status != 0:
-            _raise_for_status(status, self.spec.name, m, n, k, runtime)
+            _raise_for_status(self.module.lib, status, self.spec.name, m, n, k, runtime)
         return c
 
     def _defaults(self, threads: int | None) -> tuple[dict[str, int], Any]:
@@ -298,16 +293,22 @@ def _resolve_threads(spec: KernelSpec, threads: Any) -> int:
     if not spec.threaded and threads != 1:
         raise ValueError(
             f"kernel {spec.name!r} runs on one thread; threads={threads} applies only to "
-            f"'parallel' (pass kernel='parallel', or leave threads unset)")
+            f"{' and '.join(repr(s.name) for s in SPECS.values() if s.threaded)} (pass "
+            f"kernel={KERNELS[-1]!r}, or leave threads unset)")
     if threads > 1024:
         raise ValueError(f"threads={threads} is more than 1024; pass at most the core count "
                          f"({machine.cpu_count()} here)")
     return threads
 
 
-def _raise_for_status(status: int, kernel: str, m: int, n: int, k: int,
+_ERROR_CODES = ("KR_ENOMEM", "KR_EINVAL")
+"""The names of krypton.h's return codes; their values are read from the compiled module."""
+
+
+def _raise_for_status(lib: Any, status: int, kernel: str, m: int, n: int, k: int,
                       knobs: Mapping[str, int]) -> None:
-    name = _ERROR_CODES.get(status, f"error {status}")
+    name = next((code for code in _ERROR_CODES if getattr(lib, code) == status),
+                f"error {status}")
     detail = ", ".join(f"{key}={value}" for key, value in knobs.items())
     if name == "KR_ENOMEM":
         raise MemoryError(f"kernel {kernel!r} could not allocate its packing buffers for "
@@ -324,7 +325,7 @@ def _resolve_code_knobs(spec: KernelSpec, knobs: Mapping[str, Any]) -> dict[str,
                              f"{', '.join(machine.available_isas())}")
     resolved: dict[str, Any] = {"isa": isa} if "isa" in spec.code_knobs else {}
     if "mr" in spec.code_knobs:
-        tuned = tuning.load_tuned(isa) if spec.name in ("packed", "parallel") else None
+        tuned = tuning.load_tuned(isa) if "mc" in spec.knobs else None
         default_mr, default_nr = (tuned["mr"], tuned["nr"]) if tuned else DEFAULT_MICROTILE[isa]
         mr = positive_int("mr", knobs.get("mr", default_mr))
         nr = positive_int("nr", knobs.get("nr", default_nr))
@@ -347,8 +348,8 @@ def _compile(name: str, code_items: tuple[tuple[str, Any], ...]) -> Kernel:
     spec = SPECS[name]
     code = dict(code_items)
     macros, flags = _macros_and_flags(spec, code)
-    module = seam.compile_c(kernel_source(name), seam.cdef_for([spec.function]), name=name,
-                            macros=macros, flags=flags)
+    module = seam.compile_c(kernel_source(name), seam.cdef_for([spec.function, *spec.exports]),
+                            name=name, macros=macros, flags=flags)
     return Kernel(spec, module, spec.function, code)
 
 
@@ -363,7 +364,7 @@ def _macros_and_flags(spec: KernelSpec, code: Mapping[str, Any]) -> tuple[dict, 
     return macros, flags
 
 
-def get_kernel(kernel: str = "parallel", **code_knobs: Any) -> Kernel:
+def get_kernel(kernel: str = KERNELS[-1], **code_knobs: Any) -> Kernel:
     """Compile (or load from the cache) one rung with the given code knobs.
 
     Args:
@@ -384,7 +385,7 @@ def get_kernel(kernel: str = "parallel", **code_knobs: Any) -> Kernel:
 
 
 def compile_source(source: str, function: str, like: str = "packed", *, name: str = "custom",
-                   **code_knobs: Any) -> Kernel:
+                   exports: tuple[str, ...] = (), **code_knobs: Any) -> Kernel:
     """Compile a learner's own C kernel through the same seam, callable like ``matmul``.
 
     Args:
@@ -393,6 +394,8 @@ def compile_source(source: str, function: str, like: str = "packed", *, name: st
         function: the name of the function to call, e.g. ``"kr_sgemm_mine"``.
         like: the rung whose knobs, stride needs and threading the new kernel shares.
         name: a short identifier for the compiled module.
+        exports: other functions of csrc/krypton.h the source defines, to call through
+            ``kernel.module.lib`` (e.g. ``("kr_small_plan",)`` for a variant of small.c).
         **code_knobs: ``isa``/``mr``/``nr`` as for ``like``; passed as ``-D`` macros.
 
     Raises:
@@ -407,7 +410,7 @@ def compile_source(source: str, function: str, like: str = "packed", *, name: st
     if not isinstance(function, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", function):
         raise ValueError(f"function must be a C identifier, got {function!r}")
     # The cdef is the ladder's own signature under the learner's function name.
-    cdef = seam.cdef_for(["kr_sgemm_naive"]).replace("kr_sgemm_naive", function)
+    cdef = seam.cdef_for(["kr_sgemm_naive", *exports]).replace("kr_sgemm_naive(", f"{function}(")
     try:
         module = seam.compile_c(source, cdef, name=name, macros=macros, flags=flags)
     except ImportError as error:  # it compiled, but the loader finds no such function
@@ -419,15 +422,16 @@ def compile_source(source: str, function: str, like: str = "packed", *, name: st
     return Kernel(spec, module, function, code)
 
 
-def matmul(a: np.ndarray, b: np.ndarray, kernel: str = "parallel", threads: int | None = None,
+def matmul(a: np.ndarray, b: np.ndarray, kernel: str = KERNELS[-1], threads: int | None = None,
            **knobs: Any) -> np.ndarray:
     """``a @ b`` computed by one rung of the kernel ladder.
 
     Args:
         a: (M, K) float32 array, any strides (transposed views and slices are read in place).
         b: (K, N) float32 array, any strides.
-        kernel: a name from ``KERNELS``; default the fastest, ``"parallel"``.
-        threads: threads for ``"parallel"`` (default: all cores); other rungs run on one.
+        kernel: a name from ``KERNELS``; default the top rung, ``"small"``.
+        threads: threads for ``"parallel"`` and ``"small"`` (default: all cores); the other
+            rungs run on one.
         **knobs: the rung's knobs, e.g. ``tile_m=64`` or ``mc=240, kc=256`` or ``isa="avx2"``.
             ``krypton.kernels.default_knobs(kernel)`` shows them with their defaults.
 
@@ -439,7 +443,7 @@ def matmul(a: np.ndarray, b: np.ndarray, kernel: str = "parallel", threads: int 
         ValueError: wrong ndim, shapes that do not multiply, an unknown kernel or knob, or a
             knob value the kernel cannot use.
     """
-    if not knobs and kernel in _default_code:  # fast path: no knobs, resolved before
+    if type(kernel) is str and not knobs and kernel in _default_code:  # resolved before
         return _compile(kernel, _default_code[kernel])(a, b, threads=threads)
     spec = _spec(kernel)
     _check_operands(a, b)
@@ -453,3 +457,54 @@ def matmul(a: np.ndarray, b: np.ndarray, kernel: str = "parallel", threads: int 
 
 _default_code: dict[str, tuple[tuple[str, Any], ...]] = {}
 """The code knobs each rung's defaults resolved to; ``_compile`` holds the compiled kernel."""
+
+
+@dataclass(frozen=True)
+class SmallPlan:
+    """What rung 7 does for one product (csrc/krypton.h, ``kr_plan``), as C decides it."""
+
+    declined: bool    # nothing of rung 7's own: rung 6's loops compute it as they are
+    dot: bool         # few columns: dot products along k
+    transposed: bool  # computed as C^T = B^T A^T
+    a_in_place: bool  # A (B^T if transposed) read where it is
+    b_in_place: bool  # B (A^T if transposed) read where it is, whole panels
+    threads: int      # threads it runs on
+
+
+def small_plan(m: int, n: int, k: int, a_strides: tuple[int, int] | None = None,
+               b_strides: tuple[int, int] | None = None, threads: int | None = None,
+               **knobs: Any) -> SmallPlan:
+    """Ask rung 7's C (``kr_small_plan``) what it would do for an (m, k) @ (k, n) product.
+
+    Args:
+        m, n, k: the shape.
+        a_strides, b_strides: (row, column) strides in elements; default row-major
+            (``(k, 1)`` and ``(n, 1)``); ``(1, m)`` is a transposed A such as ``x.T``.
+        threads: as for ``matmul`` (default: all cores).
+        **knobs: code knobs (``isa``, ``mr``, ``nr``) and ``nc``, as for ``matmul``.
+    """
+    code = {key: value for key, value in knobs.items() if key in SPECS["small"].code_knobs}
+    runtime = {key: value for key, value in knobs.items() if key not in code}
+    kernel = get_kernel("small", **code)
+    for name, value in (("m", m), ("n", n), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    rsa, csa = a_strides or (k, 1)
+    rsb, csb = b_strides or (n, 1)
+    c_knobs = kernel._ffi.new("kr_knobs *", dict(
+        _resolve_runtime_knobs(kernel.spec, kernel.code_knobs, runtime),
+        threads=_resolve_threads(kernel.spec, threads)))
+    plan = kernel._ffi.new("kr_plan *")
+    kernel.module.lib.kr_small_plan(m, n, k, rsa, csa, rsb, csb, c_knobs, plan)
+    return SmallPlan(bool(plan.declined), bool(plan.dot), bool(plan.transposed),
+                     bool(plan.a_in_place), bool(plan.b_in_place), int(plan.threads))
+
+
+def small_thresholds(**code_knobs: Any) -> dict[str, int]:
+    """Rung 7's thresholds as compiled (``kr_small_limits`` in csrc/krypton.h)."""
+    kernel = get_kernel("small", **code_knobs)
+    limits = kernel._ffi.new("kr_small_limits *")
+    kernel.module.lib.kr_small_thresholds(limits)
+    return {name: int(getattr(limits, name)) for name, _ in kernel._ffi.typeof(
+        "kr_small_limits").fields}
+>>>>>>> kernels

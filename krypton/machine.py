@@ -15,20 +15,84 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from krypton import seam
 from krypton.checks import positive_int
 
-ISA_MACROS = {"avx512": 3, "avx2": 2, "neon": 1, "scalar": 0}
+@dataclass(frozen=True)
+class IsaInfo:
+    """One vector ISA as csrc/kr_simd.h and csrc/kr_microkernel.h define it."""
+
+    name: str
+    macro: int              # the value of KR_ISA that selects it
+    vector_width: int       # float32 lanes per vector register
+    vector_registers: int   # architectural vector registers (scalar: a typical float count)
+    microtile: tuple[int, int]  # the default MR x NR of the micro-kernel
+
+
+@functools.lru_cache(maxsize=None)
+def isa_table() -> dict[str, IsaInfo]:
+    """Every ISA the kernels know, widest first, read from C (csrc/isa.c, compiled once)."""
+    lib, ffi = _isa_module().lib, _isa_module().ffi
+    table = []
+    info = ffi.new("kr_isa_info *")
+    macro = 0
+    while lib.kr_describe_isa(macro, info) == lib.KR_OK:
+        table.append(IsaInfo(ffi.string(info.name).decode(), macro, info.vector_width,
+                             info.vector_registers, (info.mr, info.nr)))
+        macro += 1
+    return {isa.name: isa for isa in sorted(table, key=lambda isa: -isa.macro)}
+
+
+def isa_info(isa: str) -> IsaInfo:
+    """What C says about ``isa``; KeyError naming the known ones for any other name."""
+    table = isa_table()
+    if isa not in table:
+        raise KeyError(f"unknown ISA {isa!r}; the kernels know {', '.join(table)}")
+    return table[isa]
+
+
+def registers_needed(mr: int, nr: int, isa: str) -> int:
+    """Vector registers an ``mr x nr`` micro-kernel needs on ``isa``: accumulators, B, A."""
+    return int(_isa_module().lib.kr_registers_needed(mr, nr // isa_info(isa).vector_width))
+
+
+@functools.lru_cache(maxsize=None)
+def _isa_module() -> seam.CompiledModule:
+    return seam.compile_c((seam.CSRC / "isa.c").read_text(),
+                          seam.cdef_for(["kr_describe_isa", "kr_registers_needed"]), name="isa")
+
+
+class _IsaColumn(Mapping):
+    """One column of the ISA table as a read-only mapping (ISA name -> value), read from C on
+    first use, so importing krypton compiles nothing."""
+
+    def __init__(self, field: str):
+        self._field = field
+
+    def __getitem__(self, isa: str) -> Any:
+        return getattr(isa_info(isa), self._field)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(isa_table())
+
+    def __len__(self) -> int:
+        return len(isa_table())
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+ISA_MACROS: Mapping[str, int] = _IsaColumn("macro")
 """ISA names, widest first, and the value of ``KR_ISA`` that selects each in kr_simd.h."""
 
-VECTOR_WIDTH = {"avx512": 16, "avx2": 8, "neon": 4, "scalar": 1}
+VECTOR_WIDTH: Mapping[str, int] = _IsaColumn("vector_width")
 """float32 lanes per vector register."""
 
-VECTOR_REGISTERS = {"avx512": 32, "avx2": 16, "neon": 32, "scalar": 16}
+VECTOR_REGISTERS: Mapping[str, int] = _IsaColumn("vector_registers")
 """Architectural vector registers (for scalar code: a typical count of float registers)."""
 
 # Flags that make the compiler target exactly one ISA, so that a forced narrower ISA is

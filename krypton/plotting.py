@@ -18,7 +18,8 @@ from krypton.timing import REFERENCES, Measurement
 
 COLORS = {
     "naive": "#9e9e9e", "tiled": "#8d6e63", "simd": "#42a5f5", "regblock": "#26a69a",
-    "packed": "#7e57c2", "parallel": "#d81b60", "numpy": "#ff8f00", "torch": "#2e7d32",
+    "packed": "#7e57c2", "parallel": "#d81b60", "small": "#5c6bc0", "numpy": "#ff8f00",
+    "torch": "#2e7d32",
 }
 """One colour per contender, the same in every notebook and plot."""
 

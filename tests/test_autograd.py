@@ -415,7 +415,7 @@ def test_set_backend_and_the_context_manager():
 
 
 def test_the_default_backend_is_the_fastest_rung():
-    assert backends.DEFAULT == krypton.KERNELS[-1] == "parallel"
+    assert backends.DEFAULT == krypton.KERNELS[-1] == "small"
 
 
 @pytest.mark.parametrize("call, message", [

@@ -7,9 +7,9 @@ drawn block sizes), the memory layout of each operand (any strides, negative, br
 Fortran, transposed, misaligned), the runtime knobs (from 1 to 2**62), the compiled micro-tile
 and ISA, the thread count, and a few NaN and infinities, which must land where NumPy puts them.
 
-The parallel rung runs products smaller than a few MFLOP on one thread, which would leave the
-thread count untested on fuzz-sized shapes; so it is also fuzzed as compiled with
-``KR_MIN_FLOPS_PER_THREAD=1``, where every product is split over all the threads asked for.
+The threaded rungs (parallel, small) run products smaller than a few MFLOP on one thread, which
+would leave the thread count untested on fuzz-sized shapes; so they are also fuzzed as compiled
+with ``KR_MIN_FLOPS_PER_THREAD=1``, where every product is split over all the threads asked for.
 
 Bounded in CI (300 cases per rung, about 20 s on 2 cores). On demand, the "long" profile of
 tests/conftest.py, which also draws from every micro-tile shape the ISA can hold:
@@ -82,23 +82,22 @@ class Case:
         knobs = "".join(f", {name}={value!r}"
                         for name, value in {**self.code_knobs, **self.runtime_knobs}.items())
         if self.every_thread:
-            return (f"every_thread_parallel()(a, b, threads={self.threads!r}{knobs})   "
+            return (f"every_thread({self.kernel!r})(a, b, threads={self.threads!r}{knobs})   "
                     "# tests/test_fuzz_kernels.py")
         return f"krypton.matmul(a, b, kernel={self.kernel!r}, threads={self.threads!r}{knobs})"
 
     def run(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         if self.every_thread:
-            return every_thread_parallel()(a, b, threads=self.threads, **self.runtime_knobs)
+            return every_thread(self.kernel)(a, b, threads=self.threads, **self.runtime_knobs)
         return krypton.matmul(a, b, kernel=self.kernel, threads=self.threads,
                               **self.code_knobs, **self.runtime_knobs)
 
 
 @functools.lru_cache(maxsize=None)
-def every_thread_parallel() -> krypton.Kernel:
-    """Rung 6 compiled to split even a 1 x 1 x 1 product over every thread it is given."""
-    source = "#define KR_MIN_FLOPS_PER_THREAD 1\n" + kernel_source("parallel")
-    return compile_source(source, "kr_sgemm_parallel", like="parallel",
-                          name="parallel_every_thread")
+def every_thread(rung: str) -> krypton.Kernel:
+    """A threaded rung compiled to split even a 1 x 1 x 1 product over every thread it is given."""
+    source = "#define KR_MIN_FLOPS_PER_THREAD 1\n" + kernel_source(rung)
+    return compile_source(source, f"kr_sgemm_{rung}", like=rung, name=f"{rung}_every_thread")
 
 
 def blocks() -> st.SearchStrategy[int]:
@@ -111,7 +110,7 @@ def blocks() -> st.SearchStrategy[int]:
 @st.composite
 def cases(draw, kernel: str) -> Case:
     spec = SPECS[kernel]
-    every_thread = kernel == "parallel" and draw(st.booleans())
+    every_thread = spec.threaded and draw(st.booleans())
     code_knobs: dict = {}
     if spec.code_knobs and not every_thread and draw(st.booleans()):
         variant = draw(S.microtiles() if EXAMPLES < 1000 else st.sampled_from(ALL_MICROTILES))
@@ -174,7 +173,7 @@ def describe(case: Case) -> None:
     event(f"layouts: {case.layout_a.kind} @ {case.layout_b.kind}")
     event("a zero dimension" if 0 in (case.m, case.n, case.k) else "M, N, K >= 1")
     event("NaN/inf in the input" if case.specials else "finite input")
-    if case.kernel == "parallel":
+    if SPECS[case.kernel].threaded:
         event(f"every_thread={case.every_thread}, threads="
               f"{'>1' if (case.threads or krypton.machine.cpu_count()) > 1 else '1'}")
     if case.code_knobs:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import krypton
-from krypton.kernels import default_knobs, get_kernel
+from krypton.kernels import SPECS, default_knobs, get_kernel
 
 import strategies as S
 
@@ -47,11 +47,11 @@ def test_rung_matches_numpy_with_non_default_knobs(kernel, data, shape, seed):
     rng = np.random.default_rng(seed)
     a = S.make_operand(rng, m, k, "c")
     b = S.make_operand(rng, k, n, data.draw(st.sampled_from(S.LAYOUTS)))
-    threads = data.draw(st.integers(1, 4)) if kernel == "parallel" else None
+    threads = data.draw(st.integers(1, 4)) if SPECS[kernel].threaded else None
     check(krypton.matmul(a, b, kernel=kernel, threads=threads, **knobs), a, b)
 
 
-@pytest.mark.parametrize("kernel", ("regblock", "packed", "parallel"))
+@pytest.mark.parametrize("kernel", ("regblock", "packed", "parallel", "small"))
 @settings(max_examples=30)
 @given(variant=S.microtiles(), shape=S.shapes(100), seed=st.integers(0, 2**32 - 1))
 def test_micro_kernel_variants_and_narrower_isas_match_numpy(kernel, variant, shape, seed):
@@ -133,6 +133,16 @@ def test_parallel_is_bitwise_identical_for_every_thread_count_and_to_packed():
         b = S.make_operand(rng, k, n, "transposed")
         results = [krypton.matmul(a, b, kernel="parallel", threads=t) for t in (1, 2, 3, 4, 7)]
         results.append(krypton.matmul(a, b, kernel="packed"))
+        for other in results[1:]:
+            assert np.array_equal(results[0], other)
+
+
+def test_small_is_bitwise_identical_for_every_thread_count():
+    rng = np.random.default_rng(7)
+    for m, k, n in [(257, 531, 389), (128, 784, 256), (7, 1000, 3), (1000, 50, 1), (10, 128, 256)]:
+        a = S.make_operand(rng, m, k, "c")
+        b = S.make_operand(rng, k, n, "transposed")
+        results = [krypton.matmul(a, b, kernel="small", threads=t) for t in (1, 2, 3, 4, 7)]
         for other in results[1:]:
             assert np.array_equal(results[0], other)
 

@@ -178,10 +178,16 @@ def test_code_knobs_are_validated_before_compiling(knobs, match):
         krypton.matmul(A, B, kernel="packed", **knobs)
 
 
+@pytest.mark.parametrize("kernel", [["naive"], ("packed",), 5])
+def test_a_kernel_that_is_not_a_name_is_a_type_error_naming_the_choices(kernel):
+    with pytest.raises(TypeError, match=r"kernel must be a name \(str\), one of naive, .*small"):
+        krypton.matmul(A, B, kernel=kernel)
+
+
 def test_get_kernel_and_kernel_calls_take_only_their_own_knobs():
     with pytest.raises(ValueError, match=r"kernel 'packed' has no code knob 'mc'"):
         krypton.get_kernel("packed", mc=4)
-    with pytest.raises(ValueError, match=r"unknown kernel None"):
+    with pytest.raises(TypeError, match=r"kernel must be a name \(str\).*got NoneType None"):
         krypton.get_kernel(None)
     with pytest.raises(ValueError, match=r"has no knob 'mr' \(code knobs are given when"):
         krypton.get_kernel("packed")(A, B, mr=4)

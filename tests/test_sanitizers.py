@@ -162,7 +162,7 @@ def pytest_sessionstart(session):
     import strategies
     kernels.get_kernel("naive")  # resolve the compiler's flags once, before the threads
     jobs = [(name, {}) for name in kernels.KERNELS[1:]]
-    jobs += [(name, variant) for name in ("regblock", "packed", "parallel")
+    jobs += [(name, variant) for name in ("regblock", "packed", "parallel", "small")
              for variant in strategies.microtile_variants()]
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         list(pool.map(lambda job: kernels.get_kernel(job[0], **job[1]), jobs))
@@ -176,7 +176,8 @@ def pytest_sessionfinish(session, exitstatus):
 # The kernel correctness suite, run again with every kernel sanitized, with a share of the fuzz
 # cases (150 of its 300 per rung; all 5000 under the long profile would take an hour).
 SANITIZED_SUITE = ("tests/test_kernels.py", "tests/test_matmul_errors.py",
-                   "tests/test_fuzz_kernels.py", "tests/test_fused.py")
+                   "tests/test_fuzz_kernels.py", "tests/test_small_paths.py",
+                   "tests/test_fused.py")
 SANITIZED_FUZZ_EXAMPLES = "150"
 
 
@@ -315,15 +316,16 @@ def run_guard_page_cases(name: str) -> None:
     if name.startswith("planted_overrun"):
         kernels = [krypton.compile_source(OVERRUN_SOURCE, "kr_sgemm_overrun", like="naive",
                                           name="overrun")]
-    elif name == "parallel_every_thread":
-        # The parallel rung runs small products on one thread; with the cut-off at one flop,
+    elif name.endswith("_every_thread"):
+        # The threaded rungs run small products on one thread; with the cut-off at one flop,
         # even a 2 x 2 product is split, so the thread grid's edges get the guard pages too.
-        spec = SPECS["parallel"]
-        code = get_kernel("parallel").code_knobs
+        rung = name.removesuffix("_every_thread")
+        spec = SPECS[rung]
+        code = get_kernel(rung).code_knobs
         macros = {"KR_ISA": krypton.machine.ISA_MACROS[code["isa"]], "KR_MR": code["mr"],
                   "KR_NR": code["nr"], "KR_MIN_FLOPS_PER_THREAD": 1}
-        module = seam.compile_c(kernel_source("parallel"), seam.cdef_for([spec.function]),
-                                name="parallel_every_thread", macros=macros,
+        module = seam.compile_c(kernel_source(rung), seam.cdef_for([spec.function]),
+                                name=name, macros=macros,
                                 flags=krypton.machine.ISA_FLAGS[code["isa"]])
         kernels = [Kernel(spec, module, spec.function, code)]
     else:
@@ -336,6 +338,7 @@ def run_guard_page_cases(name: str) -> None:
                    "regblock": [{"tile_m": 7, "tile_n": 70, "tile_k": 3}],
                    "packed": [{"mc": 7, "kc": 5, "nc": 70}, {"mc": 1, "kc": 1, "nc": 1}],
                    "parallel": [{"mc": 7, "kc": 5, "nc": 70}, {"mc": 1, "kc": 2, "nc": 1}],
+                   "small": [{"mc": 7, "kc": 5, "nc": 70}, {"mc": 1, "kc": 2, "nc": 1}],
                    }[kernels[0].spec.name]
     if name.startswith("planted_overrun"):
         small_knobs = [{"loop_order": "ijk" if name.endswith("read") else "ikj"}]
@@ -434,7 +437,8 @@ int kr_sgemm_overrun(int64_t M, int64_t N, int64_t K,
 """
 
 
-@pytest.mark.parametrize("name", [*krypton.KERNELS, "parallel_every_thread"])
+@pytest.mark.parametrize("name", [*krypton.KERNELS, "parallel_every_thread",
+                                  "small_every_thread"])
 def test_rung_stays_inside_its_operands_on_edge_shapes(name):
     result = run_guard_page_child(name)
     tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])

@@ -1,10 +1,11 @@
-"""Rung 5's small-matrix path (csrc/packed.c), decision by decision.
+"""Rung 7's small-matrix path (csrc/small.c), decision by decision.
 
-For each product, rungs 5 and 6 decide whether to pack A, whether to pack B, whether an edge
-tile gets its own kernel copy, and whether a narrow C is computed by dot products. The shapes
-here sit on both sides of every one of those thresholds, in every layout the decisions look
-at, and run on the rung as shipped and on each variant of ``krypton.ablation`` (which switches
-techniques off), on one thread and on several.
+For each product, rung 7's plan (kr_small_plan, asked through its C export) decides whether to
+pack A, whether to pack B, whether a narrow C is computed by dot products or as C^T, and edge
+tiles run on kernels of fewer rows. The plan is checked on both sides of every threshold, with
+the thresholds read from the compiled module; the shapes there run on the rung as shipped and
+on each variant of ``krypton.ablation`` (which switches techniques off), on one thread and on
+several, and rung 6 is checked bitwise across thread counts on every one.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import pytest
 
 import krypton
 from krypton import ablation
-from krypton.kernels import default_knobs
+from krypton.kernels import default_knobs, small_plan, small_thresholds
 
 import strategies as S
 
-MR = default_knobs("packed")["mr"]
-NR = default_knobs("packed")["nr"]
+MR = default_knobs("small")["mr"]
+NR = default_knobs("small")["nr"]
 WIDTH = S.WIDTH
+LIMITS = small_thresholds()
+A_PANELS, B_PANELS = LIMITS["a_in_place_panels"], LIMITS["b_in_place_panels"]
+B_FLOATS, DOT_COLUMNS = LIMITS["b_in_place_floats"], LIMITS["dot_columns"]
 
 
 def _boundary_shapes() -> list[tuple[int, int, int, str, str]]:
@@ -41,15 +45,16 @@ def _boundary_shapes() -> list[tuple[int, int, int, str, str]]:
     # edge tiles: every row count up to one past two micro-tiles
     for m in range(1, 2 * MR + 2):
         cases += [(m, NR + 3, 19, "c", "c"), (m, 2 * NR, 40, "transposed", "sliced")]
-    # A in place: C at most 8 panels wide, or wider
-    for n in (8 * NR - 1, 8 * NR, 8 * NR + 1):
+    # A in place: C at most A_PANELS panels wide, or wider
+    for n in (A_PANELS * NR - 1, A_PANELS * NR, A_PANELS * NR + 1):
         cases += [(2 * MR + 1, n, 23, "c", "c"), (2 * MR + 1, n, 23, "sliced", "transposed")]
-    # B in place: at most 16 row panels and contiguous rows of B; a narrow last panel
-    for m in (16 * MR - 1, 16 * MR, 16 * MR + 1):
+    # B in place: at most B_PANELS row panels and contiguous rows of B; a narrow last panel
+    for m in (B_PANELS * MR - 1, B_PANELS * MR, B_PANELS * MR + 1):
         cases += [(m, 3 * NR + 5, 31, "c", "c"), (m, 3 * NR + 5, 31, "c", "transposed"),
                   (m, 2 * NR, 31, "fortran", "reversed")]
-    # ... and a B of at most 4 MiB (K * N <= 2**20 floats)
-    cases += [(MR + 1, 1024, 1024, "c", "c"), (MR + 1, 1025, 1024, "c", "c")]
+    # ... and a B of at most B_FLOATS floats
+    k = B_FLOATS // 1024
+    cases += [(MR + 1, 1024, k, "c", "c"), (MR + 1, 1025, k, "c", "c")]
     return cases
 
 
@@ -73,6 +78,68 @@ def _variant(step_index: int, threads: int):
     return ablation.variant(ablation.STEPS[step_index], threads)
 
 
+def _plan(m, n, k, layout_a="c", layout_b="c", **knobs):
+    strides = {"c": lambda rows, cols: (cols, 1), "transposed": lambda rows, cols: (1, rows)}
+    return small_plan(m, n, k, strides[layout_a](m, k), strides[layout_b](k, n), threads=1,
+                      **knobs)
+
+
+def test_the_plan_takes_dot_products_below_half_a_micro_tile_when_rows_of_a_are_contiguous():
+    narrow = min(NR // 2 - 1, DOT_COLUMNS)
+    assert _plan(37, narrow, 29).dot and _plan(37, narrow, 29, "c", "transposed").dot
+    assert _plan(37, narrow, 29, "c", "transposed").b_in_place   # B^T's rows are B's columns
+    assert not _plan(37, narrow, 29).b_in_place                  # copied as rows of B^T
+    assert not _plan(37, NR // 2, 29).dot
+    assert not _plan(37, narrow, 29, "transposed", "c").dot      # A's rows not contiguous
+    if DOT_COLUMNS + 1 < NR // 2:
+        assert not _plan(37, DOT_COLUMNS + 1, 29).dot
+
+
+def test_the_plan_transposes_a_narrow_c_it_cannot_take_by_dot_products():
+    narrow = NR // 2 - 1
+    plan = _plan(37, narrow, 29, "transposed", "c")
+    assert plan.transposed and not plan.dot and not plan.declined
+    assert not _plan(narrow, narrow, 29, "transposed", "c").transposed   # M <= N: no gain
+    assert not _plan(37, NR // 2, 29, "transposed", "c").transposed
+
+
+def test_the_plan_reads_a_in_place_for_blocks_of_c_at_most_a_few_panels_wide():
+    wide = A_PANELS * NR
+    assert _plan(4 * B_PANELS * MR, wide, 23).a_in_place
+    plan = _plan(4 * B_PANELS * MR, wide + 1, 23)
+    assert not plan.a_in_place and not plan.b_in_place and plan.declined
+    assert _plan(4 * B_PANELS * MR, 4 * wide, 23, nc=wide).a_in_place   # nc blocks count
+
+
+def test_the_plan_reads_b_in_place_for_few_rows_and_a_small_b_with_contiguous_rows():
+    n = 3 * NR + 5
+    assert _plan(B_PANELS * MR, n, 31).b_in_place
+    assert not _plan(B_PANELS * MR + 1, n, 31).b_in_place
+    assert not _plan(B_PANELS * MR, n, 31, "c", "transposed").b_in_place
+    assert _plan(MR + 1, 1024, B_FLOATS // 1024).b_in_place
+    assert not _plan(MR + 1, 1024, B_FLOATS // 1024 + 1).b_in_place
+    assert not _plan(MR + 1, NR - 1, 31, "transposed", "c").b_in_place   # no whole panel
+
+
+def test_the_plan_runs_small_products_on_fewer_threads():
+    min_flops = LIMITS["min_flops_per_thread"]
+    side = 2
+    while 2 * side**3 < 3 * min_flops:   # a cube with at least 3 threads' worth of work
+        side *= 2
+    assert small_plan(side, side, side, threads=3).threads == 3 or not machine_has_openmp()
+    assert small_plan(8, 8, 8, threads=3).threads == 1
+    assert small_plan(8, 8, 8, threads=1).threads == 1
+
+
+def machine_has_openmp():
+    return krypton.machine.machine_info()["openmp"]
+
+
+def test_the_plan_refuses_knobs_c_would_refuse():
+    with pytest.raises(ValueError, match="nc must be a positive integer"):
+        small_plan(4, 4, 4, nc=0)
+
+
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("step", range(len(ablation.STEPS)),
                          ids=[s.label for s in ablation.STEPS])
@@ -83,14 +150,18 @@ def test_every_variant_matches_numpy_on_both_sides_of_every_threshold(step, thre
         _check(kernel(a, b), a, b)
 
 
-def test_the_shipped_rungs_agree_bitwise_for_every_thread_count_on_the_small_paths():
-    # Each decision depends on the shape alone, and no path splits k between threads.
+@pytest.mark.parametrize("rung, reference", [("parallel", "packed"), ("small", None)])
+def test_the_shipped_rungs_agree_bitwise_for_every_thread_count_on_the_small_paths(rung,
+                                                                                  reference):
+    # Each decision depends on the shape alone, and no path splits k between threads; rung 6
+    # also sums exactly as rung 5 does.
     for index, (m, n, k, layout_a, layout_b) in enumerate(CASES):
         a, b = _operands(m, n, k, layout_a, layout_b, seed=index)
-        expected = krypton.matmul(a, b, kernel="packed")
+        expected = krypton.matmul(a, b, kernel=reference or rung, threads=None if reference
+                                  else 1)
         _check(expected, a, b)
         for threads in (1, 2, 3, 5):
-            c = krypton.matmul(a, b, kernel="parallel", threads=threads)
+            c = krypton.matmul(a, b, kernel=rung, threads=threads)
             assert np.array_equal(c, expected), (m, n, k, layout_a, layout_b, threads)
 
 
@@ -103,10 +174,18 @@ def test_the_variants_differ_only_in_time_not_in_what_they_compute_for_the_mlp_s
 
 
 def test_a_step_compiles_to_the_rung_with_its_macros_defined_first():
-    source = ablation.STEPS[0].source("parallel")
-    assert source.splitlines()[-1] == '#include "parallel.c"'
+    source = ablation.STEPS[0].source()
+    assert source.splitlines()[-1] == '#include "small.c"'
     assert "#define KR_NARROW_DOT 0" in source and "#define KR_EDGE_KERNELS 0" in source
-    assert ablation.STEPS[-1].source() == '#include "packed.c"\n'  # the rung as shipped
+    assert ablation.STEPS[-1].source() == '#include "small.c"\n'  # the rung as shipped
+
+
+def test_the_first_step_switches_every_technique_of_the_plan_off():
+    kernel = ablation.variant(ablation.STEPS[0]).func
+    limits = kernel._ffi.new("kr_small_limits *")
+    kernel.module.lib.kr_small_thresholds(limits)
+    assert (limits.a_in_place_panels, limits.b_in_place_panels, limits.dot_columns,
+            limits.edge_kernels) == (0, 0, 0, 0)
 
 
 def test_ablation_cli_prints_a_row_per_shape_with_every_step_and_numpy():
@@ -128,7 +207,8 @@ def test_ablation_cli_prints_a_row_per_shape_with_every_step_and_numpy():
 
 @pytest.mark.parametrize("argv, message", [(["--threads", "0"], "--threads must be positive"),
                                            (["--repeats", "0"], "--repeats must be at least 1"),
-                                           (["--shapes", "3x4"], "expected N or MxKxN")])
+                                           (["--shapes", "3x4"], "expected N or MxKxN"),
+                                           (["--shapes", "100000000"], "GiB for A, B and C")])
 def test_ablation_cli_refuses_bad_arguments_with_a_usage_error(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         ablation.main(argv)
@@ -146,10 +226,10 @@ def test_the_small_paths_hold_for_other_isas_and_micro_tiles(code):
     if isa not in krypton.machine.available_isas():
         pytest.skip(f"{isa} is not available here")
     width = krypton.machine.VECTOR_WIDTH[isa]
-    if "nr" in code and (code["nr"] % width or
-                         krypton.kernels.registers_needed(code["mr"], code["nr"], isa) > 32):
+    if "nr" in code and (code["nr"] % width or krypton.kernels.registers_needed(
+            code["mr"], code["nr"], isa) > krypton.machine.VECTOR_REGISTERS[isa]):
         pytest.skip(f"{code} does not fit {isa}")
-    for rung, threads in (("packed", None), ("parallel", 3)):
+    for rung, threads in (("packed", None), ("parallel", 3), ("small", 1), ("small", 3)):
         kernel = krypton.get_kernel(rung, **code)
         for index, (m, n, k, layout_a, layout_b) in enumerate(CASES[::3]):
             a, b = _operands(m, n, k, layout_a, layout_b, seed=index)

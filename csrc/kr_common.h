@@ -1,0 +1,36 @@
+/* kr_common.h: the small helpers the blocked rungs (packed, parallel, small) share.
+ *
+ * Integer arithmetic on sizes, the one aligned allocation every buffer goes through, and the
+ * empty product. */
+#ifndef KR_COMMON_H
+#define KR_COMMON_H
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KR_ALIGN 64   /* one cache line: buffers start on a line, vector loads never split one */
+
+static inline int64_t kr_min(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t kr_max(int64_t a, int64_t b) { return a > b ? a : b; }
+static inline int64_t kr_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static inline int64_t kr_round_up(int64_t x, int64_t multiple)
+{
+    return kr_ceil_div(x, multiple) * multiple;
+}
+
+/* count floats (at least one) on a cache line of their own; NULL if out of memory. */
+static inline float *kr_alloc_floats(int64_t count)
+{
+    const int64_t per_line = KR_ALIGN / (int64_t)sizeof(float);
+    return aligned_alloc(KR_ALIGN, (size_t)kr_round_up(count > 0 ? count : 1, per_line)
+                                       * sizeof(float));
+}
+
+/* C[0:M, 0:N] = 0 for K == 0: the blocked loops never run then, but C must be defined. */
+static inline void kr_zero_c(int64_t M, int64_t N, float *restrict C, int64_t ldc)
+{
+    for (int64_t i = 0; i < M; ++i)
+        memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+}
+
+#endif

@@ -1,0 +1,202 @@
+/* kr_microkernel.h: the MR x NR micro-kernel of the blocked rungs (packed, parallel, small).
+ *
+ * The micro-kernel holds an MR x NR block of C in vector registers for the whole depth kc of
+ * one packed block: per step of k it loads NR floats of B (NV vectors) and MR floats of A (one
+ * broadcast each), and does MR x NV vector FMAs. Two rules choose MR x NR for an ISA:
+ *   - MR x NV accumulators >= FMA latency x FMA pipes: every pipe starts an FMA every cycle
+ *     (4-cycle latency x 2 pipes on most x86 and ARM cores: at least 8; Apple's 4 pipes: 16);
+ *   - MR x NV accumulators + NV vectors of B + 1 broadcast of A <= the vector registers
+ *     (KR_REGISTERS_NEEDED): nothing is spilled to the stack inside the k loop.
+ * Among the tiles that pass, fewer loads per FMA and less padding on the shapes that matter.
+ * `python -m krypton.autotune` measures every tile that fits on your machine.
+ */
+#ifndef KR_MICROKERNEL_H
+#define KR_MICROKERNEL_H
+#include "kr_common.h"
+#include "kr_simd.h"
+
+/* Default micro-tiles, rows x columns, per ISA (csrc/isa.c reports them to Python). AVX-512:
+ * 16 accumulators in 8 x 32 waste less on padding than 24 in 6 x 64 (784 columns pad to 800,
+ * not 832). NEON: 8 x 8, 16 accumulators (4-cycle latency x 4 pipes on the widest cores) in 19
+ * of 32 registers: 8 x 12 (24 in 28) fits on paper, but gcc 12 keeps accumulators on the stack
+ * in its k loop (check: cross-compile with aarch64-linux-gnu-gcc -O3 -S and look for
+ * `[sp` among the fmla instructions). */
+#define KR_MR_SCALAR 4
+#define KR_NR_SCALAR 2
+#define KR_MR_NEON 8
+#define KR_NR_NEON 8
+#define KR_MR_AVX2 6
+#define KR_NR_AVX2 16
+#define KR_MR_AVX512 8
+#define KR_NR_AVX512 32
+
+#ifndef KR_PREFETCH_C
+#  define KR_PREFETCH_C 1
+#endif
+
+#define KR_REGISTERS_NEEDED(mr, vectors_per_row) ((mr) * (vectors_per_row) + (vectors_per_row) + 1)
+
+#if KR_ISA == KR_ISA_AVX512
+#  define KR_MR_DEFAULT KR_MR_AVX512
+#  define KR_NR_DEFAULT KR_NR_AVX512
+#elif KR_ISA == KR_ISA_AVX2
+#  define KR_MR_DEFAULT KR_MR_AVX2
+#  define KR_NR_DEFAULT KR_NR_AVX2
+#elif KR_ISA == KR_ISA_NEON
+#  define KR_MR_DEFAULT KR_MR_NEON
+#  define KR_NR_DEFAULT KR_NR_NEON
+#else
+#  define KR_MR_DEFAULT KR_MR_SCALAR
+#  define KR_NR_DEFAULT KR_NR_SCALAR
+#endif
+#ifndef KR_MR
+#  define KR_MR KR_MR_DEFAULT
+#endif
+#ifndef KR_NR
+#  define KR_NR KR_NR_DEFAULT
+#endif
+#define KR_NV (KR_NR / KR_VLEN)   /* vectors per row of the micro-tile */
+
+#if KR_MR < 1 || KR_NR < 1 || KR_NR % KR_VLEN != 0
+#  error "KR_MR must be positive and KR_NR a positive multiple of the vector width KR_VLEN"
+#endif
+#if KR_REGISTERS_NEEDED(KR_MR, KR_NV) > KR_VREGS
+#  error "KR_MR x KR_NR needs more vector registers than the ISA has"
+#endif
+
+/* A rows x NR block of A*B over depth kc, held in registers; rows is a compile-time constant
+ * wherever this is inlined, so each value gets its own code with exactly rows x NV
+ * accumulators. Element (r, k) of the A panel is A[r*rsa + k*csa]: a packed micro-panel for
+ * rsa = 1, csa = MR, or the caller's matrix in place. Row k of the B panel is B[k*rsb ..
+ * k*rsb + NR). Only the first mr rows and nr columns of C are stored, so only mr rows of A
+ * are read: a kernel with more rows than that re-reads row mr - 1 for the rest. `overwrite`
+ * on the first kc block (C = AB); later blocks add (C += AB). A full tile of a row-major C is
+ * stored straight from the registers; any other (an edge, or a transposed C with csc != 1)
+ * goes through a small buffer, so the padding never lands outside C. */
+static inline __attribute__((always_inline)) void
+kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t rsa,
+                    int64_t csa, const float *restrict B, int64_t rsb, float *restrict C,
+                    int64_t rsc, int64_t csc, int64_t mr, int64_t nr, int overwrite)
+{
+    const float *row[KR_MR];
+#pragma GCC unroll 32
+    for (int r = 0; r < rows; ++r)
+        row[r] = A + kr_min(r, mr - 1) * rsa;
+    kr_vec acc[KR_MR][KR_NV];
+#pragma GCC unroll 32
+    for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 8
+        for (int v = 0; v < KR_NV; ++v)
+            acc[r][v] = kr_zero();
+    /* C is touched only after the k loop. Ask for its lines now, so that on large matrices,
+     * where C lives in memory, the loads at the end do not stall (as BLIS's kernels do;
+     * notebook 05 measures it with KR_PREFETCH_C 0). */
+    if (KR_PREFETCH_C && csc == 1)
+        for (int r = 0; r < rows; ++r)
+            for (int j = 0; j < KR_NR; j += KR_ALIGN / (int)sizeof(float))
+                __builtin_prefetch(C + r * rsc + j, 1, 3);
+
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; ++k) {                 /* depth: one rank-1 update per step */
+        kr_vec b[KR_NV];
+#pragma GCC unroll 8
+        for (int v = 0; v < KR_NV; ++v)
+            b[v] = kr_load(B + k * rsb + v * KR_VLEN);
+#pragma GCC unroll 32
+        for (int r = 0; r < rows; ++r) {
+            const kr_vec a = kr_set1(row[r][k * csa]);
+#pragma GCC unroll 8
+            for (int v = 0; v < KR_NV; ++v)
+                acc[r][v] = kr_fma(a, b[v], acc[r][v]);
+        }
+    }
+
+    if (mr == rows && nr == KR_NR && csc == 1) {
+#pragma GCC unroll 32
+        for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 8
+            for (int v = 0; v < KR_NV; ++v) {
+                float *c = C + r * rsc + v * KR_VLEN;
+                kr_store(c, overwrite ? acc[r][v] : kr_add(acc[r][v], kr_load(c)));
+            }
+        return;
+    }
+    float tile[KR_MR * KR_NR] __attribute__((aligned(KR_ALIGN)));
+#pragma GCC unroll 32
+    for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 8
+        for (int v = 0; v < KR_NV; ++v)
+            kr_store(tile + r * KR_NR + v * KR_VLEN, acc[r][v]);
+    for (int64_t r = 0; r < mr; ++r)
+        for (int64_t j = 0; j < nr; ++j) {
+            float *c = C + r * rsc + j * csc;
+            *c = overwrite ? tile[r * KR_NR + j] : *c + tile[r * KR_NR + j];
+        }
+}
+
+/* Rung 7 reads operands in place (KR_READ_IN_PLACE, csrc/small.c): then the micro-kernel meets
+ * panels of other strides. B's row stride costs one add per step of k, so the inlined copy
+ * takes it as it comes there; an A of any strides gets a second inlined copy (a call per tile
+ * would cost more than a short k loop: K = 10 is common in training). */
+#ifndef KR_READ_IN_PLACE
+#  define KR_READ_IN_PLACE 0
+#endif
+
+/* Edge tiles, mr < MR rows. By default (rungs 5 and 6) the full kernel computes them on
+ * clamped rows, as BLIS pads: simple, and as costly as a full tile; a copy of its own, so that
+ * the copy of full tiles knows mr = MR and reads A's rows at constant offsets. With
+ * KR_EDGE_KERNELS (rung 7, where a product of 10 rows is common) the rows are split into the
+ * powers of two of mr (7 = 4 + 2 + 1), each computed by a kernel with only that many rows of
+ * accumulators: a few copies cover every row count, and a 2-row edge costs 2 rows of work, not
+ * MR. `python -m krypton.ablation` measures what they buy. */
+#ifndef KR_EDGE_KERNELS
+#  define KR_EDGE_KERNELS 0
+#endif
+static __attribute__((noinline)) void
+kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
+                    const float *restrict B, int64_t rsb, float *restrict C, int64_t rsc,
+                    int64_t csc, int64_t mr, int64_t nr, int overwrite)
+{
+#if KR_EDGE_KERNELS
+#  define KR_EDGE_PART(n)                                                                       \
+    if (KR_MR > (n) && (mr & (n))) {                                                            \
+        kr_microkernel_rows(KR_MR > (n) ? (n) : 1, kc, A, rsa, csa, B, rsb, C, rsc, csc, (n),   \
+                            nr, overwrite);                                                     \
+        A += (n) * rsa;                                                                         \
+        C += (n) * rsc;                                                                         \
+    }
+    KR_EDGE_PART(16)
+    KR_EDGE_PART(8)
+    KR_EDGE_PART(4)
+    KR_EDGE_PART(2)
+    KR_EDGE_PART(1)
+#  undef KR_EDGE_PART
+#else
+    kr_microkernel_rows(KR_MR, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
+#endif
+}
+
+/* C[0:mr, 0:nr] (+)= A panel * B panel: the one call the ir loop makes. A full tile of a packed
+ * A panel (rsa = 1, csa = MR) takes the copy inlined here with constant strides and rows, rung
+ * 4's code exactly: the compiler folds every offset into the loads. */
+static inline __attribute__((always_inline)) void
+kr_microkernel(int64_t mr, int64_t nr, int64_t kc, const float *restrict A, int64_t rsa,
+               int64_t csa, const float *restrict B, int64_t rsb, float *restrict C,
+               int64_t rsc, int64_t csc, int overwrite)
+{
+    if (mr < KR_MR) {
+        kr_microkernel_edge(kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
+        return;
+    }
+#if KR_READ_IN_PLACE
+    if (rsa != 1 || csa != KR_MR) {
+        kr_microkernel_rows(KR_MR, kc, A, rsa, csa, B, rsb, C, rsc, csc, KR_MR, nr, overwrite);
+        return;
+    }
+#else
+    rsb = KR_NR;   /* rungs 5 and 6 pack B: a constant stride, folded into the loads */
+#endif
+    kr_microkernel_rows(KR_MR, kc, A, 1, KR_MR, B, rsb, C, rsc, csc, KR_MR, nr, overwrite);
+}
+
+#endif
