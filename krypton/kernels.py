@@ -507,4 +507,3 @@ def small_thresholds(**code_knobs: Any) -> dict[str, int]:
     kernel.module.lib.kr_small_thresholds(limits)
     return {name: int(getattr(limits, name)) for name, _ in kernel._ffi.typeof(
         "kr_small_limits").fields}
->>>>>>> kernels
