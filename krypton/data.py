@@ -604,3 +604,19 @@ def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bo
         A ``DataLoader`` yielding ``(x, y)`` NumPy arrays.
     """
     return DataLoader(images, labels, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+
+
+def find_local(dataset: str) -> Path | None:
+    """Where both splits of ``dataset`` are on this machine (the train images' file), or None.
+
+    Looks where ``load_mnist`` looks ($KRYPTON_DATA, the user cache, Debian's directory for
+    Fashion-MNIST) and never downloads: a cheap answer to "can training run offline here?".
+    """
+    try:
+        for split in SPLITS:
+            images, _ = _locate(dataset, split, None, download=False)
+            if split == "train":
+                found = images
+    except DatasetNotFoundError:
+        return None
+    return found
