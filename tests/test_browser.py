@@ -4,10 +4,9 @@ For every notebook with a widget panel (``krypton.notebook.live``), the test sta
 headless on localhost (quick mode, a temporary root holding copies of the notebooks), opens the
 notebook in Chromium driven by Playwright, runs all its cells, moves the panel's first slider
 three quick steps (or picks another option of its first dropdown), presses Measure where the
-panel has it, and
-checks that exactly one current result is shown: the status line names the new value and says
-done, the panel's output holds one plot (or the one message of a refused setting), and no plot
-is left outside the panel. A screenshot of each panel after the move is saved in
+panel has it, and checks that exactly one current result is shown: the status line names the
+last value and says done, the panel's output holds one plot (or the one message of a refused
+setting), and no plot is left outside the panel. A screenshot of each panel after the move is saved in
 ``$KRYPTON_ARTIFACTS/browser`` (default ``results/browser``), which CI keeps as an artifact.
 
 It uses Debian's ``chromium`` (``/usr/bin/chromium``, or ``$KRYPTON_CHROMIUM``) and
