@@ -155,7 +155,7 @@ def build_site(out: Path) -> int:
     from krypton import site
 
     try:
-        pages = site.build_site(out)
+        pages = site.build_site(out, Path(__file__).resolve().parent / "notebooks")
     except (FileNotFoundError, ValueError) as error:
         print(error, file=sys.stderr)
         return 1

@@ -18,7 +18,6 @@ import re
 import sys
 from pathlib import Path
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 _STYLE = """
@@ -28,7 +27,7 @@ nav.krypton a:hover { text-decoration: underline; }
 """
 
 
-def notebook_paths(folder: Path = NOTEBOOKS) -> list[Path]:
+def notebook_paths(folder: Path) -> list[Path]:
     """The course's notebooks, in reading order (00_... to 08_...)."""
     return sorted(folder.glob("[0-9]*.ipynb"))
 
@@ -125,7 +124,7 @@ def _write(path: Path, text: str) -> None:
         file.write(text)
 
 
-def build_site(out: Path, folder: Path = NOTEBOOKS, progress: bool = True) -> list[Path]:
+def build_site(out: Path, folder: Path, progress: bool = True) -> list[Path]:
     """Render every notebook of ``folder`` into ``out`` with an index page; return the pages."""
     import nbformat
     from nbconvert import HTMLExporter

@@ -115,3 +115,15 @@ def test_a_built_wheel_carries_the_c_sources_and_works_installed(source, tmp_pat
     python = _new_venv(tmp_path / "venv")
     _pip(python, str(wheel))
     _multiplies_on_every_rung(python, tmp_path)
+
+
+def test_pip_install_from_a_git_url_works_as_colab_would_do_it(source, tmp_path):
+    # The first cell of a notebook in Colab or Binder: %pip install git+<url>.
+    repository = tmp_path / "repository"
+    shutil.copytree(source, repository)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "snapshot"]):
+        subprocess.run([*git, *command], cwd=repository, check=True, capture_output=True)
+    python = _new_venv(tmp_path / "venv")
+    _pip(python, f"git+file://{repository}")
+    _multiplies_on_every_rung(python, tmp_path)

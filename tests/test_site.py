@@ -6,6 +6,7 @@ Marked slow: rendering nine notebooks with nbconvert takes a while on 2 shared c
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -14,6 +15,8 @@ import build
 from krypton import site
 
 pytestmark = pytest.mark.slow
+
+NOTEBOOKS = Path(build.__file__).resolve().parent / "notebooks"
 
 
 def _saved_pictures(notebook) -> int:
@@ -38,7 +41,7 @@ def built(tmp_path_factory):
 
 def test_every_notebook_has_a_page_linked_from_the_index(built):
     index = (built / "index.html").read_text()
-    paths = site.notebook_paths()
+    paths = site.notebook_paths(NOTEBOOKS)
     assert len(paths) >= 9
     for path in paths:
         page = built / site.page_name(path)
@@ -48,7 +51,7 @@ def test_every_notebook_has_a_page_linked_from_the_index(built):
 
 
 def test_every_page_shows_its_plots_and_navigation(built):
-    paths = site.notebook_paths()
+    paths = site.notebook_paths(NOTEBOOKS)
     for number, path in enumerate(paths):
         notebook = nbformat.read(path, as_version=4)
         site.static_outputs(notebook)
@@ -62,7 +65,7 @@ def test_every_page_shows_its_plots_and_navigation(built):
 
 
 def test_pages_show_no_raw_widget_text(built):
-    for path in site.notebook_paths():
+    for path in site.notebook_paths(NOTEBOOKS):
         text = (built / site.page_name(path)).read_text()
         found = re.search(r"\b(interactive|HBox|VBox|IntSlider)\(children=", text)
         assert found is None, f"{path.name} shows a widget's text repr: {found.group(0)}"
