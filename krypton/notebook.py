@@ -226,10 +226,11 @@ class LivePanel:
         except RuntimeError:           # no event loop (a plain Python session): draw now
             self._draw_latest()
             return
-        # Drawing later, not in this callback, lets the kernel read the moves queued behind
-        # this one first: each only replaces ``_wanted``, and one draw serves them all.
+        # Drawing a moment later, not in this callback, lets the kernel read the moves queued
+        # behind this one first (quick key presses, a drag): each only replaces ``_wanted``,
+        # and one draw serves them all.
         self._scheduled = True
-        loop.call_later(0.05, self._draw_latest)
+        loop.call_later(0.2, self._draw_latest)
 
     def _draw_latest(self) -> None:
         self._scheduled = False
@@ -286,7 +287,8 @@ def live(show: Callable[..., Any], *, busy: str = "measuring", manual: str | Non
 
 
 def _setting(values: dict[str, Any]) -> str:
-    return ", ".join(f"{name} = {value}" for name, value in values.items())
+    return ", ".join(f"{name} = {value:.3g}" if isinstance(value, float) else f"{name} = {value}"
+                     for name, value in values.items())
 
 
 def _status_html(label: str, text: str, busy: bool = False) -> str:
