@@ -272,18 +272,18 @@ class LivePanel:
 
 
 def live(show: Callable[..., Any], *, busy: str = "measuring", manual: str | None = None,
-         column: bool = False, **controls: Any) -> LivePanel:
+         column: bool = False, **controls: Any) -> None:
     """Display ``controls`` (ipywidgets, by ``show``'s argument names) driving ``show``.
 
     The first result is drawn before the panel is displayed, so the saved notebook has it.
     ``manual="Measure"`` adds a button and draws only when it is pressed; ``busy`` is what the
-    status line says while a result is computed ("compiling and measuring").
+    status line says while a result is computed ("compiling and measuring"). Returns nothing,
+    so that a call on a cell's last line does not display the panel a second time; build a
+    ``LivePanel`` to keep one.
     """
     from IPython.display import display
 
-    panel = LivePanel(show, controls, busy=busy, manual=manual, column=column).render()
-    display(panel)
-    return panel
+    display(LivePanel(show, controls, busy=busy, manual=manual, column=column).render())
 
 
 def _setting(values: dict[str, Any]) -> str:

@@ -272,12 +272,56 @@ def test_moving_a_control_shows_exactly_one_current_result(browser, lab, name):
         else:
             assert pictures == 1, f"{pictures} plots in the panel, expected the current one"
         cell = panel.locator("xpath=ancestor::div[contains(@class, 'jp-Cell')][1]")
+        assert cell.locator(".krypton-live").count() == 1, "the cell shows the panel twice"
         outside = cell.locator(".jp-OutputArea-output img").count() - \
             cell.locator(".krypton-live img").count()
         assert outside == 0, f"{outside} stale plots outside the panel"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         panel.scroll_into_view_if_needed()
         panel.screenshot(path=str(ARTIFACTS / f"{Path(name).stem}.png"))
+    finally:
+        page.close()
+        for session in _api(lab, "/api/sessions") or []:
+            _api(lab, f"/api/sessions/{session['id']}", method="DELETE")
+
+
+def test_a_saved_notebook_shows_each_panels_picture_before_it_runs(browser, lab, tmp_path):
+    # As a learner who clones the repository and opens a notebook: its saved outputs come
+    # from a run elsewhere, so it is untrusted and no kernel has its widgets.
+    import nbclient
+
+    name = next(n for n in _panel_notebooks() if n.startswith("01"))
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    env = {"KRYPTON_QUICK": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    saved_env = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        nbclient.NotebookClient(notebook, timeout=RUN_TIMEOUT, kernel_name="python3",
+                                resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        for key, value in saved_env.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    contents = {"type": "notebook", "format": "json", "content": notebook}
+    request = urllib.request.Request(f"{lab}/api/contents/saved-{name}", method="PUT",
+                                     data=json.dumps(contents).encode(),
+                                     headers={"Authorization": f"token {TOKEN}",
+                                              "Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).close()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{lab}/lab/tree/saved-{name}?reset&token={TOKEN}")
+        front = _front_notebook(page)
+        page.wait_for_function(f"() => document.querySelector('{front}')?.textContent"
+                               ".includes('come alive when the notebook runs')", timeout=60_000)
+        cell = page.locator(f"{front} .jp-Cell", has_text="come alive when the notebook runs")
+        assert cell.count() >= 1
+        text = cell.first.locator(".jp-OutputArea").text_content()
+        assert not re.search(r"\b(interactive|HBox|VBox)\(children=", text), text[:300]
+        assert cell.first.locator(".jp-OutputArea img").count() >= 1, "no saved picture shown"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        cell.first.locator(".jp-OutputArea").screenshot(
+            path=str(ARTIFACTS / f"saved-{Path(name).stem}.png"))
     finally:
         page.close()
         for session in _api(lab, "/api/sessions") or []:
