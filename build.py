@@ -12,6 +12,11 @@
 
     python build.py --notebooks     # re-execute every notebook in place (committed outputs)
     python build.py --notebooks 05  # only the notebooks whose name starts with 05
+    python build.py --site [DIR]    # render the notebooks as a static web site (default site/)
+
+Before compiling, it makes sure the training notebook has data: MNIST is downloaded (checked
+against its MD5 sums) when it is neither on this machine nor Fashion-MNIST is; offline, it
+says which command installs Fashion-MNIST. Missing data never fails the build.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from krypton import KERNELS, bench, machine, seam, timing
+from krypton import KERNELS, bench, data, machine, seam, site, timing
 from krypton.checks import positive_int
 from krypton.kernels import default_knobs, get_kernel, matmul
 
@@ -107,6 +112,49 @@ def run_notebooks(prefixes: list[str], timeout: int = 3600) -> int:
     return 0
 
 
+DATA_COMMAND = "sudo apt-get install dataset-fashion-mnist"
+"""The one command that provides training data offline (Debian/Ubuntu's Fashion-MNIST)."""
+
+
+def obtain_dataset() -> str | None:
+    """Find MNIST or Fashion-MNIST here, else download MNIST; say what happened, never raise.
+
+    Returns the dataset the training notebook will use, or None when there is none.
+    """
+    for dataset in ("mnist", "fashion-mnist"):
+        found = data.find_local(dataset)
+        if found is not None:
+            print(f"Training data: {dataset}, found in {found.parent}")
+            return dataset
+    print("Training data: none on this machine; downloading MNIST (about 11 MB, MD5-checked) ...",
+          flush=True)
+    try:
+        for split in data.SPLITS:
+            data.load_mnist(split, "mnist", download=True)
+    except (data.DatasetNotFoundError, OSError) as error:
+        # The error lists every place looked in; the first failed download says enough here.
+        attempts = [line.strip(" -") for line in str(error).splitlines() if "://" in line]
+        reason = attempts[0] if attempts else str(error).splitlines()[0]
+        print(f"Training data: MNIST could not be downloaded (offline? {reason}).\n"
+              f"  Notebooks 09-11 and the tests that train on real data will be skipped.\n"
+              f"  One command provides Fashion-MNIST offline: {DATA_COMMAND}\n"
+              f"  (or run python build.py again when online)")
+        return None
+    print(f"Training data: MNIST downloaded into {data.find_local('mnist').parent}")
+    return "mnist"
+
+
+def build_site(out: Path) -> int:
+    """Render every notebook with its saved outputs into a static site in ``out``."""
+    try:
+        pages = site.build_site(out, Path(__file__).resolve().parent / "notebooks")
+    except (FileNotFoundError, ValueError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"Wrote {len(pages)} pages into {out}; open {out / 'index.html'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     quick = timing.quick_mode()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,9 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notebooks", nargs="*", metavar="PREFIX", default=None,
                         help="re-execute the notebooks in place instead (optionally only "
                              "those whose names start with a PREFIX)")
+    parser.add_argument("--site", nargs="?", type=Path, const=Path("site"), default=None,
+                        metavar="DIR", help="render the notebooks as a static web site into "
+                                            "DIR (default site/) instead")
     args = parser.parse_args(argv)
     if args.notebooks is not None:
         return run_notebooks(args.notebooks)
+    if args.site is not None:
+        return build_site(args.site)
     try:
         positive_int("--size", args.size)
         positive_int("--repeats", args.repeats)
@@ -128,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TypeError, ValueError) as error:
         parser.error(str(error))
 
+    obtain_dataset()
     print(f"Machine: {machine.describe()}")
     print(f"Compiler: {seam.compiler_version()}; OpenMP: "
           f"{'yes' if seam.openmp_flags() else 'no (parallel runs on one thread)'}")

@@ -620,3 +620,19 @@ def _load_splits(dataset: str, root, download: bool, note: str) -> Data:
     train_images, train_labels = load_mnist("train", dataset, root, download, standardize=True)
     test_images, test_labels = load_mnist("test", dataset, root, download, standardize=True)
     return Data(dataset, train_images, train_labels, test_images, test_labels, note)
+
+
+def find_local(dataset: str) -> Path | None:
+    """Where both splits of ``dataset`` are on this machine (the train images' file), or None.
+
+    Looks where ``load_mnist`` looks ($KRYPTON_DATA, the user cache, Debian's directory for
+    Fashion-MNIST) and never downloads: a cheap answer to "can training run offline here?".
+    """
+    try:
+        for split in SPLITS:
+            images, _ = _locate(dataset, split, None, download=False)
+            if split == "train":
+                found = images
+    except DatasetNotFoundError:
+        return None
+    return found

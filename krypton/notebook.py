@@ -193,3 +193,204 @@ def cross_disassemble(kernel: str, target: str) -> tuple[str, str]:
 def count_instructions(assembly: str, patterns: Sequence[str] = ("vfmadd", "fmla")) -> dict:
     """Count lines of ``assembly`` that contain each pattern (e.g. FMA mnemonics, stack spills)."""
     return {p: sum(1 for line in assembly.splitlines() if p in line) for p in patterns}
+
+
+# --------------------------------------------------------------------------------------------
+# Sliders that own their output
+#
+# ipywidgets, IPython and the standard modules below are imported where they are used, as
+# ``show_c`` does: the rest of this module works in a plain Python session without them.
+
+class LivePanel:
+    """Controls, a status line and one output area that always shows the current setting's result.
+
+    ``show(**values)`` draws one result (it prints and calls ``plt.show()``) for the values of
+    ``controls``. Every result, the first one included, is drawn inside the panel and replaces
+    the one before, so what is on screen belongs to the controls' position. The status line says
+    what is being computed while it is; moves made meanwhile wait in the kernel, and when it is
+    free only the latest position is computed (the last position wins). Displayed, the panel
+    also carries a static copy of its first result (HTML) and one line saying the controls come
+    alive when the notebook runs: that is what a saved notebook shows without a kernel.
+    """
+
+    def __init__(self, show: Callable[..., Any], controls: dict[str, Any], *,
+                 busy: str = "measuring", manual: str | None = None, column: bool = False):
+        import ipywidgets as widgets
+
+        self._show = show
+        self._busy = busy
+        self.controls = dict(controls)
+        self.status = widgets.HTML()
+        self.output = widgets.Output()
+        self._shown: list[dict[str, Any]] = []    # nbformat outputs of the result on screen
+        self._shown_values: dict[str, Any] = {}
+        self._wanted: dict[str, Any] | None = None
+        self._scheduled = False
+        parts = list(self.controls.values())
+        if manual:
+            button = widgets.Button(description=manual, button_style="primary")
+            button.on_click(lambda _: self._request())
+            parts.append(button)
+        else:
+            for control in self.controls.values():
+                control.observe(lambda _: self._request(), names="value")
+        row = (widgets.VBox if column else widgets.HBox)(parts)
+        self.widget = widgets.VBox([row, self.status, self.output])
+        self.widget.add_class("krypton-live")
+
+    def values(self) -> dict[str, Any]:
+        """The controls' current values, by the names ``show`` takes them under."""
+        return {name: control.value for name, control in self.controls.items()}
+
+    def render(self) -> "LivePanel":
+        """Draw the result of the current position now; an error propagates (nbval sees it)."""
+        self._draw(self.values(), raise_errors=True)
+        return self
+
+    def _request(self) -> None:
+        import asyncio
+
+        self._wanted = self.values()
+        self.status.value = _status_html("waiting for the kernel:", _setting(self._wanted))
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:           # no event loop (a plain Python session): draw now
+            self._draw_latest()
+            return
+        # Drawing a moment later, not in this callback, lets the kernel read the moves queued
+        # behind this one first (quick key presses, a drag): each only replaces ``_wanted``,
+        # and one draw serves them all.
+        self._scheduled = True
+        loop.call_later(0.2, self._draw_latest)
+
+    def _draw_latest(self) -> None:
+        self._scheduled = False
+        wanted, self._wanted = self._wanted, None
+        if wanted is not None:
+            self._draw(wanted, raise_errors=False)
+
+    def _draw(self, values: dict[str, Any], raise_errors: bool) -> None:
+        import time
+        import traceback
+
+        setting = _setting(values)
+        self.status.value = _status_html(f"{self._busy}", f"{setting} …", busy=True)
+        start = time.perf_counter()
+        try:
+            outputs = _captured_outputs(lambda: self._show(**values))
+            verdict = f"{setting}: done in {time.perf_counter() - start:.1f} s"
+        except Exception:
+            if raise_errors:
+                self.status.value = _status_html("failed:", setting)
+                raise
+            outputs = [{"output_type": "stream", "name": "stderr",
+                        "text": traceback.format_exc()}]
+            verdict = f"{setting}: failed (the error is below)"
+        self._shown, self._shown_values = outputs, values
+        self.output.outputs = tuple(outputs)
+        self.status.value = _status_html("", verdict)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        import html
+
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        line = (f"The controls ({', '.join(self.controls)}) come alive when the notebook runs; "
+                f"below, the result saved for {_setting(self._shown_values)}.")
+        bundle["text/plain"] = line
+        bundle["text/html"] = (f"<p><em>{html.escape(line)}</em></p>\n"
+                               + "\n".join(_output_html(output) for output in self._shown))
+        return bundle
+
+
+def live(show: Callable[..., Any], *, busy: str = "measuring", manual: str | None = None,
+         column: bool = False, **controls: Any) -> None:
+    """Display ``controls`` (ipywidgets, by ``show``'s argument names) driving ``show``.
+
+    The first result is drawn before the panel is displayed, so the saved notebook has it.
+    ``manual="Measure"`` adds a button and draws only when it is pressed; ``busy`` is what the
+    status line says while a result is computed ("compiling and measuring"). Returns nothing,
+    so that a call on a cell's last line does not display the panel a second time; build a
+    ``LivePanel`` to keep one.
+    """
+    from IPython.display import display
+
+    display(LivePanel(show, controls, busy=busy, manual=manual, column=column).render())
+
+
+def _setting(values: dict[str, Any]) -> str:
+    return ", ".join(f"{name} = {value:.3g}" if isinstance(value, float) else f"{name} = {value}"
+                     for name, value in values.items())
+
+
+def _status_html(label: str, text: str, busy: bool = False) -> str:
+    import html
+
+    style = "color:#b26a00" if busy else "color:#555"
+    mark = "&#9203; " if busy else ""     # an hourglass while the kernel works
+    return f'<span style="{style}">{mark}{html.escape(f"{label} {text}".strip())}</span>'
+
+
+def _captured_outputs(call: Callable[[], Any]) -> list[dict[str, Any]]:
+    """Run ``call``; return what it printed and displayed, in order, as nbformat outputs."""
+    import base64
+    import sys
+
+    from IPython import get_ipython
+    from IPython.core.displaypub import DisplayPublisher
+
+    outputs: list[dict[str, Any]] = []
+
+    class Stream:
+        def __init__(self, name: str):
+            self.name = name
+
+        def write(self, text: str) -> int:
+            last = outputs[-1] if outputs else {}
+            if last.get("output_type") == "stream" and last.get("name") == self.name:
+                last["text"] += text
+            else:
+                outputs.append({"output_type": "stream", "name": self.name, "text": text})
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    class Publisher(DisplayPublisher):
+        def publish(self, data, metadata=None, *args, **kwargs):
+            # Widget state is JSON: binary images travel as base64, as in a saved notebook.
+            data = {mime: base64.b64encode(value).decode() if isinstance(value, bytes) else value
+                    for mime, value in data.items()}
+            outputs.append({"output_type": "display_data", "data": data,
+                            "metadata": metadata or {}})
+
+        def clear_output(self, wait=False):
+            outputs.clear()
+
+    shell = get_ipython()
+    saved = sys.stdout, sys.stderr, getattr(shell, "display_pub", None)
+    sys.stdout, sys.stderr = Stream("stdout"), Stream("stderr")
+    if shell is not None:
+        shell.display_pub = Publisher()
+    try:
+        call()
+    finally:
+        sys.stdout, sys.stderr = saved[0], saved[1]
+        if shell is not None:
+            shell.display_pub = saved[2]
+    return outputs
+
+
+def _output_html(output: dict[str, Any]) -> str:
+    """One captured output as static HTML: text as <pre>, a PNG inline, anything else as text."""
+    import html
+
+    if output["output_type"] == "stream":
+        return f"<pre>{html.escape(output['text'])}</pre>"
+    data = output.get("data", {})
+    if "image/png" in data:
+        return f'<img alt="the result" src="data:image/png;base64,{data["image/png"]}">'
+    if "text/html" in data:
+        return data["text/html"]
+    return f"<pre>{html.escape(str(data.get('text/plain', '')))}</pre>"

@@ -64,8 +64,10 @@ import cffi
 
 from krypton.checks import finite_float
 
-CSRC = Path(__file__).resolve().parent.parent / "csrc"
-"""The C sources of the kernel ladder (the repository's csrc/ directory)."""
+_PACKAGED_CSRC = Path(__file__).resolve().parent / "csrc"
+CSRC = _PACKAGED_CSRC if _PACKAGED_CSRC.is_dir() else _PACKAGED_CSRC.parent.parent / "csrc"
+"""The C sources of the kernel ladder: the repository's csrc/ in a checkout (and an editable
+install); krypton/csrc in an installed package, copied there from csrc/ when it is built."""
 
 _loaded: dict[str, "CompiledModule"] = {}
 

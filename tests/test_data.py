@@ -486,7 +486,7 @@ def test_mirrors_default_to_the_module_table(monkeypatch, http_server):
 
 
 @pytest.mark.skipif(not (REAL_DEBIAN_DIR / "train-labels-idx1-ubyte.gz").exists(),
-                    reason="Debian package dataset-fashion-mnist is not installed")
+                    reason="Fashion-MNIST is not installed: sudo apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist_from_the_debian_package(monkeypatch):
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", REAL_DEBIAN_DIR)
 

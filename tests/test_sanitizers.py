@@ -124,6 +124,7 @@ int kr_sgemm_buggy(int64_t M, int64_t N, int64_t K,
 
 @pytest.mark.parametrize("bug, report", [(1, ASAN_REPORT + ": heap-buffer-overflow"),
                                          (2, UBSAN_REPORT + " signed integer overflow")])
+@pytest.mark.slow
 def test_sanitized_build_catches_a_planted_bug(sanitized_env, bug, report):
     code = (
         "import numpy as np, krypton\n"
@@ -181,6 +182,7 @@ SANITIZED_SUITE = ("tests/test_kernels.py", "tests/test_matmul_errors.py",
 SANITIZED_FUZZ_EXAMPLES = "150"
 
 
+@pytest.mark.slow
 def test_kernel_suite_passes_under_asan_and_ubsan(sanitized_env, tmp_path):
     """The kernel correctness suite with every kernel sanitized."""
     (tmp_path / "krypton_call_counter.py").write_text(COUNTER_PLUGIN)
