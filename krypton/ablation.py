@@ -62,12 +62,12 @@ STEPS: tuple[Step, ...] = (
 )
 """The variants, cumulative: each adds one technique to the one before."""
 
-MLP_SHAPES = ((128, 256, 784), (128, 10, 256), (784, 256, 128), (128, 784, 256),
-              (10, 256, 128), (128, 256, 10))
-"""(M, N, K) of six products of a 784-256-10 MLP with batch 128 (written M x K x N): the forward
-layers x @ W1.T (128x784x256) and h @ W2.T (128x256x10); the backward dY2 @ W2 (128x10x256),
-dY2.T @ h (10x128x256) and dY1 @ W1 (128x256x784); and x.T @ dY1 (784x128x256), the first
-layer's weight gradient when the weight is stored (in, out)."""
+MLP_SHAPES = ((128, 256, 784), (128, 10, 256), (128, 256, 10), (10, 256, 128), (256, 784, 128))
+"""(M, N, K) of the five products of one training step of a 784-256-10 MLP with batch 128, as
+krypton's Linear runs them (written M x K x N): the forward layers x @ W1.T (128x784x256) and
+h @ W2.T (128x256x10); the backward dY2 @ W2 (128x10x256), the weight gradients dY2.T @ h
+(10x128x256) and dY1.T @ x (256x128x784). The images need no gradient, so dY1 @ W1 never runs.
+The operands are timed contiguous here; notebook 07 times them in the layouts a step has."""
 
 
 def variant(step: Step, threads: int = 1, **code_knobs: Any) -> Any:
