@@ -118,8 +118,9 @@ int kr_sgemm_mine(int64_t M, int64_t N, int64_t K,
 '''
 
 
-def test_check_kernel_passes_a_right_kernel():
-    verdict = exercises.check_kernel(KERNEL.replace("LAST", "N"), "kr_sgemm_mine", like="naive")
+@pytest.mark.parametrize("like", ["naive", "packed"])
+def test_check_kernel_passes_a_right_kernel(like):
+    verdict = exercises.check_kernel(KERNEL.replace("LAST", "N"), "kr_sgemm_mine", like=like)
     assert verdict, str(verdict)
 
 
