@@ -37,7 +37,8 @@ LAYERS = [
      "krypton.train.twin", "krypton.train.compare", "krypton.train.report",
      "krypton.train.cli", "krypton.train.__main__"},
     {"krypton.bench", "krypton.plotting", "krypton.ablation", "krypton.autotune",
-     "krypton.notebook", "krypton.cachesim", "krypton.site"},
+     "krypton.notebook", "krypton.cachesim", "krypton.site",
+     "krypton.exercises"},
     {"krypton"},
 ]
 LAYER = {name: index for index, layer in enumerate(LAYERS) for name in layer}

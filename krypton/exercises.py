@@ -1,0 +1,262 @@
+"""Run a learner's answer to an exercise and say clearly what is right or wrong.
+
+Two checkers, one per kind of exercise in the course:
+
+- ``check_backward(op_name, learner_fn)``: the backward of ``add``, ``mul`` or ``matmul``
+  written micrograd-style, as a function ``learner_fn(a, b, out)`` that adds (``+=``) into
+  ``a.grad`` and ``b.grad`` from ``out.grad``. It is compared with krypton's engine and with
+  central finite differences, in float64, on fresh and on already-filled gradients (so a
+  ``=`` where ``+=`` belongs shows) and with an input used twice (``x * x``).
+- ``check_kernel(c_source, function, like="packed")``: a learner's C kernel with the signature
+  of csrc/krypton.h, compiled through ``krypton.kernels.compile_source`` and compared with
+  NumPy in float64 on awkward shapes: empty, 1, primes, transposed inputs.
+
+Both return a ``Verdict``: true when every case passed, printed as one line per case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+
+from krypton import seam
+from krypton.autograd import Tensor
+from krypton.kernels import compile_source
+
+BACKWARD_OPS = ("add", "mul", "matmul")
+FINITE_DIFFERENCE_STEP = 1e-6
+GRADIENT_TOLERANCE = 1e-7
+# (M, N, K) for check_kernel: empty products, single rows and columns, primes that leave a
+# remainder for every block size, and one shape larger than a register tile in every direction.
+KERNEL_SHAPES = ((0, 5, 3), (4, 0, 3), (3, 4, 0), (1, 1, 1), (1, 7, 5), (7, 1, 5), (5, 7, 1),
+                 (13, 17, 11), (31, 37, 29), (64, 61, 67))
+
+
+@dataclass
+class Verdict:
+    """What a checker found: ``ok`` when every case passed, ``lines`` one per case."""
+
+    what: str
+    lines: list[str] = field(default_factory=list)
+    ok: bool = True
+
+    def fail(self, line: str) -> None:
+        self.ok = False
+        self.lines.append(f"WRONG  {line}")
+
+    def passed(self, line: str) -> None:
+        self.lines.append(f"ok     {line}")
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        head = f"{self.what}: " + ("all cases right" if self.ok else "not right yet")
+        return "\n".join([head, *(f"  {line}" for line in self.lines)])
+
+    __repr__ = __str__
+
+
+# ---------------------------------------------------------------------------- backward
+
+def _forward(op_name: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return {"add": np.add, "mul": np.multiply, "matmul": np.matmul}[op_name](a, b)
+
+
+def _engine_gradients(op_name: str, a: np.ndarray, b: np.ndarray, g: np.ndarray,
+                      same_input: bool) -> tuple[np.ndarray, np.ndarray]:
+    """d(sum(g * op(a, b)))/da and /db from krypton's engine (b is a when same_input)."""
+    ta = Tensor(a.copy(), requires_grad=True, dtype=np.float64)
+    tb = ta if same_input else Tensor(b.copy(), requires_grad=True, dtype=np.float64)
+    out = {"add": lambda: ta + tb, "mul": lambda: ta * tb, "matmul": lambda: ta @ tb}[op_name]()
+    out.backward(g)
+    return ta.grad.numpy(), (ta if same_input else tb).grad.numpy()
+
+
+def _finite_difference(op_name: str, a: np.ndarray, b: np.ndarray, g: np.ndarray,
+                       same_input: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Central differences of sum(g * op(a, b)), one element at a time."""
+    def weighted(x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.sum(g * _forward(op_name, x, x if same_input else y)))
+
+    h = FINITE_DIFFERENCE_STEP
+    grads = []
+    for which in (0, 1):
+        value = (a, b)[which]
+        numeric = np.zeros_like(value)
+        for index in np.ndindex(value.shape):
+            plus, minus = [a.copy(), b.copy()], [a.copy(), b.copy()]
+            plus[which][index] += h
+            minus[which][index] -= h
+            numeric[index] = (weighted(*plus) - weighted(*minus)) / (2 * h)
+        grads.append(numeric)
+    if same_input:  # one input used twice: its gradient is the sum of both uses
+        return grads[0] + grads[1], grads[0] + grads[1]
+    return grads[0], grads[1]
+
+
+def _backward_cases(op_name: str, rng: np.random.Generator):
+    """(description, a, b, same_input, filled) for each case check_backward runs."""
+    if op_name == "matmul":
+        shapes = [((3, 4), (4, 2)), ((1, 5), (5, 1)), ((2, 2), (2, 2))]
+    else:
+        shapes = [((3, 4), (3, 4)), ((1, 1), (1, 1))]
+    for a_shape, b_shape in shapes:
+        a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+        yield f"a {a_shape}, b {b_shape}, fresh gradients", a, b, False, False
+    a, b = rng.standard_normal(shapes[0][0]), rng.standard_normal(shapes[0][1])
+    yield "gradients already holding values (+= adds to them)", a, b, False, True
+    square = rng.standard_normal((3, 3))
+    yield "the same input twice (x op x): both uses add up", square, square, True, False
+
+
+def _describe_difference(name: str, found: np.ndarray, expected: np.ndarray) -> str:
+    if found.shape != expected.shape:
+        return f"{name} has shape {found.shape}, expected {expected.shape}"
+    if np.allclose(found, -expected, atol=GRADIENT_TOLERANCE) and np.abs(expected).max() > 0:
+        return f"{name} has the wrong sign"
+    if expected.ndim == 2 and found.shape == expected.T.shape \
+            and np.allclose(found, expected.T, atol=GRADIENT_TOLERANCE):
+        return f"{name} is the transpose of the right gradient"
+    return f"{name} is off by up to {np.abs(found - expected).max():.2e}"
+
+
+def check_backward(op_name: str, learner_fn: Callable[..., None], seed: int = 0) -> Verdict:
+    """Check a learner's backward of ``add``, ``mul`` or ``matmul``.
+
+    Args:
+        op_name: "add", "mul" or "matmul" (out = a + b, a * b or a @ b, same shapes for the
+            element-wise two).
+        learner_fn: ``learner_fn(a, b, out)``, where each argument has ``.data`` and ``.grad``
+            (float64 arrays); it must add the gradient of the loss with respect to ``a`` and
+            ``b`` into ``a.grad`` and ``b.grad``, given ``out.grad``.
+        seed: seed of the random inputs.
+
+    Returns:
+        A ``Verdict``, true when every case matches both krypton's engine and central
+        finite differences within 1e-7; a placeholder that raises ``NotImplementedError``
+        gives a verdict saying "not done yet".
+    """
+    if op_name not in BACKWARD_OPS:
+        raise ValueError(f"op_name must be one of {', '.join(BACKWARD_OPS)}, got {op_name!r}")
+    if not callable(learner_fn):
+        raise TypeError(f"learner_fn must be a function learner_fn(a, b, out), got "
+                        f"{type(learner_fn).__name__}")
+    verdict = Verdict(f"backward of {op_name} ({getattr(learner_fn, '__name__', 'your answer')})")
+    rng = np.random.default_rng(seed)
+    for description, a, b, same_input, filled in _backward_cases(op_name, rng):
+        out_data = _forward(op_name, a, b)
+        g = rng.standard_normal(out_data.shape)
+        start_a = rng.standard_normal(a.shape) if filled else np.zeros_like(a)
+        start_b = rng.standard_normal(b.shape) if filled else np.zeros_like(b)
+        node_a = SimpleNamespace(data=a.copy(), grad=start_a.copy())
+        node_b = node_a if same_input else SimpleNamespace(data=b.copy(), grad=start_b.copy())
+        out = SimpleNamespace(data=out_data, grad=g.copy())
+        try:
+            learner_fn(node_a, node_b, out)
+        except NotImplementedError as error:
+            verdict.ok = False
+            verdict.lines = [f"not done yet: {getattr(learner_fn, '__name__', 'your answer')} "
+                             f"raises NotImplementedError ({error}); replace the placeholder "
+                             "with your code and run the check again"]
+            return verdict
+        except Exception as error:  # the learner's code: any failure is reported, not raised
+            verdict.fail(f"{description}: raised {type(error).__name__}: {error}")
+            continue
+        engine = _engine_gradients(op_name, a, b, g, same_input)
+        numeric = _finite_difference(op_name, a, b, g, same_input)
+        problems = []
+        for name, node, start, reference, estimate in (
+                ("a.grad", node_a, start_a, engine[0], numeric[0]),
+                ("b.grad", node_b, start_b, engine[1], numeric[1])):
+            if same_input and name == "b.grad":
+                continue
+            found = np.asarray(node.grad, dtype=np.float64) - start
+            if found.shape != reference.shape \
+                    or not np.allclose(found, reference, atol=GRADIENT_TOLERANCE):
+                hint = " (did you assign with = instead of adding with +=?)" \
+                    if filled and found.shape == reference.shape \
+                    and np.allclose(found + start, reference, atol=GRADIENT_TOLERANCE) else ""
+                problems.append(_describe_difference(name, found, reference) + hint)
+            elif not np.allclose(reference, estimate, atol=1e-6):
+                problems.append(f"{name} matches the engine but not finite differences: "
+                                "tell the course's maintainers")
+        if problems:
+            verdict.fail(f"{description}: " + "; ".join(problems))
+        else:
+            verdict.passed(f"{description}: matches krypton's engine and finite differences")
+    return verdict
+
+
+# ---------------------------------------------------------------------------- kernels
+
+def _kernel_operands(m: int, n: int, k: int, transposed: bool, rng: np.random.Generator):
+    if transposed:  # views with swapped strides, as the backward pass passes them
+        return (rng.standard_normal((k, m)).astype(np.float32).T,
+                rng.standard_normal((n, k)).astype(np.float32).T)
+    return (rng.standard_normal((m, k)).astype(np.float32),
+            rng.standard_normal((k, n)).astype(np.float32))
+
+
+def check_kernel(c_source: str, function: str, like: str = "packed", seed: int = 0,
+                 **code_knobs) -> Verdict:
+    """Compile a learner's C kernel and check it against NumPy float64 on awkward shapes.
+
+    Args:
+        c_source: C source defining ``function`` with the signature of csrc/krypton.h.
+        function: the name of the function, e.g. ``"kr_sgemm_mine"``.
+        like: the rung whose flags, knobs and stride needs the kernel shares.
+        seed: seed of the random inputs.
+        **code_knobs: ``isa``/``mr``/``nr``, as for ``krypton.compile_source``.
+
+    Returns:
+        A ``Verdict``, true when every shape, plain and transposed, is within float32
+        rounding of the float64 product; a source that does not compile gives a verdict
+        carrying the compiler's message.
+    """
+    verdict = Verdict(f"kernel {function} (compiled like {like!r})")
+    try:
+        kernel = compile_source(c_source, function, like=like, name=f"exercise_{function}",
+                                **code_knobs)
+    except (seam.CompileError, ValueError) as error:
+        verdict.fail(f"does not compile or load: {error}")
+        return verdict
+    rng = np.random.default_rng(seed)
+    for m, n, k in KERNEL_SHAPES:
+        for transposed in (False, True):
+            a, b = _kernel_operands(m, n, k, transposed, rng)
+            description = f"M={m} N={n} K={k}" + (", A and B transposed views" if transposed
+                                                 else "")
+            try:
+                found = kernel(a, b, threads=1) if kernel.spec.threaded else kernel(a, b)
+            except Exception as error:  # the learner's kernel: report, do not raise
+                verdict.fail(f"{description}: raised {type(error).__name__}: {error}")
+                continue
+            expected = a.astype(np.float64) @ b.astype(np.float64)
+            # float32 rounding of a K-term dot product: about K * eps * sum(|a| |b|).
+            bound = 4 * max(k, 1) * np.finfo(np.float32).eps * (np.abs(a).astype(np.float64)
+                                                               @ np.abs(b)) + 1e-30
+            error = np.abs(found - expected)
+            bad = error > bound
+            if found.shape != expected.shape:
+                verdict.fail(f"{description}: shape {found.shape}, expected {expected.shape}")
+            elif bad.any() or not np.isfinite(found).all():
+                rows, columns = np.nonzero(bad | ~np.isfinite(found))
+                where = _wrong_region(rows, columns, m, n)
+                verdict.fail(f"{description}: {bad.sum()} of {m * n} entries wrong ({where}), "
+                             f"largest error {np.nanmax(error):.2e}")
+            else:
+                verdict.passed(f"{description}")
+    return verdict
+
+
+def _wrong_region(rows: np.ndarray, columns: np.ndarray, m: int, n: int) -> str:
+    """Name the wrong entries by where they lie: a whole last column, a last row, or a range."""
+    if np.all(columns == n - 1) and len(columns) == m:
+        return "the last column of C"
+    if np.all(rows == m - 1) and len(rows) == n:
+        return "the last row of C"
+    return (f"rows {rows.min()}-{rows.max()}, columns {columns.min()}-{columns.max()}")

@@ -1,0 +1,145 @@
+"""krypton.exercises passes right answers and fails wrong ones, each with a reason that says why.
+
+The wrong answers are the mistakes learners make: a wrong sign, `=` where `+=` belongs, a
+transposed gradient, a kernel that skips the last column. A checker that passes them would
+teach nothing, so each one must fail here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from krypton import exercises
+
+
+def add_right(a, b, out):
+    a.grad += out.grad
+    b.grad += out.grad
+
+
+def add_wrong_sign(a, b, out):
+    a.grad += out.grad
+    b.grad -= out.grad
+
+
+def add_assigns(a, b, out):
+    a.grad = out.grad.copy()
+    b.grad = out.grad.copy()
+
+
+def mul_right(a, b, out):
+    a.grad += b.data * out.grad
+    b.grad += a.data * out.grad
+
+
+def mul_swapped(a, b, out):
+    a.grad += a.data * out.grad
+    b.grad += b.data * out.grad
+
+
+def matmul_right(a, b, out):
+    a.grad += out.grad @ b.data.T
+    b.grad += a.data.T @ out.grad
+
+
+def matmul_transposed(a, b, out):
+    a.grad += (out.grad @ b.data.T).T
+    b.grad += a.data.T @ out.grad
+
+
+def matmul_assigns(a, b, out):
+    a.grad = out.grad @ b.data.T
+    b.grad = a.data.T @ out.grad
+
+
+def placeholder(a, b, out):
+    raise NotImplementedError("write add's backward here")
+
+
+@pytest.mark.parametrize("op_name, answer", [("add", add_right), ("mul", mul_right),
+                                             ("matmul", matmul_right)])
+def test_check_backward_passes_right_answers(op_name, answer):
+    verdict = exercises.check_backward(op_name, answer)
+    assert verdict, str(verdict)
+    assert "all cases right" in str(verdict)
+
+
+@pytest.mark.parametrize("op_name, answer, reason", [
+    ("add", add_wrong_sign, "wrong sign"),
+    ("add", add_assigns, "+="),
+    ("mul", mul_swapped, "off by"),
+    ("matmul", matmul_transposed, "shape"),
+    ("matmul", matmul_assigns, "+="),
+])
+def test_check_backward_fails_wrong_answers_and_says_why(op_name, answer, reason):
+    verdict = exercises.check_backward(op_name, answer)
+    assert not verdict
+    assert reason in str(verdict), str(verdict)
+
+
+def test_check_backward_names_a_transposed_square_gradient():
+    verdict = exercises.check_backward("matmul", matmul_transposed)
+    assert "transpose of the right gradient" in str(verdict), str(verdict)
+
+
+def test_check_backward_says_not_done_yet_for_a_placeholder():
+    verdict = exercises.check_backward("add", placeholder)
+    assert not verdict
+    assert "not done yet" in str(verdict)
+
+
+def test_check_backward_refuses_an_unknown_op():
+    with pytest.raises(ValueError, match="add, mul, matmul"):
+        exercises.check_backward("div", add_right)
+
+
+KERNEL = r'''
+#include "krypton.h"
+
+int kr_sgemm_mine(int64_t M, int64_t N, int64_t K,
+                  const float *A, int64_t rsa, int64_t csa,
+                  const float *B, int64_t rsb, int64_t csb,
+                  float *C, int64_t ldc, const kr_knobs *knobs)
+{
+    (void)knobs;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < LAST; j++) {
+            float sum = 0.0f;
+            for (int64_t p = 0; p < K; p++)
+                sum += A[i * rsa + p * csa] * B[p * rsb + j * csb];
+            C[i * ldc + j] = sum;
+        }
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = LAST; j < N; j++)
+            C[i * ldc + j] = 0.0f;
+    return KR_OK;
+}
+'''
+
+
+@pytest.mark.parametrize("like", ["naive", "packed"])
+def test_check_kernel_passes_a_right_kernel(like):
+    verdict = exercises.check_kernel(KERNEL.replace("LAST", "N"), "kr_sgemm_mine", like=like)
+    assert verdict, str(verdict)
+
+
+def test_check_kernel_fails_a_kernel_that_skips_the_last_column():
+    source = KERNEL.replace("LAST", "(N - 1)")
+    verdict = exercises.check_kernel(source, "kr_sgemm_mine", like="naive")
+    assert not verdict
+    assert "the last column of C" in str(verdict), str(verdict)
+
+
+def test_check_kernel_fails_a_kernel_that_ignores_strides():
+    source = KERNEL.replace("LAST", "N").replace("A[i * rsa + p * csa]", "A[i * K + p]")
+    verdict = exercises.check_kernel(source, "kr_sgemm_mine", like="naive")
+    assert not verdict
+    assert "transposed" in str(verdict), str(verdict)
+
+
+def test_check_kernel_reports_a_compile_error():
+    verdict = exercises.check_kernel("int kr_sgemm_mine(void) { return }", "kr_sgemm_mine",
+                                     like="naive")
+    assert not verdict
+    assert "does not compile" in str(verdict)
