@@ -108,14 +108,13 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
             of_peak = f"{100 * x.gflops / peak[x.threads]:6.0f}%" if x.threads in peak else ""
             lines.append(f"{f'{m}x{k}x{n}':>16} {x.threads:>7} {x.kernel:>9} {x.gflops:9.1f} "
                          f"{spread:>13} {speedup} {vs_numpy} {of_peak}")
-        for i, x in enumerate(rows):
-            for y in rows[i + 1:]:
-                if y.kernel in REFERENCES and too_noisy_to_compare(x, y):
-                    warnings.append(
-                        f"warning: {m}x{k}x{n} on {threads} thread{'s' * (threads > 1)}: "
-                        f"{x.kernel} and {y.kernel} overlap with a spread over "
-                        f"{SPREAD_WARNING:.0%} of the median: their ratio is not meaningful "
-                        f"(more --repeats, or a quieter machine)")
+        noisy = [f"{x.kernel}/{y.kernel}" for i, x in enumerate(rows) for y in rows[i + 1:]
+                 if y.kernel in REFERENCES and too_noisy_to_compare(x, y)]
+        if noisy:
+            warnings.append(f"warning: {m}x{k}x{n} on {threads} thread{'s' * (threads > 1)}: "
+                            f"the ratio {', '.join(noisy)} is not meaningful: their ranges "
+                            f"overlap and spread over {SPREAD_WARNING:.0%} of the median "
+                            f"(more --repeats, or a quieter machine)")
     return "\n".join(lines + warnings)
 
 
