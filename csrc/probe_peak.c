@@ -13,9 +13,9 @@
  * chains are identical and compute one (tests/test_machine.py counts the distinct FMA
  * destination registers in the assembly). The results must be used, or it may delete them.
  * And a peak is the rate of all cores at once at the clock they hold under a long vector
- * load, which is lower than the clock of one busy core: so every thread runs a warm-up as
- * long as the timed run (the clock settles, an AVX-512 licence is taken), all start the timed
- * run together behind a barrier, and the run is timed from the first start to the last end.
+ * load, which is lower than the clock of one busy core: so every thread first runs a warm-up
+ * (the clock settles, an AVX-512 licence is taken), then all start each timed run together
+ * behind a barrier; each thread times its share by its own CPU time, and the rates add up.
  *
  * The clock is measured without trusting /proc/cpuinfo (a guest sees the host's nominal
  * MHz): a chain of dependent integer adds runs one add per cycle on every x86-64 and AArch64
@@ -49,13 +49,6 @@
 #  define KR_HAS_CLOCK 0
 #endif
 
-static double kr_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* One step of a chain. Vector ISAs accumulate into it (acc += x * y), the form an FMA
  * instruction takes natively on every ISA (AArch64's FMLA has no other: acc * x + y would
  * cost a register copy per FMA). Plain C does acc * x + y: in acc + x * y the compiler would
@@ -70,8 +63,8 @@ static inline kr_vec kr_probe_step(kr_vec acc, kr_vec x, kr_vec y)
 }
 
 /* ``iterations`` passes of every chain; with ``clock`` also KR_CLOCK_ADDS dependent integer
- * adds per pass. Returns the adds done (0 without ``clock``). */
-static int64_t kr_probe_loop(int64_t iterations, int clock)
+ * adds per pass (a volatile asm: the compiler keeps it although its sum is not used). */
+static void kr_probe_loop(int64_t iterations, int clock)
 {
     kr_vec acc[KR_PROBE_CHAINS];
     const kr_vec x = kr_set1(0.999999f), y = kr_set1(1e-7f);
@@ -95,65 +88,103 @@ static int64_t kr_probe_loop(int64_t iterations, int clock)
     kr_store(lanes, total);
     volatile float sink = lanes[0];
     (void)sink;
-    return (int64_t)adds;
+    (void)adds;
 }
 
-/* Warm up, then time one run on ``threads`` threads started together; writes the seconds
- * of the run to *seconds and returns the adds of the clock chain (summed over threads). */
-static int64_t kr_probe_together(int64_t iterations, int64_t threads, int clock,
-                                 double *seconds)
+/* The threads the probe really runs: without OpenMP, one. */
+static int64_t kr_probe_threads(int64_t threads)
 {
-    int64_t adds = 0;
-    double start = 0.0, end = 0.0;
 #ifdef _OPENMP
-#pragma omp parallel num_threads((int)(threads > 0 ? threads : 1)) reduction(+:adds)
-    {
-        kr_probe_loop(iterations, clock);
-#pragma omp barrier
-#pragma omp master
-        start = kr_now();
-#pragma omp barrier
-        adds += kr_probe_loop(iterations, clock);
-#pragma omp barrier
-#pragma omp master
-        end = kr_now();
-    }
+    return threads > 0 ? threads : 1;
 #else
     (void)threads;
-    kr_probe_loop(iterations, clock);
-    start = kr_now();
-    adds = kr_probe_loop(iterations, clock);
-    end = kr_now();
+    return 1;
 #endif
-    *seconds = end - start;
-    return adds;
+}
+
+/* The seconds this thread has run on a CPU (not the time other processes had its core). */
+static double kr_thread_cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* One run of ``iterations`` passes on every thread of the team, started together behind a
+ * barrier; must be called by every thread. Returns (on every thread) the sum over the threads
+ * of each one's passes per second of its own CPU time. CPU time, not wall time: on a shared
+ * machine a thread another process pushes off its core for a while would read as a slow
+ * core, and a run of two threads on two busy cores is almost never left alone; a core's
+ * rate while it runs, with the other cores running the same load, is what bounds a kernel. */
+static double kr_probe_rate_together(int64_t iterations, int clock)
+{
+    static double sum;   /* shared by the team */
+#ifdef _OPENMP
+#pragma omp barrier
+#pragma omp master
+    sum = 0.0;
+#pragma omp barrier
+#endif
+    const double start = kr_thread_cpu_now();
+    kr_probe_loop(iterations, clock);
+    const double took = kr_thread_cpu_now() - start;
+    const double mine = took > 0 ? (double)iterations / took : 0.0;
+#ifdef _OPENMP
+#pragma omp atomic
+    sum += mine;
+#pragma omp barrier
+#else
+    sum = mine;
+#endif
+    return sum;
+}
+
+/* Warm up for ``warmup`` passes, then ``repeats`` times: an FMA run of ``fma_iterations``
+ * passes, and a clock run of ``clock_iterations`` passes (none when 0), on all threads at
+ * once. Many short runs back to back, not one long one: a run no other process interrupted
+ * is likelier to be among them; and the two kinds alternate, so both see the cores in the
+ * same state. Writes the fastest FMA run (flops per second, all threads together) and the
+ * fastest clock run (Hz, the mean of the threads; 0 without a clock probe); returns the
+ * flops of one FMA run. */
+double kr_probe_peak(int64_t warmup, int64_t fma_iterations, int64_t clock_iterations,
+                     int64_t threads, int64_t repeats, double *flops_per_second,
+                     double *clock_hz)
+{
+    const double flops_per_pass = 2.0 * KR_VLEN * KR_PROBE_CHAINS;
+    double best_rate = 0.0, best_hz = 0.0;
+    threads = kr_probe_threads(threads);
+#ifdef _OPENMP
+#pragma omp parallel num_threads((int)threads)
+#endif
+    {
+        kr_probe_loop(warmup, 0);
+        for (int64_t r = 0; r < repeats; ++r) {
+            const double rate = flops_per_pass * kr_probe_rate_together(fma_iterations, 0);
+            const double hz = clock_iterations > 0 && KR_HAS_CLOCK
+                ? KR_CLOCK_ADDS * kr_probe_rate_together(clock_iterations, 1) / (double)threads
+                : 0.0;
+#ifdef _OPENMP
+#pragma omp master
+#endif
+            {
+                best_rate = rate > best_rate ? rate : best_rate;
+                best_hz = hz > best_hz ? hz : best_hz;
+            }
+        }
+    }
+    *flops_per_second = best_rate;
+    *clock_hz = best_hz;
+    return flops_per_pass * (double)fma_iterations * (double)threads;
 }
 
 double kr_probe_fma(int64_t iterations, int64_t threads)
 {
-    double seconds;
-    kr_probe_together(iterations, threads, 0, &seconds);
-    return 2.0 * KR_VLEN * KR_PROBE_CHAINS * (double)iterations * (double)(threads > 0 ? threads : 1);
+    double rate, hz;
+    return kr_probe_peak(0, iterations, 0, threads, 1, &rate, &hz);
 }
 
-double kr_probe_fma_timed(int64_t iterations, int64_t threads, double *seconds)
-{
-#ifndef _OPENMP
-    threads = 1;
-#endif
-    kr_probe_together(iterations, threads, 0, seconds);
-    return 2.0 * KR_VLEN * KR_PROBE_CHAINS * (double)iterations * (double)threads;
-}
-
-double kr_probe_clock_hz(int64_t iterations, int64_t threads)
-{
-#ifndef _OPENMP
-    threads = 1;
-#endif
-    double seconds;
-    const int64_t adds = kr_probe_together(iterations, threads, KR_HAS_CLOCK, &seconds);
-    return KR_HAS_CLOCK && seconds > 0 ? (double)adds / (double)threads / seconds : 0.0;
-}
+/* Integer adds (cycles) in one pass of the clock run; 0 where there is no clock probe. */
+int64_t kr_probe_clock_adds(void) { return KR_HAS_CLOCK ? KR_CLOCK_ADDS : 0; }
 
 int64_t kr_probe_vector_width(void) { return KR_VLEN; }
 

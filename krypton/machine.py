@@ -251,7 +251,7 @@ def _probes() -> seam.CompiledModule:
 @functools.lru_cache(maxsize=None)
 def _probes_for(isa: str) -> seam.CompiledModule:
     source = '#include "probe_peak.c"\n#include "probe_bandwidth.c"\n'
-    cdef = seam.cdef_for(["kr_probe_fma", "kr_probe_fma_timed", "kr_probe_clock_hz",
+    cdef = seam.cdef_for(["kr_probe_fma", "kr_probe_peak", "kr_probe_clock_adds",
                           "kr_probe_triad", "kr_probe_vector_width", "kr_probe_chains"])
     return seam.compile_c(source, cdef, name="probes", macros={"KR_ISA": ISA_MACROS[isa]},
                           flags=ISA_FLAGS[isa])
@@ -294,39 +294,41 @@ def implied_pipes(gflops: float, clock_ghz: float, lanes: int, threads: int) -> 
 
 
 def peak(threads: int | None = None, isa: str | None = None, seconds: float = 0.3,
-         repeats: int = 3) -> Peak:
+         repeats: int = 20) -> Peak:
     """Measure the FMA peak of ``threads`` cores (default: all) with ``isa``'s vectors.
 
-    Every thread runs enough independent FMA chains to keep every pipe busy, after a warm-up
-    as long as the timed run, all started together and timed together (csrc/probe_peak.c);
-    the best of ``repeats`` runs of about ``seconds`` each. The clock is measured the same
-    way, by a chain of dependent integer adds run beside the FMAs.
+    Every thread runs enough independent FMA chains to keep every pipe busy (csrc/probe_peak.c):
+    a warm-up of about ``seconds`` / 3, then ``repeats`` runs started on all threads together,
+    each followed by a clock run (a chain of dependent integer adds beside the FMAs). Each
+    thread times its share by its own CPU time, so the time other processes take its core
+    counts neither as slow FMAs nor as a slow clock; the threads' rates add up, and the
+    fastest run of each kind counts. All of it takes about ``seconds``.
     """
     threads = cpu_count() if threads is None else check_threads("threads", threads)
+    repeats = positive_int("repeats", repeats)
     isa = isa or native_isa()
     if isa not in available_isas():
         raise ValueError(f"isa {isa!r} is not available here; choose from {available_isas()}")
     lib, ffi = _probes_for(isa).lib, _probes_for(isa).ffi
-    elapsed = ffi.new("double *")
-    iterations = 10_000
-    while True:  # grow the run until it is long enough to time reliably
-        lib.kr_probe_fma_timed(iterations, threads, elapsed)
-        if elapsed[0] > seconds / 4 or iterations > 10**10:
-            break
-        iterations *= 4
-    best_gflops = best_hz = 0.0
-    for _ in range(repeats):  # FMA and clock runs alternate, so both see the same load
-        flops = lib.kr_probe_fma_timed(iterations, threads, elapsed)
-        best_gflops = max(best_gflops, flops / elapsed[0] / 1e9)
-        best_hz = max(best_hz, lib.kr_probe_clock_hz(iterations // 2, threads))
+    rate, hz = ffi.new("double *"), ffi.new("double *")
+    adds_per_pass = lib.kr_probe_clock_adds()
+    # Learn how many passes make a run of per_run seconds (CPU time: load does not skew it).
+    passes = 64_000
+    flops = lib.kr_probe_peak(passes, passes, passes if adds_per_pass else 0, threads, 3,
+                              rate, hz)
+    per_run = seconds / (3 * repeats)  # warm-up, FMA runs and clock runs: a third each
+    fma_passes = max(1, int(per_run * rate[0] / flops * passes))
+    clock_passes = int(per_run * hz[0] / adds_per_pass) if adds_per_pass else 0
+    lib.kr_probe_peak(fma_passes * repeats, fma_passes, clock_passes, threads, repeats, rate, hz)
+    gflops = rate[0] / 1e9
+    clock_ghz = hz[0] / 1e9
     lanes = int(lib.kr_probe_vector_width())
-    clock_ghz = best_hz / 1e9
-    pipes = implied_pipes(best_gflops, clock_ghz, lanes, threads) if clock_ghz else 0
-    return Peak(best_gflops, clock_ghz, lanes, pipes, threads, isa)
+    pipes = implied_pipes(gflops, clock_ghz, lanes, threads) if clock_ghz else 0
+    return Peak(gflops, clock_ghz, lanes, pipes, threads, isa)
 
 
 def peak_gflops(threads: int = 1, isa: str | None = None, seconds: float = 0.3,
-                repeats: int = 3) -> float:
+                repeats: int = 20) -> float:
     """The peak FMA rate in GFLOPS on ``threads`` cores: ``peak(...).gflops``."""
     return peak(threads, isa, seconds, repeats).gflops
 
