@@ -10,8 +10,9 @@
  * expected is still covered.
  *
  * Three traps. Every chain must start from a different value, or the compiler may notice the
- * chains are identical and compute one (tests/test_machine.py counts the distinct FMA
- * destination registers in the assembly). The results must be used, or it may delete them.
+ * chains are identical and compute one; and from values it cannot see, or it may work out
+ * what the chains compute (tests/test_machine.py counts the distinct FMA destination
+ * registers in the assembly). The results must be used, or it may delete them.
  * And a peak is the rate of all cores at once at the clock they hold under a long vector
  * load, which is lower than the clock of one busy core: so every thread first runs a warm-up
  * (the clock settles, an AVX-512 licence is taken), then all start each timed run together
@@ -62,16 +63,22 @@ static inline kr_vec kr_probe_step(kr_vec acc, kr_vec x, kr_vec y)
 #endif
 }
 
+/* 1, read at run time: operands the compiler knows let it fold the chains away (clang sees
+ * that x * y + 2 rounds back to 2 in float32, so chains that start at 2 or more never change,
+ * and computes one chain instead of 24). */
+static volatile float kr_probe_one = 1.0f;
+
 /* ``iterations`` passes of every chain; with ``clock`` also KR_CLOCK_ADDS dependent integer
  * adds per pass (a volatile asm: the compiler keeps it although its sum is not used). */
 static void kr_probe_loop(int64_t iterations, int clock)
 {
     kr_vec acc[KR_PROBE_CHAINS];
-    const kr_vec x = kr_set1(0.999999f), y = kr_set1(1e-7f);
+    const float one = kr_probe_one;
+    const kr_vec x = kr_set1(0.999999f * one), y = kr_set1(1e-7f * one);
     uint64_t adds = 0;
 #pragma GCC unroll 32
     for (int c = 0; c < KR_PROBE_CHAINS; ++c)
-        acc[c] = kr_set1((float)(c + 1));   /* distinct starts: distinct chains */
+        acc[c] = kr_set1((float)(c + 1) * one);   /* distinct starts: distinct chains */
     for (int64_t it = 0; it < iterations; ++it) {
 #pragma GCC unroll 32
         for (int c = 0; c < KR_PROBE_CHAINS; ++c)
