@@ -9,11 +9,12 @@
  * 16), leaving room for the two operands, so a pipe more or a cycle more of latency than
  * expected is still covered.
  *
- * Three traps. Every chain must start from a different value, or the compiler may notice the
- * chains are identical and compute one; and from values it cannot see, or it may work out
- * what the chains compute (tests/test_machine.py counts the distinct FMA destination
- * registers in the assembly). The results must be used, or it may delete them.
- * And a peak is the rate of all cores at once at the clock they hold under a long vector
+ * Three traps in the compiler. Every chain must start from a different value, or it may
+ * notice the chains are identical and compute one; and from values it cannot see, or it may
+ * work out what the chains compute (tests/test_machine.py counts the distinct FMA
+ * destination registers in the assembly). The results must be used, or it may delete them.
+ *
+ * A peak is the rate of all cores at once at the clock they hold under a long vector
  * load, which is lower than the clock of one busy core: so every thread first runs a warm-up
  * (the clock settles, an AVX-512 licence is taken), then all start each timed run together
  * behind a barrier; each thread times its share by its own CPU time, and the rates add up.
