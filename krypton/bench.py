@@ -33,8 +33,7 @@ from krypton.timing import (IDLE_SECONDS, REFERENCES, SPREAD_WARNING, Measuremen
 
 __all__ = ["IDLE_SECONDS", "REFERENCES", "Measurement", "blas_threads", "check_output_dir",
            "contender", "format_table", "gflops", "main", "measure_shape", "measured_peaks",
-           "parse_shape", "peaks",
-           "quick_mode", "run", "save_results", "torch_available"]
+           "parse_shape", "peaks", "quick_mode", "run", "save_results", "torch_available"]
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -80,8 +79,9 @@ def measured_peaks(threads_list: Iterable[int]) -> dict[int, machine.Peak]:
 
 def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) -> str:
     """A text table: GFLOPS (median, and the slowest-fastest range of the rounds), speed-up
-    over naive, % of NumPy and % of the measured peak; then a warning for every pair of a
-    contender and a reference too noisy to compare (``timing.too_noisy_to_compare``)."""
+    over naive, % of NumPy and % of the measured peak; then, for each shape, a warning line
+    naming the pairs of a contender and a reference too noisy to compare
+    (``timing.too_noisy_to_compare``)."""
     def find(name, m, n, k, threads):
         for x in measurements:
             if (x.kernel, x.m, x.n, x.k) == (name, m, n, k) and (x.threads == threads):

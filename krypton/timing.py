@@ -6,11 +6,12 @@ Every number the course prints is made here, the same way, whoever asks: the ben
 
 How a number is made: every contender (a rung, NumPy, PyTorch) gets the same operands; each is
 called once to warm up (compile, page in, spin up threads), then the contenders are timed in
-interleaved rounds (A, B, C, then C, A, B, ...: every round in its own shuffled order) so that a
-burst of noise from a shared machine hits all of them alike, and no contender always follows
+interleaved rounds (A, B, C, then C, A, B, ...: each round in its own shuffled order) so that
+a burst of noise from a shared machine hits all of them alike, and no contender always follows
 the same one. The median of the rounds is reported, and beside it the spread (the slowest and
-fastest round), so a reader can see when two medians are too noisy to compare. NumPy's BLAS runs with the same
-thread count as the kernel it is compared with (threadpoolctl). GFLOPS = 2*M*N*K / time.
+the fastest round), so a reader can see when two medians are too noisy to compare. NumPy's
+BLAS runs with the same thread count as the kernel it is compared with (threadpoolctl).
+GFLOPS = 2*M*N*K / time.
 
 How a result is checked: against NumPy in float64, with a tolerance of ``1e-5 * sqrt(K)``
 (float32 rounding errors of a K-term sum grow like sqrt(K)).
@@ -45,15 +46,16 @@ The rule: longer than the longest spin of any library in the race. OpenBLAS's wo
 for 2^28 cycles (its THREAD_TIMEOUT, about 0.1 s at 3 GHz) before they sleep; libgomp's spin
 for GOMP_SPINCOUNT (300,000 polls by default, a few milliseconds), both the kernels' libgomp
 and PyTorch's own copy. Each contender is then timed in a block of back-to-back calls (its own
-workers stay awake inside it, as they do in real use). Measured on a 2-core guest: with no
-pause, a block right after another library's block was slower (by its median) than one right
-after its own; with this pause the two agreed within the machine's noise. Spinning cannot be
+workers stay awake inside it, as they do in real use). Measured on a 2-core guest: without
+the pause, the median block right after another library's block was slower than one right
+after a block of its own; with it, the two agreed within the machine's noise. Spinning is not
 switched off instead: OMP_WAIT_POLICY=passive makes every parallel region of the kernels pay
 a wake-up."""
 
 SPREAD_WARNING = 0.10
-"""The spread (slowest round minus fastest, over the median) above which two contenders whose
+"""The spread (fastest round minus slowest, over the median) above which two contenders whose
 ranges overlap are too noisy to compare: their ratio then says less than the noise."""
+
 
 def quick_mode() -> bool:
     """True when ``KRYPTON_QUICK=1``: smaller sizes and fewer repeats, same code paths."""
