@@ -2,8 +2,8 @@
 
 Everything a benchmark needs to say *where* it ran, and everything the kernels need to pick
 their default block sizes. The two roofs of the roofline come from the probes in csrc/:
-the peak rate of fused multiply-adds (``peak``, with the clock and pipe count it implies) and the memory bandwidth of a STREAM
-triad (``bandwidth_gbs``).
+the peak rate of fused multiply-adds (``peak``, with the clock and the pipe count it implies)
+and the memory bandwidth of a STREAM triad (``bandwidth_gbs``).
 """
 
 from __future__ import annotations
@@ -261,8 +261,9 @@ def _probes_for(isa: str) -> seam.CompiledModule:
 class Peak:
     """The measured FMA peak of ``threads`` cores, with the clock and the pipe count it implies.
 
-    ``gflops`` and ``clock_ghz`` are measured independently (FMA chains; a chain of dependent
-    integer adds, one per cycle, beside a vector load); ``fma_pipes`` is what they imply:
+    ``gflops`` and ``clock_ghz`` are measured independently, on all ``threads`` at once and
+    each thread by its own CPU time (FMA chains; a chain of dependent integer adds, one per
+    cycle, beside the FMAs); ``fma_pipes`` is what they imply:
     gflops / (clock_ghz x lanes x 2 flops x threads), rounded to the nearest integer and at
     least 1. It counts FMAs of the full vector width per cycle per core, so a core that
     splits a 512-bit FMA over two 256-bit pipes (Zen 4) has 1. ``clock_ghz`` is 0 and
@@ -280,8 +281,8 @@ class Peak:
         if not self.clock_ghz:
             return f"peak {self.gflops:.0f} GFLOPS on {self.threads} {_cores(self.threads)}"
         return (f"peak {self.gflops:.0f} GFLOPS = {self.threads} {_cores(self.threads)} x "
-                f"{self.clock_ghz:.2f} GHz x {self.lanes} lane{'s' * (self.lanes != 1)} x 2 flops x {self.fma_pipes} "
-                f"pipe{'s' * (self.fma_pipes != 1)}")
+                f"{self.clock_ghz:.2f} GHz x {self.lanes} lane{'s' * (self.lanes != 1)} x "
+                f"2 flops x {self.fma_pipes} pipe{'s' * (self.fma_pipes != 1)}")
 
 
 def _cores(threads: int) -> str:

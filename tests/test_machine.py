@@ -41,8 +41,8 @@ def test_cachesim_models_the_caches_the_machine_reports():
     ("machine.bandwidth_gbs(threads=10**6, megabytes=1)", "threads must be at most 1024"),
 ])
 def test_the_probes_refuse_thread_counts_before_entering_c(call, message):
-    script = f"from krypton import machine\ntry:\n    {call}\nexcept (TypeError, ValueError) as e:\n" \
-             f"    print(e)\n"
+    script = (f"from krypton import machine\ntry:\n    {call}\n"
+              f"except (TypeError, ValueError) as e:\n    print(e)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
