@@ -34,7 +34,10 @@
 #  include <omp.h>
 #endif
 
-#define KR_PROBE_CHAINS (KR_VREGS * 3 / 4)
+/* Defining KR_PROBE_CHAINS (macros={"KR_PROBE_CHAINS": n}) measures another count. */
+#ifndef KR_PROBE_CHAINS
+#  define KR_PROBE_CHAINS (KR_VREGS * 3 / 4)
+#endif
 
 /* Dependent integer adds per pass of the clock loop: more cycles than the pass's FMAs take
  * on one pipe, so the add chain, not the FMAs, sets the pace. */
