@@ -198,9 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     cores = machine.cpu_count()
     threads = sorted({1, cores})
     print("\nMeasuring the FMA peak ...", flush=True)
-    peak = bench.peaks(threads)
-    print("FMA peak: " + ", ".join(f"{g:.0f} GFLOPS on {t} core{'s' * (t > 1)}"
-                                   for t, g in peak.items()))
+    measured = {t: machine.peak(t) for t in threads}
+    mhz = machine.reported_mhz()
+    for result in measured.values():
+        print(f"FMA {result}" + (f" (/proc/cpuinfo says {mhz / 1000:.2f} GHz)" if mhz else ""))
+    peak = {t: result.gflops for t, result in measured.items()}
     references = ["numpy", "torch"] if timing.torch_available() else ["numpy"]
     n = args.size
     print(f"\nThe ladder at M = N = K = {n} (median of {args.repeats} interleaved rounds):")

@@ -101,6 +101,11 @@ int64_t kr_registers_needed(int64_t mr, int64_t vectors_per_row);
 
 /* Probes for the roofline (csrc/probe_peak.c, csrc/probe_bandwidth.c). */
 double kr_probe_fma(int64_t iterations, int64_t threads);
+double kr_probe_peak(int64_t warmup, int64_t fma_iterations, int64_t clock_iterations,
+                     int64_t threads, int64_t repeats, double *flops_per_second,
+                     double *clock_hz);
+int64_t kr_probe_clock_adds(void);
+int64_t kr_probe_chains(void);
 double kr_probe_triad(float *a, const float *b, const float *c, int64_t n,
                       int64_t repeats, int64_t threads);
 int64_t kr_probe_vector_width(void);

@@ -27,13 +27,13 @@ from krypton import machine, plotting
 from krypton.checks import positive_int
 from krypton.files import atomic_write, check_writable
 from krypton.kernels import KERNELS
-from krypton.timing import (IDLE_SECONDS, REFERENCES, Measurement, blas_threads,
+from krypton.timing import (IDLE_SECONDS, REFERENCES, SPREAD_WARNING, Measurement, blas_threads,
                             check_fits_in_memory, contender, gflops, is_threaded, measure_shape,
-                            quick_mode, torch_available)
+                            quick_mode, too_noisy_to_compare, torch_available)
 
 __all__ = ["IDLE_SECONDS", "REFERENCES", "Measurement", "blas_threads", "check_output_dir",
-           "contender", "format_table", "gflops", "main", "measure_shape", "parse_shape", "peaks",
-           "quick_mode", "run", "save_results", "torch_available"]
+           "contender", "format_table", "gflops", "main", "measure_shape", "measured_peaks",
+           "parse_shape", "peaks", "quick_mode", "run", "save_results", "torch_available"]
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -69,11 +69,19 @@ def run(names: Sequence[str], shapes: Sequence[tuple[int, int, int]], threads_li
 
 def peaks(threads_list: Iterable[int]) -> dict[int, float]:
     """The measured FMA peak (GFLOPS) of this machine for each thread count."""
-    return {t: machine.peak_gflops(threads=t) for t in sorted(set(threads_list))}
+    return {t: p.gflops for t, p in measured_peaks(threads_list).items()}
+
+
+def measured_peaks(threads_list: Iterable[int]) -> dict[int, machine.Peak]:
+    """The measured FMA peak of this machine for each thread count, with its clock and pipes."""
+    return {t: machine.peak(threads=t) for t in sorted(set(threads_list))}
 
 
 def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) -> str:
-    """A text table: GFLOPS, speed-up over naive, % of NumPy and % of the measured peak."""
+    """A text table: GFLOPS (median, and the slowest-fastest range of the rounds), speed-up
+    over naive, % of NumPy and % of the measured peak; then, for each shape, a warning line
+    naming the pairs of a contender and a reference too noisy to compare
+    (``timing.too_noisy_to_compare``)."""
     def find(name, m, n, k, threads):
         for x in measurements:
             if (x.kernel, x.m, x.n, x.k) == (name, m, n, k) and (x.threads == threads):
@@ -81,8 +89,9 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
         return None
 
     header = (f"{'shape (MxKxN)':>16} {'threads':>7} {'kernel':>9} {'GFLOPS':>9} "
-              f"{'x naive':>9} {'% NumPy':>8} {'% peak':>7}")
+              f"{'min-max':>13} {'x naive':>9} {'% NumPy':>8} {'% peak':>7}")
     lines = [header, "-" * len(header)]
+    warnings = []
     order = {name: i for i, name in enumerate(KERNELS + REFERENCES)}
     configs = sorted({(x.m, x.n, x.k, x.threads) for x in measurements},
                      key=lambda c: (c[3], c[0] * c[1] * c[2]))
@@ -90,13 +99,23 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
         naive = find("naive", m, n, k, 1)
         numpy_ = find("numpy", m, n, k, threads)
         rows = [x for x in measurements if (x.m, x.n, x.k, x.threads) == (m, n, k, threads)]
-        for x in sorted(rows, key=lambda r: order.get(r.kernel, 99)):
+        rows.sort(key=lambda r: order.get(r.kernel, 99))
+        for x in rows:
+            low, high = x.gflops_range
+            spread = f"{low:.1f}-{high:.1f}"
             speedup = f"{x.gflops / naive.gflops:9.1f}" if naive else f"{'-':>9}"
             vs_numpy = f"{100 * x.gflops / numpy_.gflops:7.0f}%" if numpy_ else f"{'-':>8}"
             of_peak = f"{100 * x.gflops / peak[x.threads]:6.0f}%" if x.threads in peak else ""
             lines.append(f"{f'{m}x{k}x{n}':>16} {x.threads:>7} {x.kernel:>9} {x.gflops:9.1f} "
-                         f"{speedup} {vs_numpy} {of_peak}")
-    return "\n".join(lines)
+                         f"{spread:>13} {speedup} {vs_numpy} {of_peak}")
+        noisy = [f"{x.kernel}/{y.kernel}" for i, x in enumerate(rows) for y in rows[i + 1:]
+                 if y.kernel in REFERENCES and too_noisy_to_compare(x, y)]
+        if noisy:
+            warnings.append(f"warning: {m}x{k}x{n} on {threads} thread{'s' * (threads > 1)}: "
+                            f"the ratio {', '.join(noisy)} is not meaningful: their ranges "
+                            f"overlap and spread over {SPREAD_WARNING:.0%} of the median "
+                            f"(more --repeats, or a quieter machine)")
+    return "\n".join(lines + warnings)
 
 
 def save_results(measurements: Sequence[Measurement], peak: dict[int, float],
@@ -180,9 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--vs torch: PyTorch is not installed (pip install torch==2.13.0)")
 
     print(f"Machine: {machine.describe()}", flush=True)
-    peak = peaks(threads_list)
-    print("Measured FMA peak: " + ", ".join(f"{g:.0f} GFLOPS on {t} thread{'s' * (t > 1)}"
-                                            for t, g in peak.items()), flush=True)
+    measured = measured_peaks(threads_list)
+    for result in measured.values():
+        print(f"Measured FMA {result}", flush=True)
+    peak = {t: result.gflops for t, result in measured.items()}
     measurements = run(list(args.kernels) + references, shapes, threads_list, args.repeats,
                        progress=not args.no_progress)
     print(format_table(measurements, peak))

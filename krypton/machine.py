@@ -2,8 +2,8 @@
 
 Everything a benchmark needs to say *where* it ran, and everything the kernels need to pick
 their default block sizes. The two roofs of the roofline come from the probes in csrc/:
-the peak rate of fused multiply-adds (``peak_gflops``) and the memory bandwidth of a STREAM
-triad (``bandwidth_gbs``).
+the peak rate of fused multiply-adds (``peak``, with the clock and the pipe count it implies)
+and the memory bandwidth of a STREAM triad (``bandwidth_gbs``).
 """
 
 from __future__ import annotations
@@ -251,36 +251,99 @@ def _probes() -> seam.CompiledModule:
 @functools.lru_cache(maxsize=None)
 def _probes_for(isa: str) -> seam.CompiledModule:
     source = '#include "probe_peak.c"\n#include "probe_bandwidth.c"\n'
-    cdef = seam.cdef_for(["kr_probe_fma", "kr_probe_triad", "kr_probe_vector_width"])
+    cdef = seam.cdef_for(["kr_probe_fma", "kr_probe_peak", "kr_probe_clock_adds",
+                          "kr_probe_triad", "kr_probe_vector_width", "kr_probe_chains"])
     return seam.compile_c(source, cdef, name="probes", macros={"KR_ISA": ISA_MACROS[isa]},
                           flags=ISA_FLAGS[isa])
 
 
-def peak_gflops(threads: int = 1, isa: str | None = None, seconds: float = 0.3,
-                repeats: int = 3) -> float:
-    """Measure the peak FMA rate in GFLOPS on ``threads`` cores with ``isa``'s vectors.
+@dataclass(frozen=True)
+class Peak:
+    """The measured FMA peak of ``threads`` cores, with the clock and the pipe count it implies.
 
-    Independent chains of fused multiply-adds, enough to cover the FMA latency on every
-    unit (see csrc/probe_peak.c). The best of ``repeats`` runs of about ``seconds`` each.
+    ``gflops`` and ``clock_ghz`` are measured independently, on all ``threads`` at once and
+    each thread by its own CPU time (FMA chains; a chain of dependent integer adds, one per
+    cycle, beside the FMAs); ``fma_pipes`` is what they imply:
+    gflops / (clock_ghz x lanes x 2 flops x threads), rounded to the nearest integer and at
+    least 1. It counts FMAs of the full vector width per cycle per core, so a core that
+    splits a 512-bit FMA over two 256-bit pipes (Zen 4) has 1. ``clock_ghz`` is 0 and
+    ``fma_pipes`` 0 where no clock probe exists (neither x86-64 nor AArch64).
     """
-    threads = check_threads("threads", threads)
+
+    gflops: float
+    clock_ghz: float
+    lanes: int
+    fma_pipes: int
+    threads: int
+    isa: str
+
+    def __str__(self) -> str:
+        if not self.clock_ghz:
+            return f"peak {self.gflops:.0f} GFLOPS on {self.threads} {_cores(self.threads)}"
+        return (f"peak {self.gflops:.0f} GFLOPS = {self.threads} {_cores(self.threads)} x "
+                f"{self.clock_ghz:.2f} GHz x {self.lanes} lane{'s' * (self.lanes != 1)} x "
+                f"2 flops x {self.fma_pipes} pipe{'s' * (self.fma_pipes != 1)}")
+
+
+def _cores(threads: int) -> str:
+    return "core" if threads == 1 else "cores"
+
+
+def implied_pipes(gflops: float, clock_ghz: float, lanes: int, threads: int) -> int:
+    """FMA pipes per core that ``gflops`` implies at ``clock_ghz``: rounded, at least 1."""
+    return max(1, round(gflops / (clock_ghz * lanes * 2 * threads)))
+
+
+def peak(threads: int | None = None, isa: str | None = None, seconds: float = 0.3,
+         repeats: int = 20) -> Peak:
+    """Measure the FMA peak of ``threads`` cores (default: all) with ``isa``'s vectors.
+
+    Every thread runs enough independent FMA chains to keep every pipe busy (csrc/probe_peak.c):
+    a warm-up of about ``seconds`` / 3, then ``repeats`` runs started on all threads together,
+    each followed by a clock run (a chain of dependent integer adds beside the FMAs). Each
+    thread times its share by its own CPU time, so the time other processes take its core
+    counts neither as slow FMAs nor as a slow clock; the threads' rates add up, and the
+    fastest run of each kind counts. All of it takes about ``seconds``.
+    """
+    threads = cpu_count() if threads is None else check_threads("threads", threads)
+    repeats = positive_int("repeats", repeats)
     isa = isa or native_isa()
     if isa not in available_isas():
         raise ValueError(f"isa {isa!r} is not available here; choose from {available_isas()}")
-    lib = _probes_for(isa).lib
-    iterations = 100_000
-    while True:  # grow the run until it is long enough to time reliably
-        start = time.perf_counter()
-        lib.kr_probe_fma(iterations, threads)
-        if time.perf_counter() - start > seconds / 4 or iterations > 10**10:
-            break
-        iterations *= 4
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        flops = lib.kr_probe_fma(iterations, threads)
-        best = max(best, flops / (time.perf_counter() - start) / 1e9)
-    return best
+    lib, ffi = _probes_for(isa).lib, _probes_for(isa).ffi
+    rate, hz = ffi.new("double *"), ffi.new("double *")
+    adds_per_pass = lib.kr_probe_clock_adds()
+    # Learn how many passes make a run of per_run seconds (CPU time: load does not skew it).
+    passes = 64_000
+    flops = lib.kr_probe_peak(passes, passes, passes if adds_per_pass else 0, threads, 3,
+                              rate, hz)
+    per_run = seconds / (3 * repeats)  # warm-up, FMA runs and clock runs: a third each
+    fma_passes = max(1, int(per_run * rate[0] / flops * passes))
+    clock_passes = int(per_run * hz[0] / adds_per_pass) if adds_per_pass else 0
+    lib.kr_probe_peak(fma_passes * repeats, fma_passes, clock_passes, threads, repeats, rate, hz)
+    gflops = rate[0] / 1e9
+    clock_ghz = hz[0] / 1e9
+    lanes = int(lib.kr_probe_vector_width())
+    pipes = implied_pipes(gflops, clock_ghz, lanes, threads) if clock_ghz else 0
+    return Peak(gflops, clock_ghz, lanes, pipes, threads, isa)
+
+
+def peak_gflops(threads: int = 1, isa: str | None = None, seconds: float = 0.3,
+                repeats: int = 20) -> float:
+    """The peak FMA rate in GFLOPS on ``threads`` cores: ``peak(...).gflops``."""
+    return peak(threads, isa, seconds, repeats).gflops
+
+
+def reported_mhz() -> float | None:
+    """The clock /proc/cpuinfo reports for cpu0, in MHz (in a guest: often the host's nominal
+    clock, not the one the cores run at; printed beside the measured one, never used)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("cpu mhz"):
+                return float(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def bandwidth_gbs(threads: int = 1, megabytes: float | None = None, repeats: int = 5) -> float:

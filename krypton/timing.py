@@ -6,9 +6,12 @@ Every number the course prints is made here, the same way, whoever asks: the ben
 
 How a number is made: every contender (a rung, NumPy, PyTorch) gets the same operands; each is
 called once to warm up (compile, page in, spin up threads), then the contenders are timed in
-interleaved rounds (A, B, C, A, B, C, ...) so that a burst of noise from a shared machine hits
-all of them alike, and the median of the rounds is reported. NumPy's BLAS runs with the same
-thread count as the kernel it is compared with (threadpoolctl). GFLOPS = 2*M*N*K / time.
+interleaved rounds (A, B, C, then C, A, B, ...: each round in its own shuffled order) so that
+a burst of noise from a shared machine hits all of them alike, and no contender always follows
+the same one. The median of the rounds is reported, and beside it the spread (the slowest and
+the fastest round), so a reader can see when two medians are too noisy to compare. NumPy's
+BLAS runs with the same thread count as the kernel it is compared with (threadpoolctl).
+GFLOPS = 2*M*N*K / time.
 
 How a result is checked: against NumPy in float64, with a tolerance of ``1e-5 * sqrt(K)``
 (float32 rounding errors of a K-term sum grow like sqrt(K)).
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import random
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,7 +40,22 @@ REFERENCES = ("numpy", "torch")
 
 IDLE_SECONDS = 0.15
 """How long to wait for idle OpenMP / OpenBLAS threads, which spin a while after each call,
-to go to sleep before timing something else on the same cores."""
+to go to sleep before timing something else on the same cores.
+
+The rule: longer than the longest spin of any library in the race. OpenBLAS's workers spin
+for 2^28 cycles (its THREAD_TIMEOUT, about 0.1 s at 3 GHz) before they sleep; libgomp's spin
+for GOMP_SPINCOUNT (300,000 polls by default, a few milliseconds), both the kernels' libgomp
+and PyTorch's own copy. Each contender is then timed in a block of back-to-back calls (its own
+workers stay awake inside it, as they do in real use). Measured on a 2-core guest: without
+the pause, the median block right after another library's block was slower than one right
+after a block of its own; with it, the two agreed within the machine's noise. Spinning is not
+switched off instead: OMP_WAIT_POLICY=passive makes every parallel region of the kernels pay
+a wake-up."""
+
+SPREAD_WARNING = 0.10
+"""The spread (fastest round minus slowest, over the median) above which two contenders whose
+ranges overlap are too noisy to compare: their ratio then says less than the noise."""
+
 
 def quick_mode() -> bool:
     """True when ``KRYPTON_QUICK=1``: smaller sizes and fewer repeats, same code paths."""
@@ -87,8 +106,34 @@ class Measurement:
     def gflops(self) -> float:
         return gflops(self.m, self.n, self.k, self.median_seconds)
 
+    @property
+    def gflops_range(self) -> tuple[float, float]:
+        """GFLOPS of the slowest and of the fastest round."""
+        if not self.seconds:
+            return float("nan"), float("nan")
+        return (gflops(self.m, self.n, self.k, max(self.seconds)),
+                gflops(self.m, self.n, self.k, min(self.seconds)))
+
+    @property
+    def spread(self) -> float:
+        """(fastest - slowest GFLOPS) / median GFLOPS: 0 when every round agreed."""
+        low, high = self.gflops_range
+        return (high - low) / self.gflops if self.seconds else float("nan")
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "median_seconds": self.median_seconds, "gflops": self.gflops}
+        low, high = self.gflops_range
+        return {**asdict(self), "median_seconds": self.median_seconds, "gflops": self.gflops,
+                "gflops_min": low, "gflops_max": high, "spread": self.spread}
+
+
+def too_noisy_to_compare(a: Measurement, b: Measurement,
+                         threshold: float = SPREAD_WARNING) -> bool:
+    """Whether the ratio of ``a`` and ``b`` means little: their GFLOPS ranges overlap and one
+    of them spreads wider than ``threshold`` of its median (overlapping tight ranges are a
+    real tie, and a tie is a meaningful ratio)."""
+    (low_a, high_a), (low_b, high_b) = a.gflops_range, b.gflops_range
+    overlap = low_a <= high_b and low_b <= high_a
+    return overlap and max(a.spread, b.spread) > threshold
 
 
 class Stopwatch:
@@ -204,6 +249,9 @@ def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, re
 
     ``others`` adds contenders by label: functions of (a, b), such as a ``Kernel`` compiled
     with ``kernels.compile_source`` (they are timed as running on ``threads`` threads).
+    The contenders take their turns in a different order each round, shuffled from ``seed``
+    (which also makes the operands): noise that follows one library (a pool still spinning,
+    a clock still ramping) does not always land on the same neighbour.
     """
     threads = machine.check_threads("threads", threads)
     repeats = positive_int("repeats", repeats)
@@ -224,8 +272,12 @@ def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, re
             start = time.perf_counter()
             call()
             one_call[name] = max(time.perf_counter() - start, 1e-7)
+        order = random.Random(seed)
         for round_index in range(repeats):
-            for name, call in calls.items():
+            names_in_round = list(calls)
+            order.shuffle(names_in_round)
+            for name in names_in_round:
+                call = calls[name]
                 if round_index > 0 and one_call[name] * (round_index + 1) > max_seconds:
                     continue
                 if gap_seconds:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -41,8 +42,57 @@ def test_table_reports_ratios_to_naive_numpy_and_peak():
             Measurement("numpy", 100, 100, 100, 1, [2e-4])]
     table = bench.format_table(rows, {1: 40.0})
     packed = next(line for line in table.splitlines() if " packed " in line).split()
-    # packed: median 1e-4 s -> 20 GFLOPS; naive 0.2 GFLOPS; numpy 10 GFLOPS; peak 40
-    assert packed[-4:] == ["20.0", "100.0", "200%", "50%"]
+    # packed: median 1e-4 s -> 20 GFLOPS (rounds 10-20); naive 0.2 GFLOPS; numpy 10; peak 40
+    assert packed[-5:] == ["20.0", "10.0-20.0", "100.0", "200%", "50%"]
+
+
+def test_the_spread_is_the_slowest_and_fastest_round_beside_the_median():
+    row = Measurement("packed", 100, 100, 100, 1, [2e-4, 1e-4, 4e-4])  # 10, 20, 5 GFLOPS
+    assert row.gflops_range == pytest.approx((5.0, 20.0))
+    assert row.spread == pytest.approx((20.0 - 5.0) / 10.0)
+    saved = row.to_dict()
+    assert (saved["gflops_min"], saved["gflops_max"]) == pytest.approx((5.0, 20.0))
+    assert saved["gflops"] == pytest.approx(10.0) and saved["seconds"] == row.seconds
+
+
+def _rows(packed_seconds, numpy_seconds):
+    return [Measurement("packed", 100, 100, 100, 2, packed_seconds),
+            Measurement("numpy", 100, 100, 100, 2, numpy_seconds)]
+
+
+@pytest.mark.parametrize("packed, numpy_, warned", [
+    ([1e-4, 1.5e-4, 2e-4], [1.2e-4, 1.3e-4, 1.6e-4], True),     # wide and overlapping
+    ([1e-4, 1.01e-4, 1.02e-4], [1.01e-4, 1.02e-4], False),      # a tight tie is a real tie
+    ([1e-4, 1.5e-4, 2e-4], [4e-4, 5e-4, 6e-4], False),          # wide but apart
+])
+def test_a_warning_names_contenders_too_noisy_to_compare(packed, numpy_, warned):
+    rows = _rows(packed, numpy_)
+    assert timing.too_noisy_to_compare(*rows) is warned
+    warnings = [line for line in bench.format_table(rows, {}).splitlines()
+                if line.startswith("warning")]
+    assert len(warnings) == int(warned)
+    if warned:
+        assert "packed/numpy" in warnings[0] and "not meaningful" in warnings[0]
+
+
+def _rounds(seed, repeats=6, names=("a", "b", "c", "d")):
+    """The order the contenders took their turns in, round by round (fake contenders that
+    only log their calls: a first call each, then per turn an untimed call and a block of
+    one)."""
+    log = []
+    bench.measure_shape([], 4, 4, 4, threads=1, repeats=repeats, seed=seed,
+                        min_block_seconds=0.0, gap_seconds=0.0,
+                        others={name: functools.partial(lambda name, a, b: log.append(name), name)
+                                for name in names})
+    turns = log[len(names)::2]
+    return [tuple(turns[i:i + len(names)]) for i in range(0, len(turns), len(names))]
+
+
+def test_every_round_shuffles_the_order_from_the_seed():
+    rounds = _rounds(seed=1)
+    assert len(rounds) == 6 and all(sorted(r) == ["a", "b", "c", "d"] for r in rounds)
+    assert len(set(rounds)) > 1, "every round in the same order"
+    assert _rounds(seed=1) == rounds and _rounds(seed=2) != rounds
 
 
 def test_measure_shape_times_every_contender_in_every_round():

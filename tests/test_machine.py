@@ -1,16 +1,19 @@
 """The machine: the caches as the OS reports them (read once, for the kernels and cachesim
-alike), and the roof probes' bounds (checked in a subprocess: OpenMP aborts on absurd counts)."""
+alike), the peak probe's result and its assembly, and the roof probes' bounds (checked in a
+subprocess: OpenMP aborts on absurd counts)."""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from krypton import cachesim, machine
+from krypton import cachesim, machine, seam
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,12 +35,55 @@ def test_cachesim_models_the_caches_the_machine_reports():
 @pytest.mark.parametrize("call, message", [
     ("machine.peak_gflops(threads=2147483648)", "threads must be at most 1024"),
     ("machine.peak_gflops(threads=0)", "threads must be a positive integer, got 0"),
+    ("machine.peak(threads=2147483648)", "threads must be at most 1024"),
+    ("machine.peak(threads=-1)", "threads must be a positive integer, got -1"),
+    ("machine.peak(threads=1.5)", "threads must be a positive integer"),
     ("machine.bandwidth_gbs(threads=10**6, megabytes=1)", "threads must be at most 1024"),
 ])
 def test_the_probes_refuse_thread_counts_before_entering_c(call, message):
-    script = f"from krypton import machine\ntry:\n    {call}\nexcept ValueError as e:\n" \
-             f"    print(e)\n"
+    script = (f"from krypton import machine\ntry:\n    {call}\n"
+              f"except (TypeError, ValueError) as e:\n    print(e)\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert message in result.stdout
+
+
+@pytest.mark.parametrize("threads", [1, machine.cpu_count()])
+def test_the_peak_is_positive_at_a_sane_clock_on_a_whole_number_of_pipes(threads):
+    peak = machine.peak(threads, seconds=0.04, repeats=1)
+    assert peak.threads == threads and peak.isa == machine.native_isa()
+    assert math.isfinite(peak.gflops) and peak.gflops > 0
+    assert peak.lanes == machine.VECTOR_WIDTH[peak.isa]
+    assert 0.3 < peak.clock_ghz < 8.0
+    assert isinstance(peak.fma_pipes, int) and peak.fma_pipes >= 1
+    assert str(peak).startswith(f"peak {peak.gflops:.0f} GFLOPS = {threads} core")
+
+
+def test_the_pipe_count_is_the_rounded_ratio_and_never_zero():
+    assert machine.implied_pipes(2 * 3.0 * 16 * 2 * 1, 3.0, 16, 2) == 1
+    assert machine.implied_pipes(0.9 * 2 * 3.0 * 8 * 2 * 2, 3.0, 8, 2) == 2
+    assert machine.implied_pipes(0.1, 3.0, 16, 2) == 1
+
+
+# The FMA instruction of each architecture and where its destination is written (AT&T x86:
+# last operand; AArch64: first).
+_FMA = {"x86": (r"^\s*vfmadd\w*ps\s+(.*)$", -1), "arm": (r"^\s*fmla\s+(.*)$", 0)}
+
+
+def test_the_probes_chains_are_distinct_in_the_assembly(tmp_path):
+    """The compiler must not merge chains: the hot loop writes one register per chain."""
+    if machine.native_isa() not in ("avx512", "avx2", "neon"):
+        pytest.skip("the assembly is checked for vector ISAs")
+    asm = tmp_path / "probe_peak.s"
+    command = [*seam.compiler(), "-O3", "-std=gnu11", *seam.native_flags(),
+               *seam.openmp_flags(), f"-I{seam.CSRC}", "-S", "-o", str(asm),
+               str(seam.CSRC / "probe_peak.c")]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    pattern, which = _FMA["arm" if machine.native_isa() == "neon" else "x86"]
+    operands = [re.split(r"#|//", line)[0]  # drop the compiler's trailing comments
+                for line in re.findall(pattern, asm.read_text(), flags=re.MULTILINE)]
+    destinations = {re.sub(r"\..*", "", ops.split(",")[which].strip()) for ops in operands}
+    chains = machine._probes().lib.kr_probe_chains()
+    assert chains >= 2 * 4, "fewer chains than 2 pipes x 4 cycles of latency"
+    assert len(destinations) == chains, sorted(destinations)
