@@ -153,8 +153,11 @@ def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
     """The largest value of each ``kernel_size`` window of ``x`` (N, C, H, W), windows
     ``stride`` apart (default: ``kernel_size``, windows side by side), as ``F.max_pool2d``.
 
-    The gradient goes to the first largest entry of each window (PyTorch's choice); windows
-    that overlap (stride < kernel) add their gradients, one kernel offset at a time.
+    Computed as im2col would see it, one kernel offset at a time: the (i, j) entries of every
+    window form one strided slice of ``x``, so the maximum is kh·kw element-wise maxima of
+    output-sized arrays (no copy of the windows). The gradient goes to the first largest entry
+    of each window, in row-major order (PyTorch's choice); windows that overlap (stride <
+    kernel) add their gradients.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"max_pool2d takes a Tensor, got {type(x).__name__}: wrap it as "
@@ -166,18 +169,25 @@ def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
                          f"{x.shape}")
     _check_window("max_pool2d", x.shape, kernel, (0, 0))
     (kh, kw), (sh, sw) = kernel, stride
-    windows = sliding_window_view(x.data, kernel, axis=(2, 3))[:, :, ::sh, ::sw]
-    n, c, ho, wo = windows.shape[:4]
-    flat = windows.reshape(n, c, ho, wo, kh * kw)
-    winner = np.argmax(flat, axis=-1)
-    out = np.take_along_axis(flat, winner[..., None], axis=-1)[..., 0]
+    ho, wo = output_size(x.shape[2], kh, sh, 0), output_size(x.shape[3], kw, sw, 0)
+
+    def offset(array: np.ndarray, i: int, j: int) -> np.ndarray:
+        return array[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
+
+    out = offset(x.data, 0, 0).copy()
+    for i in range(kh):
+        for j in range(kw):
+            np.maximum(out, offset(x.data, i, j), out=out)
 
     def backward(g: np.ndarray):
         gx = np.zeros_like(x.data)
+        taken = np.zeros(out.shape, dtype=bool)  # windows whose maximum has had its gradient
         for i in range(kh):
             for j in range(kw):
-                gx[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += \
-                    np.where(winner == i * kw + j, g, 0)
+                first = offset(x.data, i, j) == out
+                first &= ~taken
+                taken |= first
+                offset(gx, i, j)[...] += np.where(first, g, 0)
         return (gx,)
 
     return Tensor._result(out, (x,), "MaxPool2d", backward)
