@@ -181,13 +181,17 @@ def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
 
     def backward(g: np.ndarray):
         gx = np.zeros_like(x.data)
-        taken = np.zeros(out.shape, dtype=bool)  # windows whose maximum has had its gradient
+        unclaimed = np.ones(out.shape, dtype=bool)  # windows whose maximum has no gradient yet
+        side_by_side = sh >= kh and sw >= kw  # then each offset's slices of gx are disjoint
         for i in range(kh):
             for j in range(kw):
-                first = offset(x.data, i, j) == out
-                first &= ~taken
-                taken |= first
-                offset(gx, i, j)[...] += np.where(first, g, 0)
+                first = np.equal(offset(x.data, i, j), out)
+                first &= unclaimed
+                unclaimed ^= first
+                if side_by_side:
+                    np.multiply(g, first, out=offset(gx, i, j))
+                else:
+                    offset(gx, i, j)[...] += g * first
         return (gx,)
 
     return Tensor._result(out, (x,), "MaxPool2d", backward)
