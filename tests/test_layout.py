@@ -30,7 +30,7 @@ LAYERS = [
     {"krypton.timing"},
     {"krypton.backends"},
     {"krypton.autograd", "krypton.autograd.engine", "krypton.autograd.ops",
-     "krypton.autograd.functions"},
+     "krypton.autograd.functions", "krypton.autograd.conv"},
     {"krypton.nn", "krypton.nn.modules", "krypton.nn.functional", "krypton.optim"},
     {"krypton.data"},
     {"krypton.train", "krypton.train.model", "krypton.train.history", "krypton.train.loop",

@@ -11,11 +11,14 @@ Read it in this order:
    go through ``krypton.backends.matmul``, so forward and backward run on the kernel ladder.
 3. ``krypton/autograd/functions.py``: the fused layers (``linear``, ``linear_relu``) and loss
    (``cross_entropy``), whose element-wise work runs in ``krypton.fused``'s C kernels.
+4. ``krypton/autograd/conv.py``: a convolution as one matrix product (im2col, col2im),
+   ``conv2d`` and ``max_pool2d``.
 
-Names and semantics follow PyTorch, so what is learned here transfers. Every name of the three
+Names and semantics follow PyTorch, so what is learned here transfers. Every name of the four
 modules a learner or notebook uses is importable from here.
 """
 
+from krypton.autograd.conv import col2im, conv2d, im2col, max_pool2d
 from krypton.autograd.engine import (backward, enable_grad, graph, is_grad_enabled, no_grad,
                                      topological_order)
 from krypton.autograd.functions import cross_entropy, linear, linear_relu
@@ -23,5 +26,6 @@ from krypton.autograd.ops import FLOAT_DTYPES, Tensor, _unbroadcast, matmul, ten
 
 _topological_order = topological_order  # the name notebook 07 shows
 
-__all__ = ["FLOAT_DTYPES", "Tensor", "backward", "cross_entropy", "enable_grad", "graph",
-           "is_grad_enabled", "linear", "linear_relu", "matmul", "no_grad", "tensor", "topological_order"]
+__all__ = ["FLOAT_DTYPES", "Tensor", "backward", "col2im", "conv2d", "cross_entropy",
+           "enable_grad", "graph", "im2col", "is_grad_enabled", "linear", "linear_relu", "matmul",
+           "max_pool2d", "no_grad", "tensor", "topological_order"]

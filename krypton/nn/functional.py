@@ -12,8 +12,8 @@ from typing import Any
 from krypton import autograd
 from krypton.autograd import Tensor, cross_entropy
 
-__all__ = ["cross_entropy", "linear", "linear_relu", "log_softmax", "mse_loss", "relu", "sigmoid", "softmax",
-           "tanh"]
+__all__ = ["conv2d", "cross_entropy", "linear", "linear_relu", "log_softmax", "max_pool2d",
+           "mse_loss", "relu", "sigmoid", "softmax", "tanh"]
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -28,6 +28,19 @@ def linear_relu(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Te
     return autograd.linear_relu(_tensor(input, "linear_relu"),
                                 _tensor(weight, "linear_relu", "weight"),
                                 None if bias is None else _tensor(bias, "linear_relu", "bias"))
+
+
+def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
+           padding: Any = 0) -> Tensor:
+    """The 2-D convolution of ``input`` (N, C, H, W) with ``weight`` (O, C, kh, kw), as
+    ``F.conv2d``: im2col and one product on the current backend (``krypton.autograd.conv``)."""
+    return autograd.conv2d(input, weight, bias, stride=stride, padding=padding)
+
+
+def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
+    """The maximum of each ``kernel_size`` window, windows ``stride`` apart (default
+    ``kernel_size``), as ``F.max_pool2d``."""
+    return autograd.max_pool2d(input, kernel_size, stride)
 
 
 def relu(x: Tensor) -> Tensor:

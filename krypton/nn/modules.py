@@ -1,4 +1,5 @@
-"""Layers with parameters: ``Module``, ``Linear``, ``ReLU``, ``Sequential``, as in ``torch.nn``."""
+"""Layers: ``Module``, ``Linear``, ``Conv2d``, ``MaxPool2d``, ``ReLU``, ``Flatten``,
+``Sequential``..., as in ``torch.nn``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from krypton.autograd import FLOAT_DTYPES, Tensor
+from krypton.autograd.conv import as_pair
 from krypton.checks import positive_int
 from krypton.files import atomic_write, check_writable
 from krypton.nn import functional as F
@@ -277,6 +279,97 @@ class Linear(Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
+
+
+class Conv2d(Module):
+    """A 2-D convolution over (N, C, H, W) inputs, as ``torch.nn.Conv2d``: weight
+    (out_channels, in_channels, kh, kw), bias (out_channels,).
+
+    Initialized as PyTorch does by default: ``kaiming_uniform_`` with a = sqrt(5) on the weight,
+    which is uniform in +-1/sqrt(fan_in) with fan_in = in_channels·kh·kw, and the bias uniform
+    in the same bound; drawn (weight, then bias) from the generator ``krypton.manual_seed`` seeds.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, bias: bool = True, dtype: Any = np.float32):
+        super().__init__()
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
+        self.kernel_size = as_pair("kernel_size", kernel_size, 1)
+        self.stride = as_pair("stride", stride, 1)
+        self.padding = as_pair("padding", padding, 0)
+        if np.dtype(dtype) not in FLOAT_DTYPES:
+            raise TypeError(f"Conv2d holds float32 or float64 parameters, got dtype="
+                            f"{np.dtype(dtype)}: pass dtype=np.float32 (the default)")
+        shape = (self.out_channels, self.in_channels) + self.kernel_size
+        bound = 1.0 / math.sqrt(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
+        self.weight = Parameter(_generator.uniform(-bound, bound, shape).astype(dtype))
+        self.bias = (Parameter(_generator.uniform(-bound, bound, self.out_channels)
+                               .astype(dtype)) if bias else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
+
+
+class MaxPool2d(Module):
+    """The maximum of each window, as ``torch.nn.MaxPool2d`` (stride defaults to the window)."""
+
+    def __init__(self, kernel_size: Any, stride: Any = None):
+        super().__init__()
+        self.kernel_size = as_pair("kernel_size", kernel_size, 1)
+        self.stride = self.kernel_size if stride is None else as_pair("stride", stride, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.max_pool2d(x, self.kernel_size, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
+class Flatten(Module):
+    """Merge dimensions ``start_dim`` to ``end_dim`` into one, as ``torch.nn.Flatten``:
+    (N, C, H, W) becomes (N, C·H·W) by default."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        start, end = (d % x.ndim if -x.ndim <= d < x.ndim else None
+                      for d in (self.start_dim, self.end_dim))
+        if start is None or end is None or start > end:
+            raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) does "
+                             f"not fit an input of shape {x.shape}")
+        return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:])
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    """Split dimension ``dim`` into ``unflattened_size``, as ``torch.nn.Unflatten``: the CNN's
+    first layer turns (N, 784) images into (N, 1, 28, 28)."""
+
+    def __init__(self, dim: int, unflattened_size: Any):
+        super().__init__()
+        self.dim = int(dim)
+        self.unflattened_size = tuple(positive_int("unflattened_size", size)
+                                      for size in unflattened_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        dim = self.dim % x.ndim if -x.ndim <= self.dim < x.ndim else None
+        if dim is None or x.shape[dim] != math.prod(self.unflattened_size):
+            raise ValueError(f"Unflatten({self.dim}, {self.unflattened_size}) does not fit an "
+                             f"input of shape {x.shape}: dimension {self.dim} must hold "
+                             f"{math.prod(self.unflattened_size)} values")
+        return x.reshape(x.shape[:dim] + self.unflattened_size + x.shape[dim + 1:])
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
 
 
 class ReLU(Module):

@@ -1,11 +1,13 @@
-"""Train an MLP on (Fashion-)MNIST with any rung of the ladder as its matmul, and time it.
+"""Train an MLP or a CNN on (Fashion-)MNIST with any rung of the ladder as its matmul, and time it.
 
     python -m krypton.train                                  # 784-256-10, 3 epochs, fastest rung
     python -m krypton.train --backend all --compare-torch    # every rung, NumPy, then PyTorch
     python -m krypton.train --dataset fashion-mnist --optimizer adam --lr 1e-3 --json out.json
+    python -m krypton.train --model cnn --epochs 5 --compare-torch   # LeNet-style CNN
     python -m krypton.train --help
 
-The model is an MLP (784 -> 256 -> 10 by default) with ReLU between the layers, trained with
+The model is an MLP (784 -> 256 -> 10 by default) with ReLU between the layers, or with
+``--model cnn`` a LeNet-style CNN (``build_cnn``), trained with
 cross-entropy and SGD with momentum (or Adam), the learning rate following a cosine from ``lr``
 down to 0 over the run. The same run can be repeated with every backend of the autograd engine:
 a rung of the ladder ("naive" ... "parallel") or "numpy" (``np.matmul``, i.e. the BLAS NumPy
@@ -15,10 +17,10 @@ accuracies agree up to float32 rounding and their epoch times can be compared di
 
 Where each part lives (read them in this order):
 
-    krypton.train.model     the MLP: ``build_mlp``, ``initial_parameters``, ``linear_layers``
+    krypton.train.model     the models: ``build_mlp``, ``build_cnn``, ``product_shapes``
     krypton.train.history   what a run records: ``EpochResult``, ``History``, ``format_epoch``
     krypton.train.loop      the loop: ``train``, ``evaluate``, ``predict``, the schedule
-    krypton.train.twin      the same run in PyTorch: ``build_torch_mlp``, ``train_torch``
+    krypton.train.twin      the same run in PyTorch: ``build_torch_twin``, ``train_torch``
     krypton.train.compare   several backends in turn: ``train_backends``
     krypton.train.report    the summary table and the JSON document: ``format_summary``
     krypton.train.cli       ``python -m krypton.train``: ``build_parser``, ``main``
@@ -37,14 +39,16 @@ from krypton.train.history import PHASES, EpochResult, History, format_epoch
 from krypton.train.loop import (DEFAULT_LR, EVAL_BATCH, OPTIMIZERS, SCHEDULES, Plan, evaluate,
                                 learning_rate, make_optimizer, make_plan, predict,
                                 resolve_threads, train)
-from krypton.train.model import DEFAULT_SIZES, build_mlp, initial_parameters, linear_layers
+from krypton.train.model import (DEFAULT_SIZES, MODELS, build_cnn, build_mlp, build_model,
+                                 initial_parameters, linear_layers, product_shapes)
 from krypton.train.report import format_summary, results_document
-from krypton.train.twin import build_torch_mlp, train_torch
+from krypton.train.twin import build_torch_mlp, build_torch_twin, train_torch
 
 __all__ = [
     "BACKENDS", "CLASS_NAMES", "DEFAULT_LR", "DEFAULT_SIZES", "EVAL_BATCH", "Data",
     "EpochResult", "History", "NAIVE_BATCHES", "OPTIMIZERS", "PAUSE_BETWEEN_BACKENDS", "PHASES",
-    "Plan", "QUICK_MAX_BATCHES", "SCHEDULES", "build_mlp", "build_parser", "build_torch_mlp",
+    "MODELS", "Plan", "QUICK_MAX_BATCHES", "SCHEDULES", "build_cnn", "build_mlp", "build_model",
+    "build_parser", "build_torch_mlp", "build_torch_twin", "product_shapes",
     "evaluate", "format_epoch", "format_summary", "initial_parameters", "learning_rate",
     "linear_layers", "load_data", "main", "make_optimizer", "make_plan", "matmul_timer",
     "predict", "resolve_threads", "results_document", "train", "train_backends", "train_torch",

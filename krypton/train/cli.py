@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from krypton import machine
 from krypton.backends import BACKENDS
 from krypton.data import DATASETS, DatasetNotFoundError, load_data
@@ -22,7 +24,7 @@ from krypton.files import atomic_write, check_writable
 from krypton.timing import check_fits_in_memory, quick_mode, torch_available
 from krypton.train.compare import NAIVE_BATCHES, train_backends
 from krypton.train.loop import OPTIMIZERS, SCHEDULES, make_plan
-from krypton.train.model import DEFAULT_SIZES
+from krypton.train.model import DEFAULT_SIZES, IMAGE_SHAPE, MODELS, build_model, product_shapes
 from krypton.train.report import format_summary, results_document
 
 QUICK_MAX_BATCHES = 60
@@ -81,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     quick = quick_mode()
     parser = argparse.ArgumentParser(
         prog="python -m krypton.train",
-        description="Train an MLP on MNIST (Fashion-MNIST when MNIST is not available) with "
+        description="Train an MLP or a CNN on MNIST (Fashion-MNIST when MNIST is not "
+                    "available) with "
                     "the kernel ladder as its matmul; print epoch time, loss and test accuracy "
                     "per epoch and a summary table, optionally beside PyTorch.")
     parser.add_argument("--backend", nargs="+", type=_backend_choice, default=["parallel"],
@@ -93,8 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "fashion-mnist")
     parser.add_argument("--data-root", type=Path, default=None, metavar="DIR",
                         help="a directory holding the IDX files (looked in first)")
-    parser.add_argument("--sizes", nargs="+", type=_positive_int, default=list(DEFAULT_SIZES),
-                        metavar="N", help="layer widths, input first (default: 784 256 10)")
+    parser.add_argument("--model", choices=MODELS, default="mlp",
+                        help="mlp (default), or cnn: a LeNet-style network, conv 1->6 5x5 pad 2, "
+                             "ReLU, max-pool 2, conv 6->16 5x5, ReLU, max-pool 2, Linear "
+                             "400->120->84->10, its convolutions im2col products")
+    parser.add_argument("--sizes", nargs="+", type=_positive_int, default=None,
+                        metavar="N", help="the MLP's layer widths, input first (default: 784 256 "
+                                          "10)")
     parser.add_argument("--epochs", type=_positive_int, default=3, help="default 3")
     parser.add_argument("--batch-size", type=_positive_int, default=128, help="default 128")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
@@ -137,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     backends = list(BACKENDS) if "all" in args.backend else list(dict.fromkeys(args.backend))
+    if args.model == "cnn" and args.sizes is not None:
+        parser.error("--sizes sets the MLP's widths; the cnn's layers are fixed (see --help)")
+    if args.sizes is None:
+        args.sizes = list(DEFAULT_SIZES)
     if len(args.sizes) < 2:
         parser.error("--sizes needs at least two widths (input and classes), e.g. 784 256 10")
     if args.compare_torch and not torch_available():
@@ -146,8 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_writable(args.json, "--json")
         plan = make_plan(args.epochs, args.batch_size, args.optimizer, args.lr, args.momentum,
                          args.schedule, args.seed, args.max_batches)
-        for fan_in, fan_out in zip(args.sizes[:-1], args.sizes[1:]):  # one layer's product
-            check_fits_in_memory(plan.batch_size, fan_out, fan_in, "--sizes layer")
+        if args.model == "mlp":
+            for fan_in, fan_out in zip(args.sizes[:-1], args.sizes[1:]):  # one layer's product
+                check_fits_in_memory(plan.batch_size, fan_out, fan_in, "--sizes layer")
+        else:  # a batch's im2col products grow with it
+            for product in product_shapes(build_model("cnn"), plan.batch_size):
+                check_fits_in_memory(product["m"], product["n"], product["k"], "--batch-size")
     except (TypeError, ValueError) as error:
         parser.error(str(error))
 
@@ -161,7 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     if data.note:
         print(data.note)
-    if args.sizes[0] != data.train_images.shape[1]:
+    if args.model == "cnn" and data.train_images.shape[1] != int(np.prod(IMAGE_SHAPE)):
+        parser.error(f"--model cnn takes {'x'.join(map(str, IMAGE_SHAPE[1:]))} images, the "
+                     f"dataset's have {data.train_images.shape[1]} pixels")
+    if args.model == "mlp" and args.sizes[0] != data.train_images.shape[1]:
         parser.error(f"--sizes must start with the image size {data.train_images.shape[1]}, "
                      f"got {args.sizes[0]}")
     if args.sizes[-1] < 10:
@@ -172,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Machine: {machine.describe()}")
     print(f"Dataset: {data.dataset}, {len(data.train_images)} train and "
           f"{len(data.test_images)} test images")
-    print(f"Model: MLP {'-'.join(map(str, args.sizes))} with ReLU; {plan.optimizer} lr "
+    layers = ("CNN conv 1->6 5x5 pad 2, pool 2, conv 6->16 5x5, pool 2, 400-120-84-10"
+              if args.model == "cnn" else f"MLP {'-'.join(map(str, args.sizes))}")
+    print(f"Model: {layers} with ReLU; {plan.optimizer} lr "
           f"{plan.lr:g} ({plan.schedule})"
           + (f" momentum {plan.momentum:g}" if plan.optimizer == "sgd" else "")
           + f"; batch {plan.batch_size}, {plan.epochs} epoch{'s' * (plan.epochs > 1)}, "
@@ -182,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           flush=True)
 
     histories = train_backends(
-        backends, data, sizes=args.sizes, compare_torch=args.compare_torch,
+        backends, data, sizes=args.sizes, model=args.model, compare_torch=args.compare_torch,
         naive_batches=args.naive_batches if len(backends) > 1 else None,
         epochs=plan.epochs, batch_size=plan.batch_size, optimizer=plan.optimizer, lr=plan.lr,
         momentum=plan.momentum, schedule=plan.schedule, seed=plan.seed, threads=threads,

@@ -15,7 +15,7 @@ from krypton.data import Data
 from krypton.timing import IDLE_SECONDS, settle_idle_threads
 from krypton.train.history import History
 from krypton.train.loop import resolve_threads, train
-from krypton.train.model import DEFAULT_SIZES, build_mlp
+from krypton.train.model import DEFAULT_SIZES, build_model
 from krypton.train.twin import train_torch
 
 NAIVE_BATCHES = 20
@@ -25,14 +25,15 @@ PAUSE_BETWEEN_BACKENDS = IDLE_SECONDS
 
 
 def train_backends(backends: Sequence[str], data: Data, *, sizes: Sequence[int] = DEFAULT_SIZES,
-                   compare_torch: bool = False, naive_batches: int | None = None,
+                   model: str = "mlp", compare_torch: bool = False, naive_batches: int | None = None,
                    pause: float = PAUSE_BETWEEN_BACKENDS, **options: Any) -> list[History]:
-    """Train a fresh ``build_mlp(sizes, seed)`` with each backend in turn (then PyTorch).
+    """Train a fresh ``build_model(model, sizes, seed)`` with each backend in turn (then PyTorch).
 
     Args:
         backends: Names from ``krypton.backends.BACKENDS``, run in this order, one after another.
         data: From ``krypton.data.load_data``.
-        sizes: The MLP's layer widths.
+        sizes: The MLP's layer widths (the CNN takes only the last, its classes).
+        model: "mlp" or "cnn" (``krypton.train.model.MODELS``).
         compare_torch: Also train with PyTorch (last), from the same initial weights.
         naive_batches: If given, the naive rung runs only this many batches per epoch and its
             epoch time is extrapolated.
@@ -55,12 +56,12 @@ def train_backends(backends: Sequence[str], data: Data, *, sizes: Sequence[int] 
         try:
             if index and pause:
                 settle_idle_threads(pause)
-            model = build_mlp(sizes, seed)
+            network = build_model(model, sizes, seed)
             if name == "torch":
                 run_options.pop("fused", None)  # krypton's kernels: PyTorch has its own
-                history = train_torch(model, data, **run_options)
+                history = train_torch(network, data, **run_options)
             else:
-                history = train(model, data, name, **run_options)
+                history = train(network, data, name, **run_options)
         except KeyboardInterrupt:  # between backends, or while one was setting up
             history = History(name, resolve_threads(name, options.get("threads")),
                               data.dataset, {}, interrupted=True)

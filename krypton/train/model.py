@@ -1,8 +1,10 @@
-"""The model of the training run: an MLP of ``krypton.nn.Linear`` layers with ReLU between them.
+"""The models of the training run: an MLP of ``krypton.nn.Linear`` layers with ReLU between
+them, or a LeNet-style CNN (``build_cnn``) whose convolutions are matrix products too.
 
 Every backend (and PyTorch's twin, ``krypton.train.twin``) starts from the same weights:
-``build_mlp(sizes, seed)`` seeds the generator ``nn.Linear`` draws from, so two models built
-with the same arguments are identical.
+``build_mlp(sizes, seed)`` and ``build_cnn(seed)`` seed the generator the layers draw from, so
+two models built with the same arguments are identical. ``product_shapes`` lists the matrix
+products one training step of a model makes, with their FLOPs.
 """
 
 from __future__ import annotations
@@ -12,10 +14,18 @@ from typing import Sequence
 import numpy as np
 
 from krypton import nn
+from krypton.autograd import Tensor
+from krypton.autograd.conv import output_size
 from krypton.checks import positive_int
 
 DEFAULT_SIZES = (784, 256, 10)
 """Layer widths, input first: 784 pixels, one hidden layer of 256, 10 classes."""
+
+MODELS = ("mlp", "cnn")
+"""The models ``build_model`` makes (``python -m krypton.train --model``)."""
+
+IMAGE_SHAPE = (1, 28, 28)
+"""(channels, height, width) of an (Fashion-)MNIST image; the data holds them flat (784)."""
 
 
 def build_mlp(sizes: Sequence[int] = DEFAULT_SIZES, seed: int = 0) -> nn.Sequential:
@@ -34,6 +44,79 @@ def build_mlp(sizes: Sequence[int] = DEFAULT_SIZES, seed: int = 0) -> nn.Sequent
             layers.append(nn.ReLU())
         layers.append(nn.Linear(int(fan_in), int(fan_out)))
     return nn.Sequential(*layers)
+
+
+def build_cnn(seed: int = 0, classes: int = 10) -> nn.Sequential:
+    """A LeNet-style CNN for (N, 784) images: unflatten to (N, 1, 28, 28), conv 1->6 5x5
+    (padding 2), ReLU, max-pool 2, conv 6->16 5x5, ReLU, max-pool 2, flatten (400),
+    Linear 400->120, ReLU, Linear 120->84, ReLU, Linear 84->``classes``.
+
+    Initialised as PyTorch's layers are by default, after ``krypton.manual_seed(seed)``.
+    """
+    nn.manual_seed(seed)
+    return nn.Sequential(
+        nn.Unflatten(1, IMAGE_SHAPE),
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, positive_int("classes", classes)))
+
+
+def build_model(model: str = "mlp", sizes: Sequence[int] = DEFAULT_SIZES,
+                seed: int = 0) -> nn.Sequential:
+    """``build_mlp(sizes, seed)`` for "mlp", ``build_cnn(seed, classes=sizes[-1])`` for "cnn"."""
+    if model == "mlp":
+        return build_mlp(sizes, seed)
+    if model == "cnn":
+        return build_cnn(seed, classes=sizes[-1])
+    raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+
+
+def product_shapes(model: nn.Sequential, batch: int,
+                   input_shape: Sequence[int] = (784,)) -> list[dict]:
+    """The matrix products one training step of ``model`` makes on a batch, in order.
+
+    One dict per product: ``layer`` (its index in the Sequential), ``kind`` ("conv" or
+    "linear"), ``product`` ("forward", "dW" or "dX"; the first layer's dX is not computed, its
+    input needs no gradient), ``m``, ``k``, ``n`` (an (M, K) @ (K, N) product) and ``flops``
+    (2·M·K·N). A convolution's products are those of ``krypton.autograd.conv``:
+    forward W @ cols, dW = dY @ colsᵀ, dcols = Wᵀ @ dY.
+    """
+    shape = (positive_int("batch", batch),) + tuple(input_shape)
+    products: list[dict] = []
+
+    def add(index: int, kind: str, product: str, m: int, k: int, n: int) -> None:
+        products.append({"layer": index, "kind": kind, "product": product, "m": m, "k": k,
+                         "n": n, "flops": 2 * m * k * n})
+
+    for index, layer in enumerate(model):
+        first = not products
+        if isinstance(layer, nn.Conv2d):
+            (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
+            ho = output_size(shape[2], kh, sh, ph)
+            wo = output_size(shape[3], kw, sw, pw)
+            patch, columns = layer.in_channels * kh * kw, shape[0] * ho * wo
+            add(index, "conv", "forward", layer.out_channels, patch, columns)
+            add(index, "conv", "dW", layer.out_channels, columns, patch)
+            if not first:
+                add(index, "conv", "dX", patch, layer.out_channels, columns)
+            shape = (shape[0], layer.out_channels, ho, wo)
+        elif isinstance(layer, nn.Linear):
+            rows = int(np.prod(shape[:-1]))
+            add(index, "linear", "forward", rows, layer.in_features, layer.out_features)
+            add(index, "linear", "dW", layer.out_features, rows, layer.in_features)
+            if not first:
+                add(index, "linear", "dX", rows, layer.out_features, layer.in_features)
+            shape = shape[:-1] + (layer.out_features,)
+        elif isinstance(layer, nn.MaxPool2d):
+            (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+            shape = shape[:2] + (output_size(shape[2], kh, sh, 0),
+                                 output_size(shape[3], kw, sw, 0))
+        elif isinstance(layer, (nn.Flatten, nn.Unflatten)):
+            shape = shape[:1] + layer(Tensor(np.zeros((1,) + shape[1:], np.float32))).shape[1:]
+    return products
 
 
 def initial_parameters(sizes: Sequence[int] = DEFAULT_SIZES,

@@ -1,4 +1,5 @@
-"""The PyTorch twin of a training run: same model, weights, batches, schedule and threads.
+"""The PyTorch twin of a training run: same model (MLP or CNN), weights, batches, schedule and
+threads.
 
 PyTorch is an optional comparison, never a dependency: it is imported only when a twin is
 built, and ``krypton.timing.torch_available()`` says whether it can be.
@@ -10,29 +11,47 @@ from typing import Callable
 
 import numpy as np
 
-from krypton import machine
+from krypton import machine, nn
 from krypton.data import Data
 from krypton.train.history import History
 from krypton.train.loop import EVAL_BATCH, make_plan, run_epochs, timed_step
-from krypton.train.model import linear_layers, sizes_of
+from krypton.train.model import sizes_of
 
 
-def build_torch_mlp(model):
-    """A PyTorch ``nn.Sequential`` with the same layers and a copy of ``model``'s parameters."""
+def build_torch_twin(model):
+    """A PyTorch ``nn.Sequential`` with the same layers as the krypton Sequential ``model`` (an
+    MLP or the CNN) and a copy of its parameters."""
     import torch  # optional dependency
 
     layers = []
-    for index, linear in enumerate(linear_layers(model)):
-        weight = np.array(linear.weight.data, dtype=np.float32)
-        bias = np.array(linear.bias.data, dtype=np.float32)
-        if index:
-            layers.append(torch.nn.ReLU())
-        twin = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            twin = torch.nn.Linear(layer.in_features, layer.out_features,
+                                   bias=layer.bias is not None)
+        elif isinstance(layer, nn.Conv2d):
+            twin = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                   stride=layer.stride, padding=layer.padding,
+                                   bias=layer.bias is not None)
+        elif isinstance(layer, nn.MaxPool2d):
+            twin = torch.nn.MaxPool2d(layer.kernel_size, layer.stride)
+        elif isinstance(layer, nn.Flatten):
+            twin = torch.nn.Flatten(layer.start_dim, layer.end_dim)
+        elif isinstance(layer, nn.Unflatten):
+            twin = torch.nn.Unflatten(layer.dim, layer.unflattened_size)
+        elif isinstance(layer, (nn.ReLU, nn.Tanh, nn.Sigmoid)):
+            twin = getattr(torch.nn, type(layer).__name__)()
+        else:
+            raise TypeError(f"no PyTorch twin for a {type(layer).__name__} layer")
         with torch.no_grad():
-            twin.weight.copy_(torch.from_numpy(weight))
-            twin.bias.copy_(torch.from_numpy(bias))
+            for name, parameter in layer.named_parameters():
+                getattr(twin, name).copy_(torch.from_numpy(
+                    np.array(parameter.data, dtype=np.float32)))
         layers.append(twin)
     return torch.nn.Sequential(*layers)
+
+
+build_torch_mlp = build_torch_twin
+"""The name notebook 08 and the tests know the twin by (it builds the CNN's as well)."""
 
 
 def train_torch(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
@@ -49,7 +68,7 @@ def train_torch(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
     plan = make_plan(epochs, batch_size, optimizer, lr, momentum, schedule, seed, max_batches)
     threads = machine.cpu_count() if threads is None else machine.check_threads("threads",
                                                                                 threads)
-    twin = build_torch_mlp(model)
+    twin = build_torch_twin(model)
     history = History("torch", threads, data.dataset, plan.settings(data, sizes_of(model)))
     if plan.optimizer == "sgd":
         opt = torch.optim.SGD(twin.parameters(), lr=plan.lr, momentum=plan.momentum)
