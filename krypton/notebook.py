@@ -215,6 +215,8 @@ class LivePanel:
 
     def __init__(self, show: Callable[..., Any], controls: dict[str, Any], *,
                  busy: str = "measuring", manual: str | None = None, column: bool = False):
+        import threading
+
         import ipywidgets as widgets
 
         self._show = show
@@ -226,6 +228,11 @@ class LivePanel:
         self._shown_values: dict[str, Any] = {}
         self._wanted: dict[str, Any] | None = None
         self._scheduled = False
+        # Widget messages may be handled on a thread of their own (ipykernel's subshells), so
+        # a move can arrive while a result is drawn: one lock guards the request, another
+        # makes draws take turns.
+        self._request_lock = threading.Lock()
+        self._draw_lock = threading.Lock()
         parts = list(self.controls.values())
         if manual:
             button = widgets.Button(description=manual, button_style="primary")
@@ -250,10 +257,12 @@ class LivePanel:
     def _request(self) -> None:
         import asyncio
 
-        self._wanted = self.values()
-        self.status.value = _status_html("waiting for the kernel:", _setting(self._wanted))
-        if self._scheduled:
-            return
+        with self._request_lock:
+            self._wanted = self.values()
+            self.status.value = _status_html("waiting for the kernel:", _setting(self._wanted))
+            if self._scheduled:
+                return
+            self._scheduled = True
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:           # no event loop (a plain Python session): draw now
@@ -262,14 +271,18 @@ class LivePanel:
         # Drawing a moment later, not in this callback, lets the kernel read the moves queued
         # behind this one first (quick key presses, a drag): each only replaces ``_wanted``,
         # and one draw serves them all.
-        self._scheduled = True
         loop.call_later(0.2, self._draw_latest)
 
     def _draw_latest(self) -> None:
-        self._scheduled = False
-        wanted, self._wanted = self._wanted, None
-        if wanted is not None:
-            self._draw(wanted, raise_errors=False)
+        # Draw until no newer position waits: a move made during a draw is drawn right after.
+        with self._draw_lock:
+            while True:
+                with self._request_lock:
+                    wanted, self._wanted = self._wanted, None
+                    if wanted is None:
+                        self._scheduled = False
+                        return
+                self._draw(wanted, raise_errors=False)
 
     def _draw(self, values: dict[str, Any], raise_errors: bool) -> None:
         import time
