@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kernel_cache import built_modules
 
 import krypton
 from krypton import nn, optim
@@ -141,13 +142,6 @@ def test_threads_compiling_kernels_at_once_in_one_process(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Several processes, one cache
-
-def built_modules(cache: Path) -> list[Path]:
-    """The kernel modules in the cache (besides the ISA table, csrc/isa.c, which the first
-    compile of a process reads: one module more, whatever the test compiles)."""
-    return sorted(p for p in cache.glob("_kr_*")
-                  if not p.name.endswith(".sha256") and not p.name.startswith("_kr_isa_"))
-
 
 def assert_entries_intact(cache: Path) -> None:
     """Every module in the cache has the digest of its own bytes beside it. (Racing builders

@@ -22,22 +22,11 @@ from pathlib import Path
 import pytest
 
 from krypton import seam
+from kernel_cache import built_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 ADD_SOURCE = "int kr_add(int a, int b) { return a + b; }\n"
 ADD_CDEF = "int kr_add(int a, int b);"
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """A private, empty kernel cache for one test."""
-    monkeypatch.setenv("KRYPTON_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(seam, "_loaded", {})
-    return tmp_path / "cache"
-
-
-def built_modules(cache: Path) -> list[Path]:
-    return sorted(p for p in cache.glob("_kr_*") if not p.name.endswith(".sha256"))
 
 
 def child_env(cache: Path, **extra: str) -> dict[str, str]:

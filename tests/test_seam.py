@@ -15,21 +15,10 @@ import pytest
 
 import krypton
 from krypton import seam
+from kernel_cache import built_modules
 
 ADD_SOURCE = "int kr_add(int a, int b) { return a + b + OFFSET; }\n"
 ADD_CDEF = "int kr_add(int a, int b);"
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """A private, empty kernel cache for one test."""
-    monkeypatch.setenv("KRYPTON_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(seam, "_loaded", {})
-    return tmp_path / "cache"
-
-
-def built_modules(cache: Path) -> list[Path]:
-    return sorted(p for p in cache.glob("_kr_*") if not p.name.endswith(".sha256"))
 
 
 def test_compiles_once_then_loads_from_the_disk_cache(cache):

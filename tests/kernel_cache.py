@@ -1,0 +1,10 @@
+"""What the tests that inspect the kernel cache share: which files in it are built modules."""
+
+from pathlib import Path
+
+
+def built_modules(cache: Path) -> list[Path]:
+    """The kernel modules in the cache (besides the ISA table, csrc/isa.c, which the first
+    compile of a process reads: one module more, whatever the test compiles)."""
+    return sorted(p for p in cache.glob("_kr_*")
+                  if not p.name.endswith(".sha256") and not p.name.startswith("_kr_isa_"))
