@@ -179,7 +179,8 @@ def pytest_sessionfinish(session, exitstatus):
 SANITIZED_SUITE = ("tests/test_kernels.py", "tests/test_matmul_errors.py",
                    "tests/test_fuzz_kernels.py", "tests/test_small_paths.py",
                    "tests/test_fused.py")
-SANITIZED_FUZZ_EXAMPLES = "150"
+# $KRYPTON_SANITIZED_FUZZ_EXAMPLES lowers it where time is short (.ci/run, on 2 shared cores).
+SANITIZED_FUZZ_EXAMPLES = os.environ.get("KRYPTON_SANITIZED_FUZZ_EXAMPLES", "150")
 
 
 @pytest.mark.slow
