@@ -19,7 +19,7 @@
 int kr_bias_relu_forward(int64_t rows, int64_t cols, const float *x, const float *bias,
                          float *y)
 {
-    if (rows < 0 || cols < 0 || ((x == NULL || y == NULL) && rows * cols > 0))
+    if (rows < 0 || cols < 0 || ((x == NULL || y == NULL) && rows > 0 && cols > 0))
         return KR_FUSED_EINVAL;
     for (int64_t i = 0; i < rows; ++i) {           /* rows: the samples of the batch */
         const float *xi = x + i * cols;
@@ -35,7 +35,8 @@ int kr_bias_relu_forward(int64_t rows, int64_t cols, const float *x, const float
 int kr_bias_relu_backward(int64_t rows, int64_t cols, const float *grad, const float *y,
                           float *grad_x, float *grad_bias)
 {
-    if (rows < 0 || cols < 0 || ((grad == NULL || y == NULL || grad_x == NULL) && rows * cols))
+    if (rows < 0 || cols < 0
+        || ((grad == NULL || y == NULL || grad_x == NULL) && rows > 0 && cols > 0))
         return KR_FUSED_EINVAL;
     if (grad_bias)
         for (int64_t j = 0; j < cols; ++j)
