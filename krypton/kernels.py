@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from krypton import machine, seam, tuning
+from krypton import blocking, machine, seam, tuning
 from krypton.checks import positive_int
 
 KERNELS = ("naive", "tiled", "simd", "regblock", "packed", "parallel", "small")
@@ -90,13 +90,12 @@ def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True) -> di
     """The knob values ``kernel`` uses when none are given, derived from this machine's caches.
 
     Tiles (rungs 2-4): a tile_k x tile_n tile of B fills about half of L2, so it stays
-    there while tile_m rows of C are computed from it. Blocks (rungs 5-6), after BLIS: a
-    kc x NR micro-panel of B takes an eighth of L2 (and an MR x kc micro-panel of A a part
-    of L1); an mc x kc block of A a quarter of L2; a kc x nc block of B a share of L3. kc is
-    kept large because C is read and written once per kc block, and the A block takes a quarter
-    of L2, not half, because B's panels stream through L2 too (``python -m krypton.bench`` and
-    ``python -m krypton.autotune`` measure both). When autotune has saved measured values for
-    this machine, rungs 5-7 use those instead (pass ``tuned=False`` to see the formulas').
+    there while tile_m rows of C are computed from it. Blocks (rungs 5-7): the analytical
+    model of Low et al. (``krypton.blocking``): kc so that B's kc x NR micro-panel and A's
+    streaming MR x kc micro-panels share L1 by ways, mc so that A's mc x kc block fills L2's
+    ways beside B's micro-panel, nc so that B's kc x nc block fills L3's. When autotune has
+    saved measured values for this machine, rungs 5-7 use those instead (pass ``tuned=False``
+    to see the model's).
     """
     spec = _spec(kernel)
     caches = machine.cache_sizes()
@@ -114,10 +113,8 @@ def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True) -> di
         knobs["isa"] = isa
     if "mc" in spec.knobs:
         mr, nr = knobs["mr"], knobs["nr"]
-        kc = _clamp(caches.l2 // 8 // (nr * 4) // 8 * 8, 64, 512)
-        mc = _clamp(caches.l2 // 4 // (kc * 4) // mr * mr, mr, 4096)
-        nc = _clamp(caches.l3 // 4 // (kc * 4) // nr * nr, nr, 8192)
-        knobs.update(mc=mc, kc=kc, nc=nc)
+        derived = blocking.for_this_machine(mr, nr, element=4)
+        knobs.update(mc=derived.mc, kc=derived.kc, nc=derived.nc)
         if tuned:
             knobs.update(tuning.load_tuned(isa) or {})
     return knobs

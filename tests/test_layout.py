@@ -25,7 +25,7 @@ LAYERS = [
     {"krypton.checks", "krypton.files"},
     {"krypton.seam"},
     {"krypton.machine"},
-    {"krypton.tuning"},
+    {"krypton.tuning", "krypton.blocking"},
     {"krypton.kernels", "krypton.fused"},
     {"krypton.timing"},
     {"krypton.backends"},

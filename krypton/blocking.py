@@ -1,0 +1,129 @@
+"""Block sizes from the caches, by the analytical model of Low et al. (ACM TOMS 2016).
+
+"Analytical modeling is enough for high-performance BLIS" places each packed block of the
+five loops (notebook 05) in the cache level that reuses it, and counts in cache *ways*, not
+bytes: a set-associative cache of W ways, S sets and L-byte lines is W slices ("ways") of
+S x L bytes each, and a block that takes whole ways cannot be evicted by data in the others.
+
+- **kc (L1).** With jr outside ir, one kc x NR micro-panel of B is reused by every ir step,
+  while the MR x kc micro-panels of A stream past it. One way is kept free for C's tile and
+  the stream; of the other W1 - 1 ways, A's micro-panel takes ``ways_a`` and B's, NR / MR
+  times larger, takes about NR / MR times as many: ways_a = floor((W1 - 1) / (1 + NR / MR)).
+  kc is the depth at which A's micro-panel exactly fills its ways:
+  kc = ways_a x S1 x L1 / (MR x element size).
+- **mc (L2).** The mc x kc block of A is reused by every jr step; B's micro-panel passes
+  through L2 too. B's micro-panel gets the ways it needs, one way is kept free, and A's block
+  fills the rest: mc = ways x S2 x L2 / (kc x element size), a multiple of MR.
+- **nc (L3).** The kc x nc block of B, likewise, in the L3 ways left after A's block and one
+  free way: nc = ways x S3 x L3 / (kc x element size), a multiple of NR.
+
+Measure it: notebook 05 prints the derivation for your machine and sweeps kc around it;
+``python -m krypton.autotune`` searches the blocks and its saved values override these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from krypton import machine
+
+KC_MULTIPLE = 8
+"""kc is rounded down to a multiple of this: the micro-kernel's k loop is unrolled by 4, and 8
+keeps every packed panel a whole number of 32-byte vectors."""
+KC_RANGE = (64, 1024)
+"""Clamps on kc: below 64, loading and storing C's tile costs more than the rank-1 updates
+between; above 1024 the panels outgrow any L1 the model could be right about."""
+MC_MAX = 4096
+NC_MAX = 8192
+"""Clamps on mc and nc: larger blocks only grow the packing buffers (L3 is shared, so its
+share for one thread is an upper bound, not a promise)."""
+
+
+@dataclass(frozen=True)
+class Cache:
+    """One cache level: size in bytes, ways of associativity, line size in bytes."""
+
+    size: int
+    ways: int
+    line: int = 64
+
+    def __post_init__(self) -> None:
+        if self.size <= 0 or self.ways <= 0 or self.line <= 0:
+            raise ValueError(f"cache size, ways and line must be positive, got {self}")
+        if self.size < self.ways * self.line:
+            raise ValueError(f"a cache of {self.size} bytes cannot have {self.ways} ways of "
+                             f"{self.line}-byte lines")
+
+    @property
+    def way_bytes(self) -> int:
+        """Bytes in one way: sets x line (whole lines, if the OS reports an odd size)."""
+        return self.size // self.ways // self.line * self.line
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """The derived block sizes, and the ways each block takes, for printing the reasoning."""
+
+    kc: int
+    mc: int
+    nc: int
+    ways: dict[str, int]
+    reasoning: tuple[str, ...]
+
+
+def _ways_for(nbytes: int, cache: Cache) -> int:
+    return -(-nbytes // cache.way_bytes)
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, int(value)))
+
+
+def derive(l1: Cache, l2: Cache, l3: Cache, mr: int, nr: int, element: int = 4) -> Blocks:
+    """kc, mc, nc for an mr x nr micro-kernel on these caches (element size in bytes)."""
+    if min(mr, nr, element) < 1:
+        raise ValueError(f"mr, nr and element size must be positive, got {mr}, {nr}, {element}")
+    if l1.ways < 2 or l2.ways < 2 or l3.ways < 2:
+        raise ValueError("the model needs at least 2 ways per cache level (one is kept free)")
+    ways_a_l1 = max(1, (l1.ways - 1) * mr // (mr + nr))    # floor((W - 1) / (1 + nr/mr))
+    kc_model = ways_a_l1 * l1.way_bytes // (mr * element)
+    kc = _clamp(kc_model // KC_MULTIPLE * KC_MULTIPLE, *KC_RANGE)
+    ways_b_l1 = _ways_for(kc * nr * element, l1)
+
+    ways_b_l2 = _ways_for(kc * nr * element, l2)
+    ways_a_l2 = max(1, l2.ways - 1 - ways_b_l2)
+    mc = _clamp(ways_a_l2 * l2.way_bytes // (kc * element) // mr * mr, mr, MC_MAX // mr * mr)
+
+    ways_a_l3 = _ways_for(mc * kc * element, l3)
+    ways_b_l3 = max(1, l3.ways - 1 - ways_a_l3)
+    nc = _clamp(ways_b_l3 * l3.way_bytes // (kc * element) // nr * nr, nr, NC_MAX // nr * nr)
+
+    kib = 1024
+    reasoning = (
+        f"L1: {l1.ways} ways of {l1.way_bytes // kib} KiB; one kept free; A's {mr} x kc "
+        f"micro-panel gets floor(({l1.ways} - 1) / (1 + {nr}/{mr})) = {ways_a_l1} way(s) -> "
+        f"kc = {ways_a_l1} x {l1.way_bytes} / ({mr} x {element}) = {kc_model}, "
+        f"rounded/clamped to {kc}; B's kc x {nr} micro-panel is {kc * nr * element // kib} KiB "
+        f"= {ways_b_l1} way(s)",
+        f"L2: {l2.ways} ways of {l2.way_bytes // kib} KiB; B's micro-panel {ways_b_l2} way(s), "
+        f"one free, A's mc x kc block {ways_a_l2} way(s) -> mc = {mc} "
+        f"({mc * kc * element // kib} KiB)",
+        f"L3: {l3.ways} ways of {l3.way_bytes // kib} KiB; A's block {ways_a_l3} way(s), one "
+        f"free, B's kc x nc block {ways_b_l3} way(s) -> nc = {nc} "
+        f"({kc * nc * element // kib} KiB, clamped at {NC_MAX})",
+    )
+    ways = {"l1_a": ways_a_l1, "l1_b": ways_b_l1, "l2_b": ways_b_l2, "l2_a": ways_a_l2,
+            "l3_a": ways_a_l3, "l3_b": ways_b_l3}
+    return Blocks(kc, mc, nc, ways, reasoning)
+
+
+DEFAULT_WAYS = {1: 8, 2: 8, 3: 16}
+"""Associativity assumed where the OS does not report it (common for L1d and L2 today)."""
+
+
+def for_this_machine(mr: int, nr: int, element: int = 4) -> Blocks:
+    """``derive`` with this machine's caches and ways as the OS reports them."""
+    sizes = machine.cache_sizes()
+    levels = [Cache(size, machine.cache_ways(level) or DEFAULT_WAYS[level], sizes.line)
+              for level, size in ((1, sizes.l1d), (2, sizes.l2), (3, sizes.l3))]
+    return derive(*levels, mr=mr, nr=nr, element=element)

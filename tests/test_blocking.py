@@ -1,0 +1,74 @@
+"""The analytical block sizes (krypton.blocking): known cache configurations give the blocks the
+model of Low et al. predicts, the rounding and clamps hold, bad input is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from krypton import blocking, kernels
+from krypton.blocking import Cache, derive
+
+KIB, MIB = 1024, 1024 * 1024
+ZEN3 = (Cache(32 * KIB, 8), Cache(512 * KIB, 8), Cache(32 * MIB, 16))
+SKYLAKE_X = (Cache(32 * KIB, 8), Cache(1 * MIB, 16), Cache(int(1.375 * MIB) * 8, 11))
+
+
+def test_zen3_avx2_6x16_gives_the_models_blocks():
+    # L1 way = 4 KiB; A gets floor(7 / (1 + 16/6)) = 1 way -> kc = 4096 / 24 = 170 -> 168.
+    # L2 way = 64 KiB; B's 168 x 16 panel takes 1 way, 1 free, A 6 ways -> mc = 585 -> 582.
+    blocks = derive(*ZEN3, mr=6, nr=16)
+    assert (blocks.kc, blocks.mc) == (168, 582)
+    assert blocks.ways["l1_a"] == 1 and blocks.ways["l1_b"] == 3 and blocks.ways["l2_a"] == 6
+    assert blocks.nc == blocking.NC_MAX                  # 14 L3 ways would hold far more
+
+
+def test_b_micro_panel_and_a_micro_panel_fit_l1_with_one_way_free():
+    for caches, (mr, nr) in ((ZEN3, (6, 16)), (SKYLAKE_X, (14, 32)), (ZEN3, (4, 8))):
+        blocks = derive(*caches, mr=mr, nr=nr)
+        l1 = caches[0]
+        b_bytes, a_bytes = blocks.kc * nr * 4, blocks.kc * mr * 4
+        used = -(-b_bytes // l1.way_bytes) + -(-a_bytes // l1.way_bytes)
+        assert used <= l1.ways - 1 or blocks.kc == blocking.KC_RANGE[0]
+        assert blocks.mc * blocks.kc * 4 <= caches[1].size
+
+
+def test_kc_is_a_multiple_and_blocks_are_multiples_of_the_micro_tile():
+    for mr, nr in ((6, 16), (5, 16), (8, 8), (14, 32), (3, 7)):
+        blocks = derive(*ZEN3, mr=mr, nr=nr)
+        assert blocks.kc % blocking.KC_MULTIPLE == 0
+        assert blocks.mc % mr == 0 and blocks.nc % nr == 0
+
+
+def test_a_larger_l1_gives_a_deeper_kc_and_doubles_are_half_as_deep():
+    small = derive(*ZEN3, mr=6, nr=16)
+    big = derive(Cache(64 * KIB, 8), *ZEN3[1:], mr=6, nr=16)
+    assert big.kc > small.kc
+    assert derive(*ZEN3, mr=6, nr=16, element=8).kc < small.kc
+
+
+def test_clamps_hold_for_tiny_and_huge_caches():
+    tiny = derive(Cache(1 * KIB, 2), Cache(4 * KIB, 2), Cache(16 * KIB, 2), mr=6, nr=16)
+    assert tiny.kc == blocking.KC_RANGE[0] and tiny.mc >= 6 and tiny.nc >= 16
+    huge = derive(Cache(4 * MIB, 64), Cache(64 * MIB, 16), Cache(1024 * MIB, 16), mr=6, nr=16)
+    assert huge.kc == blocking.KC_RANGE[1] and huge.mc <= blocking.MC_MAX
+    assert huge.nc <= blocking.NC_MAX
+
+
+@pytest.mark.parametrize("bad", [dict(mr=0, nr=16), dict(mr=6, nr=16, element=0)])
+def test_bad_micro_tile_is_refused(bad):
+    with pytest.raises(ValueError):
+        derive(*ZEN3, **bad)
+
+
+def test_bad_caches_are_refused():
+    with pytest.raises(ValueError):
+        Cache(0, 8)
+    with pytest.raises(ValueError):
+        derive(Cache(32 * KIB, 1), *ZEN3[1:], mr=6, nr=16)
+
+
+def test_default_knobs_follow_the_model():
+    knobs = kernels.default_knobs("packed", tuned=False)
+    blocks = blocking.for_this_machine(knobs["mr"], knobs["nr"])
+    assert (knobs["kc"], knobs["mc"], knobs["nc"]) == (blocks.kc, blocks.mc, blocks.nc)
+    assert len(blocks.reasoning) == 3
