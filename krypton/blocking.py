@@ -7,10 +7,12 @@ S x L bytes each, and a block that takes whole ways cannot be evicted by data in
 
 - **kc (L1).** With jr outside ir, one kc x NR micro-panel of B is reused by every ir step,
   while the MR x kc micro-panels of A stream past it. One way is kept free for C's tile and
-  the stream; of the other W1 - 1 ways, A's micro-panel takes ``ways_a`` and B's, NR / MR
-  times larger, takes about NR / MR times as many: ways_a = floor((W1 - 1) / (1 + NR / MR)).
-  kc is the depth at which A's micro-panel exactly fills its ways:
-  kc = ways_a x S1 x L1 / (MR x element size).
+  the stream; B's micro-panel and A's, each rounded up to whole ways, share the other W1 - 1:
+  ways(kc x NR) + ways(MR x kc) <= W1 - 1, and kc is the largest depth that satisfies it.
+  (The paper solves this in closed form, ways_a = floor((W1 - 1) / (1 + NR / MR)) and
+  kc = ways_a x S1 x L1 / (MR x element size), which makes A's panel fill its ways exactly;
+  when NR / MR is not a whole number that leaves ways unused, so the search here can only
+  give a kc at least as deep.)
 - **mc (L2).** The mc x kc block of A is reused by every jr step; B's micro-panel passes
   through L2 too. B's micro-panel gets the ways it needs, one way is kept free, and A's block
   fills the rest: mc = ways x S2 x L2 / (kc x element size), a multiple of MR.
@@ -62,11 +64,13 @@ class Cache:
 
 @dataclass(frozen=True)
 class Blocks:
-    """The derived block sizes, and the ways each block takes, for printing the reasoning."""
+    """The derived block sizes, the paper's closed-form kc, the ways each block takes (l1_a:
+    A's micro-panel in L1, and so on), and the reasoning as lines to print."""
 
     kc: int
     mc: int
     nc: int
+    kc_paper: int
     ways: dict[str, int]
     reasoning: tuple[str, ...]
 
@@ -79,15 +83,27 @@ def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, int(value)))
 
 
+def _l1_ways(kc: int, l1: Cache, mr: int, nr: int, element: int) -> int:
+    return _ways_for(kc * nr * element, l1) + _ways_for(kc * mr * element, l1)
+
+
+def _kc_closed_form(l1: Cache, mr: int, nr: int, element: int) -> int:
+    """The paper's kc: A's micro-panel gets floor((W1 - 1) / (1 + NR / MR)) ways, exactly."""
+    ways_a = max(1, (l1.ways - 1) * mr // (mr + nr))
+    return ways_a * l1.way_bytes // (mr * element)
+
+
 def derive(l1: Cache, l2: Cache, l3: Cache, mr: int, nr: int, element: int = 4) -> Blocks:
     """kc, mc, nc for an mr x nr micro-kernel on these caches (element size in bytes)."""
     if min(mr, nr, element) < 1:
         raise ValueError(f"mr, nr and element size must be positive, got {mr}, {nr}, {element}")
     if l1.ways < 2 or l2.ways < 2 or l3.ways < 2:
         raise ValueError("the model needs at least 2 ways per cache level (one is kept free)")
-    ways_a_l1 = max(1, (l1.ways - 1) * mr // (mr + nr))    # floor((W - 1) / (1 + nr/mr))
-    kc_model = ways_a_l1 * l1.way_bytes // (mr * element)
-    kc = _clamp(kc_model // KC_MULTIPLE * KC_MULTIPLE, *KC_RANGE)
+    kc_paper = _kc_closed_form(l1, mr, nr, element)
+    kc_model = max((kc for kc in range(KC_MULTIPLE, KC_RANGE[1] + 1, KC_MULTIPLE)
+                    if _l1_ways(kc, l1, mr, nr, element) <= l1.ways - 1), default=KC_MULTIPLE)
+    kc = _clamp(kc_model, *KC_RANGE)
+    ways_a_l1 = _ways_for(kc * mr * element, l1)
     ways_b_l1 = _ways_for(kc * nr * element, l1)
 
     ways_b_l2 = _ways_for(kc * nr * element, l2)
@@ -100,11 +116,10 @@ def derive(l1: Cache, l2: Cache, l3: Cache, mr: int, nr: int, element: int = 4) 
 
     kib = 1024
     reasoning = (
-        f"L1: {l1.ways} ways of {l1.way_bytes // kib} KiB; one kept free; A's {mr} x kc "
-        f"micro-panel gets floor(({l1.ways} - 1) / (1 + {nr}/{mr})) = {ways_a_l1} way(s) -> "
-        f"kc = {ways_a_l1} x {l1.way_bytes} / ({mr} x {element}) = {kc_model}, "
-        f"rounded/clamped to {kc}; B's kc x {nr} micro-panel is {kc * nr * element // kib} KiB "
-        f"= {ways_b_l1} way(s)",
+        f"L1: {l1.ways} ways of {l1.way_bytes // kib} KiB, one kept free: the largest kc "
+        f"(a multiple of {KC_MULTIPLE}) with B's kc x {nr} and A's {mr} x kc micro-panels in "
+        f"{l1.ways - 1} ways is {kc_model} -> kc = {kc}: B {ways_b_l1} way(s), A {ways_a_l1} "
+        f"(the paper's closed form gives kc = {kc_paper})",
         f"L2: {l2.ways} ways of {l2.way_bytes // kib} KiB; B's micro-panel {ways_b_l2} way(s), "
         f"one free, A's mc x kc block {ways_a_l2} way(s) -> mc = {mc} "
         f"({mc * kc * element // kib} KiB)",
@@ -114,7 +129,7 @@ def derive(l1: Cache, l2: Cache, l3: Cache, mr: int, nr: int, element: int = 4) 
     )
     ways = {"l1_a": ways_a_l1, "l1_b": ways_b_l1, "l2_b": ways_b_l2, "l2_a": ways_a_l2,
             "l3_a": ways_a_l3, "l3_b": ways_b_l3}
-    return Blocks(kc, mc, nc, ways, reasoning)
+    return Blocks(kc, mc, nc, kc_paper, ways, reasoning)
 
 
 DEFAULT_WAYS = {1: 8, 2: 8, 3: 16}

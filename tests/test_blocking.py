@@ -14,11 +14,12 @@ SKYLAKE_X = (Cache(32 * KIB, 8), Cache(1 * MIB, 16), Cache(int(1.375 * MIB) * 8,
 
 
 def test_zen3_avx2_6x16_gives_the_models_blocks():
-    # L1 way = 4 KiB; A gets floor(7 / (1 + 16/6)) = 1 way -> kc = 4096 / 24 = 170 -> 168.
-    # L2 way = 64 KiB; B's 168 x 16 panel takes 1 way, 1 free, A 6 ways -> mc = 585 -> 582.
+    # L1 way = 4 KiB, 7 ways to share: kc = 320 puts B's 20 KiB in 5 ways and A's 7.5 KiB in
+    # 2; kc = 328 would need 6 + 2. The paper's closed form: floor(7 / (1 + 16/6)) = 1 way for
+    # A -> kc = 4096 / 24 = 170. L2 way = 64 KiB: B 1 way, 1 free, A 6 -> mc = 307 -> 306.
     blocks = derive(*ZEN3, mr=6, nr=16)
-    assert (blocks.kc, blocks.mc) == (168, 582)
-    assert blocks.ways["l1_a"] == 1 and blocks.ways["l1_b"] == 3 and blocks.ways["l2_a"] == 6
+    assert (blocks.kc, blocks.mc, blocks.kc_paper) == (320, 306, 170)
+    assert blocks.ways["l1_a"] == 2 and blocks.ways["l1_b"] == 5 and blocks.ways["l2_a"] == 6
     assert blocks.nc == blocking.NC_MAX                  # 14 L3 ways would hold far more
 
 
@@ -37,6 +38,14 @@ def test_kc_is_a_multiple_and_blocks_are_multiples_of_the_micro_tile():
         blocks = derive(*ZEN3, mr=mr, nr=nr)
         assert blocks.kc % blocking.KC_MULTIPLE == 0
         assert blocks.mc % mr == 0 and blocks.nc % nr == 0
+
+
+def test_the_search_is_never_shallower_than_the_closed_form():
+    for caches, (mr, nr) in ((ZEN3, (6, 16)), (SKYLAKE_X, (14, 32)), (ZEN3, (8, 8)),
+                             (ZEN3, (4, 24))):
+        blocks = derive(*caches, mr=mr, nr=nr)
+        assert blocks.kc >= min(blocks.kc_paper // blocking.KC_MULTIPLE * blocking.KC_MULTIPLE,
+                                blocking.KC_RANGE[1])
 
 
 def test_a_larger_l1_gives_a_deeper_kc_and_doubles_are_half_as_deep():
