@@ -87,6 +87,13 @@ def _l1_ways(kc: int, l1: Cache, mr: int, nr: int, element: int) -> int:
     return _ways_for(kc * nr * element, l1) + _ways_for(kc * mr * element, l1)
 
 
+def deepest_kc(l1: Cache, mr: int, nr: int, element: int = 4, limit: int = KC_RANGE[1]) -> int:
+    """The largest kc (a multiple of KC_MULTIPLE, at most ``limit``) for which B's kc x nr and
+    A's mr x kc micro-panels, each rounded up to whole ways, leave one L1 way free; 0 if none."""
+    return max((kc for kc in range(KC_MULTIPLE, limit + 1, KC_MULTIPLE)
+                if _l1_ways(kc, l1, mr, nr, element) <= l1.ways - 1), default=0)
+
+
 def _kc_closed_form(l1: Cache, mr: int, nr: int, element: int) -> int:
     """The paper's kc: A's micro-panel gets floor((W1 - 1) / (1 + NR / MR)) ways, exactly."""
     ways_a = max(1, (l1.ways - 1) * mr // (mr + nr))
@@ -100,8 +107,7 @@ def derive(l1: Cache, l2: Cache, l3: Cache, mr: int, nr: int, element: int = 4) 
     if l1.ways < 2 or l2.ways < 2 or l3.ways < 2:
         raise ValueError("the model needs at least 2 ways per cache level (one is kept free)")
     kc_paper = _kc_closed_form(l1, mr, nr, element)
-    kc_model = max((kc for kc in range(KC_MULTIPLE, KC_RANGE[1] + 1, KC_MULTIPLE)
-                    if _l1_ways(kc, l1, mr, nr, element) <= l1.ways - 1), default=KC_MULTIPLE)
+    kc_model = deepest_kc(l1, mr, nr, element)
     kc = _clamp(kc_model, *KC_RANGE)
     ways_a_l1 = _ways_for(kc * mr * element, l1)
     ways_b_l1 = _ways_for(kc * nr * element, l1)

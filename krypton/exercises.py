@@ -1,6 +1,6 @@
 """Run a learner's answer to an exercise and say clearly what is right or wrong.
 
-Two checkers, one per kind of exercise in the course:
+The checkers, one per kind of exercise in the course:
 
 - ``check_backward(op_name, learner_fn)``: the backward of ``add``, ``mul`` or ``matmul``
   written micrograd-style, as a function ``learner_fn(a, b, out)`` that adds (``+=``) into
@@ -10,8 +10,10 @@ Two checkers, one per kind of exercise in the course:
 - ``check_kernel(c_source, function, like="packed")``: a learner's C kernel with the signature
   of csrc/krypton.h, compiled through ``krypton.kernels.compile_source`` and compared with
   NumPy in float64 on awkward shapes: empty, 1, primes, transposed inputs.
+- ``check_kc(learner_fn)`` (notebook 05): kc from L1 size and ways, as ``krypton.blocking``.
+- ``check_thread_count(learner_fn)`` (notebook 06): rung 6's rule for small products, as the C.
 
-Both return a ``Verdict``: true when every case passed, printed as one line per case.
+All return a ``Verdict``: true when every case passed, printed as one line per case.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from typing import Callable
 
 import numpy as np
 
-from krypton import seam
+from krypton import blocking, seam
 from krypton.autograd import Tensor
-from krypton.kernels import compile_source
+from krypton.kernels import compile_source, get_kernel
 
 BACKWARD_OPS = ("add", "mul", "matmul")
 FINITE_DIFFERENCE_STEP = 1e-6
@@ -260,3 +262,55 @@ def _wrong_region(rows: np.ndarray, columns: np.ndarray, m: int, n: int) -> str:
     if np.all(rows == m - 1) and len(rows) == n:
         return "the last row of C"
     return (f"rows {rows.min()}-{rows.max()}, columns {columns.min()}-{columns.max()}")
+
+
+KC_CASES = ((32 * 1024, 8, 64, 6, 16, 4), (32 * 1024, 8, 64, 8, 32, 4), (48 * 1024, 12, 64, 8, 32, 4),
+            (64 * 1024, 4, 64, 8, 8, 4), (128 * 1024, 8, 128, 8, 24, 4), (32 * 1024, 8, 64, 6, 8, 8))
+"""(L1 bytes, ways, line bytes, MR, NR, element bytes): Zen 3/4, Intel, ARM-like and doubles."""
+
+
+def check_kc(learner_fn: Callable[..., int]) -> Verdict:
+    """Check a learner's ``kc(l1_bytes, ways, line, mr, nr, element)`` against the model of
+    ``krypton.blocking``: the deepest kc, a multiple of 8, whose B and A micro-panels, each in
+    whole ways, leave one L1 way free."""
+    verdict = Verdict("kc from L1 size and ways")
+    for l1_bytes, ways, line, mr, nr, element in KC_CASES:
+        case = f"L1 {l1_bytes // 1024} KiB {ways}-way, {line} B lines, {mr} x {nr}, {element} B"
+        expected = blocking.deepest_kc(blocking.Cache(l1_bytes, ways, line), mr, nr, element)
+        try:
+            found = learner_fn(l1_bytes, ways, line, mr, nr, element)
+        except Exception as error:  # the learner's code: report, do not raise
+            verdict.fail(f"{case}: raised {type(error).__name__}: {error}")
+            continue
+        if found == expected:
+            verdict.passed(f"{case}: kc = {found}")
+        else:
+            verdict.fail(f"{case}: kc = {found!r}, expected {expected}")
+    return verdict
+
+
+THREAD_CASES = ((1, 1, 1), (32, 32, 32), (64, 64, 64), (100, 100, 100), (128, 128, 128),
+                (126, 126, 126), (1, 4096, 4096), (256, 256, 256), (1000, 10, 10))
+
+
+def check_thread_count(learner_fn: Callable[[int, int, int, int], int]) -> Verdict:
+    """Check a learner's ``threads_for(m, n, k, threads)`` against rung 6's own rule, the C
+    function ``kr_parallel_threads`` (csrc/parallel.c), on 1 to 8 threads."""
+    verdict = Verdict("threads used for a small product")
+    rule = get_kernel("parallel").module.lib.kr_parallel_threads
+    right = 0
+    for threads in (1, 2, 4, 8):
+        for m, n, k in THREAD_CASES:
+            case = f"{m} x {n} x {k} on {threads} threads"
+            expected = rule(m, n, k, threads)
+            try:
+                found = learner_fn(m, n, k, threads)
+            except Exception as error:  # the learner's code: report, do not raise
+                verdict.fail(f"{case}: raised {type(error).__name__}: {error}")
+                continue
+            if found == expected:
+                right += 1
+            else:
+                verdict.fail(f"{case}: {found!r}, the C says {expected}")
+    verdict.passed(f"{right} of {4 * len(THREAD_CASES)} cases agree with the C")
+    return verdict

@@ -143,3 +143,38 @@ def test_check_kernel_reports_a_compile_error():
                                      like="naive")
     assert not verdict
     assert "does not compile" in str(verdict)
+
+
+def _solutions(name):
+    """A module of notebooks/solutions/, loaded by path (the folder is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "notebooks" / "solutions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kc_checker_accepts_the_solution_and_rejects_wrong_answers():
+    solution = _solutions("05_packing_solutions").kc_for_l1
+    assert exercises.check_kc(solution)
+
+    def whole_l1_for_b(l1_bytes, ways, line, mr, nr, element):   # the old rule: B fills L1
+        return l1_bytes // (nr * element) // 8 * 8
+
+    def no_free_way(l1_bytes, ways, line, mr, nr, element):
+        return solution(l1_bytes, ways + 1, line, mr, nr, element)
+
+    for wrong in (whole_l1_for_b, no_free_way, lambda *args: None):
+        verdict = exercises.check_kc(wrong)
+        assert not verdict and "expected" in str(verdict)
+
+
+def test_thread_checker_accepts_the_solution_and_rejects_wrong_answers():
+    solution = _solutions("06_threading_solutions").threads_for
+    assert exercises.check_thread_count(solution)
+    verdict = exercises.check_thread_count(lambda m, n, k, threads: threads)  # no cut-off
+    assert not verdict and "the C says" in str(verdict)
+    assert not exercises.check_thread_count(lambda m, n, k, threads: 1 / 0)

@@ -1,0 +1,44 @@
+"""Solutions to the exercises of notebook 06 (threads). Try them yourself first.
+
+Run with ``python notebooks/solutions/06_threading_solutions.py``: each solution is checked.
+"""
+
+import re
+
+import krypton
+from krypton import exercises, machine
+from krypton import notebook as nb
+
+
+def min_flops_per_thread():
+    """KR_MIN_FLOPS_PER_THREAD as parallel.c defines it (an expression such as (4 * 1000))."""
+    source = nb.c_source("parallel")
+    expression = re.search(r"#\s*define KR_MIN_FLOPS_PER_THREAD (.+)", source).group(1)
+    return eval(expression, {"__builtins__": {}})  # a product of integer literals
+
+
+# Exercise 1. The rule of kr_parallel_threads: fewer threads when the product has less than
+# (threads - 1) x KR_MIN_FLOPS_PER_THREAD flops, one thread per KR_MIN_FLOPS_PER_THREAD
+# (rounded down) plus one. (A build without OpenMP always runs one thread.)
+def threads_for(m, n, k, threads):
+    flops = 2.0 * m * n * k
+    per_thread = min_flops_per_thread()
+    if flops < (threads - 1) * per_thread:
+        return int(flops / per_thread) + 1
+    return threads
+
+
+# Exercise 2. Always use every thread: KR_MIN_FLOPS_PER_THREAD 1 before the #include.
+def eager_comparison(sizes=(32, 64, 128, 256), repeats=20):
+    parallel = krypton.get_kernel("parallel")
+    eager = krypton.compile_source('#define KR_MIN_FLOPS_PER_THREAD 1\n#include "parallel.c"\n',
+                                   "kr_sgemm_parallel", like="parallel", name="parallel_eager",
+                                   **parallel.code_knobs)
+    cores = machine.cpu_count()
+    return {s: (nb.time_gflops(parallel, s, threads=cores, repeats=repeats),
+                nb.time_gflops(eager, s, threads=cores, repeats=repeats)) for s in sizes}
+
+
+if __name__ == "__main__":
+    print(exercises.check_thread_count(threads_for))
+    print("default rule / always all threads, GFLOPS:", eager_comparison((32, 64)))
