@@ -131,7 +131,7 @@ def derive(l1: Cache, l2: Cache, l3: Cache, mr: int, nr: int, element: int = 4) 
         f"({mc * kc * element // kib} KiB)",
         f"L3: {l3.ways} ways of {l3.way_bytes // kib} KiB; A's block {ways_a_l3} way(s), one "
         f"free, B's kc x nc block {ways_b_l3} way(s) -> nc = {nc} "
-        f"({kc * nc * element // kib} KiB, clamped at {NC_MAX})",
+        f"({kc * nc * element // kib} KiB; nc is at most {NC_MAX})",
     )
     ways = {"l1_a": ways_a_l1, "l1_b": ways_b_l1, "l2_b": ways_b_l2, "l2_a": ways_a_l2,
             "l3_a": ways_a_l3, "l3_b": ways_b_l3}
