@@ -328,6 +328,39 @@ def peak(threads: int | None = None, isa: str | None = None, seconds: float = 0.
     return Peak(gflops, clock_ghz, lanes, pipes, threads, isa)
 
 
+def explain_fma_units(peaks: Mapping[str, Peak]) -> str:
+    """Say in words what ``peaks`` (one ``Peak`` per ISA, from ``peak(1, isa)``) imply.
+
+    The pipe counts are measured (``Peak.fma_pipes``), so the text follows the learner's CPU:
+    two 512-bit pipes (Intel Xeon server cores), 512-bit FMAs split over 256-bit units (AMD
+    Zen 4: one full-width FMA per cycle), AVX2 only, or NEON. Notebooks 03, 04 and 06 print
+    it again where the pipe count sets a limit.
+    """
+    vector = [name for name in ("avx512", "avx2", "neon") if name in peaks]
+    if not vector:
+        return "no vector ISA: every FMA does one multiply-add"
+    widest = peaks[vector[0]]
+    if not widest.clock_ghz:
+        return (f"{widest.isa}: {widest.lanes} lanes; no clock probe on this architecture, so "
+                "the peak cannot be split into clock x pipes")
+    pipes = widest.fma_pipes
+    line = f"{widest.isa}: {widest.lanes} float32 lanes, {pipes} full-width FMA per cycle"
+    if widest.isa == "avx512" and "avx2" in peaks:
+        narrow = peaks["avx2"].fma_pipes
+        if pipes >= narrow:
+            return (f"{line}; avx2: {narrow}. Each 512-bit FMA pipe is a real one (as on Intel "
+                    "Xeon server cores with two): AVX-512 does twice the FLOPs per cycle of AVX2")
+        return (f"{line}; avx2: {narrow}. AVX-512 runs as if each 512-bit FMA were split over "
+                f"{max(1, round(narrow / pipes))} 256-bit units (AMD Zen 4 does exactly that; "
+                "some Intel cores have one 512-bit unit): it does no more FLOPs per cycle "
+                "than AVX2, and brings 32 registers instead of 16 and half the instructions")
+    if widest.isa == "avx2":
+        return (f"{line}: 256-bit FMA units, no AVX-512 (as on AMD Zen 2 and 3 and Intel "
+                "client cores)")
+    return (f"{line}: 128-bit NEON units (Apple M-series and Arm Neoverse V cores have four, "
+            "many others two)")
+
+
 def peak_gflops(threads: int = 1, isa: str | None = None, seconds: float = 0.3,
                 repeats: int = 20) -> float:
     """The peak FMA rate in GFLOPS on ``threads`` cores: ``peak(...).gflops``."""

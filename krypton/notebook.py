@@ -6,6 +6,7 @@ here is needed outside a notebook, but all of it works in a plain Python session
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 import shutil
@@ -53,6 +54,15 @@ def show_c(kernel_or_path: str | Path, function: str | None = None):
     from IPython.display import Code
 
     return Code(c_source(kernel_or_path, function), language="c")
+
+
+def show_diff(old: str, new: str, old_name: str = "old", new_name: str = "new"):
+    """Display what changed from C source ``old`` to ``new``, as a highlighted unified diff."""
+    from IPython.display import Code
+
+    lines = difflib.unified_diff(old.splitlines(), new.splitlines(), old_name, new_name,
+                                 lineterm="", n=2)
+    return Code("\n".join(lines), language="diff")
 
 
 def check_against_numpy(kernel: str | Kernel | Callable, shapes: Iterable[tuple[int, int, int]]

@@ -7,6 +7,9 @@ teach nothing, so each one must fail here.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -145,17 +148,54 @@ def test_check_kernel_reports_a_compile_error():
     assert "does not compile" in str(verdict)
 
 
-def _solutions(name):
-    """A module of notebooks/solutions/, loaded by path (the folder is not a package)."""
-    import importlib.util
-    from pathlib import Path
+# ---------------------------------------------------------------- notebooks 01 and 02
 
-    path = Path(__file__).resolve().parent.parent / "notebooks" / "solutions" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
+SOLUTIONS = Path(__file__).resolve().parent.parent / "notebooks" / "solutions"
+
+
+def _solutions(name: str):
+    spec = importlib.util.spec_from_file_location(name, SOLUTIONS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
+
+@pytest.mark.parametrize("order", ["jik", "jki", "kji"])
+def test_check_kernel_passes_notebook_01s_solutions(order):
+    source = _solutions("01_naive_solutions").SOURCES[order]
+    assert exercises.check_kernel(source, f"kr_sgemm_{order}", like="naive")
+
+
+def test_check_kernel_fails_notebook_01s_template_and_a_loop_that_misses_the_last_k():
+    template = _solutions("01_naive_solutions").JKI_SOURCE.split("    for (int64_t i = 0; i < M")[0]
+    template += "    return KR_OK;\n}\n"   # the notebook's template: signature, no loops
+    assert not exercises.check_kernel(template, "kr_sgemm_jki", like="naive")
+    short_k = _solutions("01_naive_solutions").KJI_SOURCE.replace("k < K", "k < K - 1")
+    verdict = exercises.check_kernel(short_k, "kr_sgemm_kji", like="naive")
+    assert not verdict and "wrong" in str(verdict)
+
+
+def test_check_kernel_passes_notebook_02s_swapped_loops_and_fails_a_wrong_tile_edge():
+    source = _solutions("02_tiling_solutions").SWAPPED_SOURCE
+    assert exercises.check_kernel(source, "kr_sgemm_mine", like="tiled")
+    assert "for (int64_t j0" in source.split("for (int64_t k0")[0]  # j0 really is outside k0
+    no_edge = source.replace("const int64_t j1 = kr_min(j0 + tile_n, N);",
+                             "const int64_t j1 = j0 + tile_n < N ? j0 + tile_n : N - 1;")
+    assert no_edge != source
+    assert not exercises.check_kernel(no_edge, "kr_sgemm_mine", like="tiled")
+
+
+def test_notebook_00s_solutions_edit_the_probe_they_describe():
+    from krypton.notebook import c_source
+
+    solutions = _solutions("00_machine_and_roofline_solutions")
+    peak_source = c_source("probe_peak.c")
+    same = solutions.same_start_source(peak_source)
+    assert same != peak_source and "acc[c] = kr_set1(one);" in same
+    assert "#pragma GCC unroll 64" in solutions.unrolled_source(peak_source)
+
+
+# ---------------------------------------------------------------- notebooks 05 and 06
 
 def test_kc_checker_accepts_the_solution_and_rejects_wrong_answers():
     solution = _solutions("05_packing_solutions").kc_for_l1

@@ -87,3 +87,19 @@ def test_the_probes_chains_are_distinct_in_the_assembly(tmp_path):
     chains = machine._probes().lib.kr_probe_chains()
     assert chains >= 2 * 4, "fewer chains than 2 pipes x 4 cycles of latency"
     assert len(destinations) == chains, sorted(destinations)
+
+
+def _peak(isa, lanes, pipes, clock=3.0):
+    return machine.Peak(clock * lanes * 2 * pipes, clock, lanes, pipes, 1, isa)
+
+
+@pytest.mark.parametrize("peaks, says", [
+    ({"avx512": _peak("avx512", 16, 2), "avx2": _peak("avx2", 8, 2)}, "twice the FLOPs"),
+    ({"avx512": _peak("avx512", 16, 1), "avx2": _peak("avx2", 8, 2)}, "split over 2 256-bit"),
+    ({"avx2": _peak("avx2", 8, 2)}, "no AVX-512"),
+    ({"neon": _peak("neon", 4, 4)}, "NEON"),
+    ({"scalar": _peak("scalar", 1, 2)}, "no vector ISA"),
+    ({"neon": _peak("neon", 4, 0, clock=0.0)}, "no clock probe"),
+])
+def test_the_fma_units_are_explained_from_the_measured_pipes(peaks, says):
+    assert says in machine.explain_fma_units(peaks)
