@@ -37,14 +37,17 @@ int kr_softmax_xent_backward(int64_t rows, int64_t cols, const float *probs,
                              float *grad);
 
 /* One SGD step on n parameters, PyTorch's rule; buffer (the momentum) may be NULL when
- * momentum is 0. first: the buffer holds nothing yet (it is set to the gradient). */
+ * momentum is 0. first: the buffer holds nothing yet (it is set to the gradient). threads
+ * (>= 1): at most this many threads share a large parameter; the result does not depend on it. */
 int kr_sgd_step(int64_t n, float *param, const float *grad, float *buffer, double lr,
                 double momentum, double dampening, double weight_decay, int32_t nesterov,
-                int32_t first);
+                int32_t first, int64_t threads);
 /* One Adam step on n parameters, PyTorch's rule; step_size = lr / (1 - beta1^t) and
- * correction2_sqrt = sqrt(1 - beta2^t) are computed by the caller in double precision. */
+ * correction2_sqrt = sqrt(1 - beta2^t) are computed by the caller in double precision;
+ * threads as for kr_sgd_step. */
 int kr_adam_step(int64_t n, float *param, const float *grad, float *exp_avg,
                  float *exp_avg_sq, double beta1, double beta2, double eps,
-                 double weight_decay, double step_size, double correction2_sqrt);
+                 double weight_decay, double step_size, double correction2_sqrt,
+                 int64_t threads);
 
 #endif

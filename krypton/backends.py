@@ -26,7 +26,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from krypton import kernels
+from krypton import kernels, machine
 from krypton.kernels import KERNELS
 from krypton.timing import Stopwatch
 
@@ -169,6 +169,17 @@ def uses_fused() -> bool:
     """True when this thread's element-wise work runs in C: fusion on and a backend not "numpy"."""
     chosen = getattr(_local, "fused", None)
     return (_fused_default if chosen is None else chosen) and _current()[0] != "numpy"
+
+
+def kernel_threads() -> int:
+    """Threads this thread's backend computes on: the ``threads`` knob of a threaded rung
+    (default all cores), 1 for the single-threaded rungs and for "numpy" (the fused updates
+    split a large parameter over this many threads, as the products do)."""
+    name, knobs = _current()
+    if name == "numpy" or not kernels.SPECS[name].threaded:
+        return 1
+    threads = knobs.get("threads")
+    return machine.cpu_count() if threads is None else int(threads)
 
 
 def _flag(enabled: bool) -> bool:

@@ -244,12 +244,20 @@ def _update_operands(param: np.ndarray, grad: np.ndarray,
     return grad
 
 
+def _threads(threads: Any) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    return int(threads)
+
+
 def sgd_step(param: np.ndarray, grad: np.ndarray, buffer: np.ndarray | None, lr: float,
              momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
-             nesterov: bool = False, first: bool = False) -> None:
+             nesterov: bool = False, first: bool = False, threads: int = 1) -> None:
     """One SGD step on ``param`` in place, one pass; ``buffer`` (the momentum, updated in
-    place) is needed when ``momentum`` > 0, and ``first`` says it holds nothing yet."""
+    place) is needed when ``momentum`` > 0, and ``first`` says it holds nothing yet. A large
+    parameter is split over up to ``threads`` threads (the result is the same)."""
     grad = _update_operands(param, grad, buffer=buffer)
+    threads = _threads(threads)
     if momentum and buffer is None:
         raise ValueError("sgd_step with momentum needs a buffer: pass np.empty_like(param) "
                          "and first=True on the first step")
@@ -258,14 +266,16 @@ def sgd_step(param: np.ndarray, grad: np.ndarray, buffer: np.ndarray | None, lr:
     _check(module.lib.kr_sgd_step(param.size, _pointer(ffi, "float *", param),
                                   _pointer(ffi, "float *", grad),
                                   _pointer(ffi, "float *", buffer), lr, momentum, dampening,
-                                  weight_decay, bool(nesterov), bool(first)), "kr_sgd_step")
+                                  weight_decay, bool(nesterov), bool(first), threads),
+           "kr_sgd_step")
 
 
 def sgd_step_numpy(param: np.ndarray, grad: np.ndarray, buffer: np.ndarray | None,
                    lr: float, momentum: float = 0.0, dampening: float = 0.0,
                    weight_decay: float = 0.0, nesterov: bool = False,
-                   first: bool = False) -> None:
-    """The NumPy reference of ``sgd_step``: the same arguments, the same results."""
+                   first: bool = False, threads: int = 1) -> None:
+    """The NumPy reference of ``sgd_step``: the same arguments (``threads`` unused: NumPy's
+    element-wise operations run on one), the same results."""
     if weight_decay:
         grad = grad + weight_decay * param
     if momentum:
@@ -280,10 +290,13 @@ def sgd_step_numpy(param: np.ndarray, grad: np.ndarray, buffer: np.ndarray | Non
 
 def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
               exp_avg_sq: np.ndarray, step: int, lr: float, beta1: float = 0.9,
-              beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+              beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+              threads: int = 1) -> None:
     """Adam's step number ``step`` (from 1) on ``param`` and its two moments, in place, one
-    pass; the bias corrections are computed here in double precision."""
+    pass (a large parameter split over up to ``threads`` threads); the bias corrections are
+    computed here in double precision."""
     grad = _update_operands(param, grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
+    threads = _threads(threads)
     if not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"step counts from 1, got {step!r}")
     module = compiled()
@@ -293,13 +306,15 @@ def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
                                    _pointer(ffi, "float *", exp_avg),
                                    _pointer(ffi, "float *", exp_avg_sq), beta1, beta2, eps,
                                    weight_decay, lr / (1 - beta1 ** step),
-                                   math.sqrt(1 - beta2 ** step)), "kr_adam_step")
+                                   math.sqrt(1 - beta2 ** step), threads), "kr_adam_step")
 
 
 def adam_step_numpy(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
                     exp_avg_sq: np.ndarray, step: int, lr: float, beta1: float = 0.9,
-                    beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0) -> None:
-    """The NumPy reference of ``adam_step``: the same arguments, the same results."""
+                    beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+                    threads: int = 1) -> None:
+    """The NumPy reference of ``adam_step``: the same arguments (``threads`` unused), the same
+    results."""
     if weight_decay:
         grad = grad + weight_decay * param
     exp_avg *= beta1

@@ -6,7 +6,8 @@
 Updates are written in place into each parameter's array (``p.data``), so the model sees the
 new values at once. On a backend that uses the fused kernels (``krypton.backends.uses_fused``:
 every rung, unless turned off) a float32 parameter is updated by one C pass over it
-(``krypton.fused.sgd_step``, ``adam_step``); otherwise by their NumPy references, the same
+(``krypton.fused.sgd_step``, ``adam_step``), a large one split over the threads the backend's
+products use (``krypton.backends.kernel_threads``); otherwise by their NumPy references, the same
 formulas in a few in-place NumPy operations.
 
 Each parameter is updated once per ``step``, however often it was passed: a parameter listed
@@ -141,6 +142,7 @@ class SGD(Optimizer):
                              f"momentum={momentum:g}, dampening={dampening:g}")
 
     def step(self) -> None:
+        threads = backends.kernel_threads()
         for group, p, g in self._gradients():
             state = self.state.setdefault(id(p), {})
             buffer, first = state.get("momentum_buffer"), False
@@ -149,7 +151,7 @@ class SGD(Optimizer):
                 first = True
             update = fused.sgd_step if _fusable(p.data, g) else fused.sgd_step_numpy
             update(p.data, g, buffer, group["lr"], group["momentum"], group["dampening"],
-                   group["weight_decay"], group["nesterov"], first)
+                   group["weight_decay"], group["nesterov"], first, threads)
 
 
 class Adam(Optimizer):
@@ -175,6 +177,7 @@ class Adam(Optimizer):
         finite_float("eps", group["eps"], low=0, low_open=True)
 
     def step(self) -> None:
+        threads = backends.kernel_threads()
         for group, p, g in self._gradients():
             beta1, beta2 = group["betas"]
             state = self.state.setdefault(id(p), {})
@@ -184,7 +187,7 @@ class Adam(Optimizer):
             state["step"] += 1
             update = fused.adam_step if _fusable(p.data, g) else fused.adam_step_numpy
             update(p.data, g, state["exp_avg"], state["exp_avg_sq"], state["step"],
-                   group["lr"], beta1, beta2, group["eps"], group["weight_decay"])
+                   group["lr"], beta1, beta2, group["eps"], group["weight_decay"], threads)
 
 
 def _fusable(param: np.ndarray, grad: np.ndarray) -> bool:

@@ -352,14 +352,16 @@ codes = [
     lib.kr_softmax_xent_forward(1, 2, NULL, labels, one, one),
     lib.kr_softmax_xent_backward(2, 2, one, labels, one, 0, one),
     lib.kr_softmax_xent_backward(1, 2, one, labels, one, -1, one),
-    lib.kr_sgd_step(-3, one, one, NULL, 0.1, 0.0, 0.0, 0.0, 0, 0),
-    lib.kr_sgd_step(4, one, one, NULL, 0.1, 0.9, 0.0, 0.0, 0, 0),  # momentum, no buffer
-    lib.kr_adam_step(4, one, NULL, one, one, 0.9, 0.999, 1e-8, 0.0, 0.1, 1.0),
-    lib.kr_adam_step(-1, one, one, one, one, 0.9, 0.999, 1e-8, 0.0, 0.1, 1.0),
+    lib.kr_sgd_step(-3, one, one, NULL, 0.1, 0.0, 0.0, 0.0, 0, 0, 1),
+    lib.kr_sgd_step(4, one, one, NULL, 0.1, 0.0, 0.0, 0.0, 0, 0, 0),  # no threads
+    lib.kr_sgd_step(4, one, one, NULL, 0.1, 0.9, 0.0, 0.0, 0, 0, 1),  # momentum, no buffer
+    lib.kr_adam_step(4, one, NULL, one, one, 0.9, 0.999, 1e-8, 0.0, 0.1, 1.0, 1),
+    lib.kr_adam_step(4, one, one, one, one, 0.9, 0.999, 1e-8, 0.0, 0.1, 1.0, -2),
+    lib.kr_adam_step(-1, one, one, one, one, 0.9, 0.999, 1e-8, 0.0, 0.1, 1.0, 1),
 ]
 empty = [lib.kr_bias_relu_forward(0, 0, NULL, NULL, NULL),
          lib.kr_softmax_xent_forward(0, 3, NULL, NULL, NULL, NULL),
-         lib.kr_sgd_step(0, NULL, NULL, NULL, 0.1, 0.9, 0.0, 0.0, 0, 1)]
+         lib.kr_sgd_step(0, NULL, NULL, NULL, 0.1, 0.9, 0.0, 0.0, 0, 1, 2)]
 print(codes, empty)
 assert codes == [2] * len(codes) and empty == [0, 0, 0], (codes, empty)
 print("refused")
@@ -399,3 +401,55 @@ def test_the_cli_has_a_no_fused_switch():
     from krypton import train
     assert train.build_parser().parse_args(["--no-fused"]).no_fused
     assert not train.build_parser().parse_args([]).no_fused
+
+
+# --------------------------------------------------------------------------------------------
+# Updates split over threads: a large parameter (above csrc/fused.c's KR_FUSED_SPLIT_MIN) gives
+# the same numbers on one thread and on several, and a bad thread count is refused by name
+
+
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=str)
+def test_sgd_step_on_threads_equals_one_thread_bitwise(settings):
+    params = [floats((257, 131), 3) for _ in range(3)]
+    buffers = [np.empty_like(params[0]) if settings.get("momentum") else None for _ in params]
+    for step in range(3):
+        grad = floats((257, 131), 30 + step)
+        for threads, param, buffer in zip((1, 2, 3), params, buffers):
+            fused.sgd_step(param, grad, buffer, 0.05, first=step == 0, threads=threads,
+                           **settings)
+        np.testing.assert_array_equal(params[0], params[1])
+        np.testing.assert_array_equal(params[0], params[2])
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_adam_step_on_threads_equals_one_thread_bitwise(weight_decay):
+    states = [[floats((257, 131), 4), np.zeros((257, 131), np.float32),
+               np.zeros((257, 131), np.float32)] for _ in range(2)]
+    for step in range(1, 4):
+        grad = floats((257, 131), 40 + step)
+        for threads, (param, m, v) in zip((1, 2), states):
+            fused.adam_step(param, grad, m, v, step, 1e-2, weight_decay=weight_decay,
+                            threads=threads)
+        for one, two in zip(*states):
+            np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_updates_refuse_a_bad_thread_count(threads):
+    param, grad = floats((4,)), floats((4,), 1)
+    with pytest.raises(ValueError, match="threads"):
+        fused.sgd_step(param, grad, None, 0.1, threads=threads)
+    with pytest.raises(ValueError, match="threads"):
+        fused.adam_step(param, grad, np.zeros(4, np.float32), np.zeros(4, np.float32), 1, 0.1,
+                        threads=threads)
+
+
+def test_optimizer_updates_use_the_backend_threads():
+    with krypton.backend("small", threads=1):
+        assert backends.kernel_threads() == 1
+    with krypton.backend("packed"):
+        assert backends.kernel_threads() == 1
+    with krypton.backend("numpy"):
+        assert backends.kernel_threads() == 1
+    with krypton.backend("small"):
+        assert backends.kernel_threads() == krypton.machine.cpu_count()
