@@ -26,11 +26,20 @@ static inline float *kr_alloc_floats(int64_t count)
                                        * sizeof(float));
 }
 
-/* C[0:M, 0:N] = 0 for K == 0: the blocked loops never run then, but C must be defined. */
-static inline void kr_zero_c(int64_t M, int64_t N, float *restrict C, int64_t ldc)
+/* The products with nothing to multiply, which every blocked rung checks first: M or N = 0
+ * (C is empty; no buffer is needed) and K = 0 (an empty sum: C = 0, which the loops would
+ * never write). Returns 1 when C is done. */
+static inline int kr_trivial_product(int64_t M, int64_t N, int64_t K, float *restrict C,
+                                     int64_t ldc)
 {
-    for (int64_t i = 0; i < M; ++i)
-        memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+    if (M == 0 || N == 0)
+        return 1;
+    if (K == 0) {
+        for (int64_t i = 0; i < M; ++i)
+            memset(C + i * ldc, 0, (size_t)N * sizeof(float));
+        return 1;
+    }
+    return 0;
 }
 
 #endif

@@ -90,11 +90,16 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
             acc[r][v] = kr_zero();
     /* C is touched only after the k loop. Ask for its lines now, so that on large matrices,
      * where C lives in memory, the loads at the end do not stall (as BLIS's kernels do;
-     * notebook 05 measures it with KR_PREFETCH_C 0). */
+     * notebook 05 measures it with KR_PREFETCH_C 0). A row of the tile need not start on a
+     * cache line (NumPy aligns its arrays to 16 bytes, not 64), so it may touch one line more
+     * than NR floats fill: asking for every line-step and for the row's last float covers
+     * them all. */
     if (KR_PREFETCH_C && csc == 1)
-        for (int r = 0; r < rows; ++r)
+        for (int r = 0; r < rows; ++r) {
             for (int j = 0; j < KR_NR; j += KR_ALIGN / (int)sizeof(float))
                 __builtin_prefetch(C + r * rsc + j, 1, 3);
+            __builtin_prefetch(C + r * rsc + KR_NR - 1, 1, 3);
+        }
 
 #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; ++k) {                 /* depth: one rank-1 update per step */

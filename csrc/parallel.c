@@ -197,12 +197,8 @@ int kr_sgemm_parallel(int64_t M, int64_t N, int64_t K,
 {
     if (knobs->mc < 1 || knobs->kc < 1 || knobs->nc < 1 || knobs->threads < 1)
         return KR_EINVAL;
-    if (M == 0 || N == 0)   /* nothing to compute, and no buffer to get */
+    if (kr_trivial_product(M, N, K, C, ldc))
         return KR_OK;
-    if (K == 0) {
-        kr_zero_c(M, N, C, ldc);
-        return KR_OK;
-    }
     const kr_operand a = {.data = A, .rs = rsa, .cs = csa};
     const kr_operand b = {.data = B, .rs = rsb, .cs = csb};
     return kr_parallel(M, N, K, &a, &b, C, ldc, 1, knobs,
