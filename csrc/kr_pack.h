@@ -34,11 +34,22 @@ typedef struct kr_view {
  * up to whole micro-panels. */
 typedef struct kr_blocks { int64_t mc, kc, nc; } kr_blocks;
 
+/* n cut into the fewest pieces of at most `most`, as even as they can be: the depth of each kc
+ * block. C is read and written once per kc block, so a shallow last block (K = 1024 with kc =
+ * 320 leaves 64) pays that traffic for little work; four blocks of 256 do not. */
+static inline int64_t kr_even_split(int64_t n, int64_t most)
+{
+    if (n <= most)
+        return n;
+    const int64_t pieces = n / most + (n % most != 0);
+    return n / pieces + (n % pieces != 0);
+}
+
 static inline kr_blocks kr_blocks_for(int64_t M, int64_t N, int64_t K,
                                       const kr_knobs *knobs)
 {
     return (kr_blocks){.mc = kr_round_up(kr_min(knobs->mc, M), KR_MR),
-                       .kc = kr_min(knobs->kc, K),
+                       .kc = kr_even_split(K, knobs->kc),
                        .nc = kr_round_up(kr_min(knobs->nc, N), KR_NR)};
 }
 
