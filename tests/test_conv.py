@@ -8,6 +8,7 @@ it is installed. The CNN trains through the CLI on a tiny synthetic dataset.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import struct
 import subprocess
@@ -358,9 +359,13 @@ def test_the_cli_trains_the_cnn_beside_its_torch_twin(toy_root):
     pytest.importorskip("torch")
     result = run_cli("--model", "cnn", "--dataset", "fashion-mnist", "--data-root",
                      str(toy_root), "--backend", "parallel", "--epochs", "1", "--batch-size",
-                     "32", "--max-batches", "4", "--compare-torch")
+                     "32", "--max-batches", "4", "--compare-torch", "--json",
+                     str(toy_root / "run.json"))
     assert result.returncode == 0, result.stderr
-    assert "Model: CNN conv 1->6 5x5" in result.stdout
+    architecture = train.describe(train.build_cnn())
+    assert f"Model: CNN {architecture};" in result.stdout
+    document = json.loads((toy_root / "run.json").read_text())
+    assert document["model"] == "cnn" and document["architecture"] == architecture
     assert "parallel epoch 1/1" in result.stdout and "torch epoch 1/1" in result.stdout
     losses = [line.split("train loss")[1].split()[0] for line in result.stdout.splitlines()
               if "epoch 1/1" in line]
@@ -390,3 +395,83 @@ def test_the_cnn_learns_the_toy_classes():
             opt.step()
             first = loss.item() if first is None else first
     assert loss.item() < 0.7 * first
+
+
+# --------------------------------------------------------------------------------------------
+# Conv2d + ReLU as one node, and the channels-first layout
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1)])
+def test_conv2d_relu_is_relu_of_conv2d_values_and_gradients(stride, padding):
+    rng = np.random.default_rng(11)
+    x = krypton.Tensor(rng.standard_normal((2, 3, 7, 6)), requires_grad=True)
+    w = krypton.Tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
+    b = krypton.Tensor(rng.standard_normal(4), requires_grad=True)
+    upstream = rng.standard_normal((2, 4) + F.conv2d(x, w, b, stride, padding).shape[2:])
+    fused_out = F.conv2d_relu(x, w, b, stride, padding)
+    fused_out.backward(upstream)
+    fused_grads = [t.grad.data.copy() for t in (x, w, b)]
+    for t in (x, w, b):
+        t.grad = None
+    plain = F.conv2d(x, w, b, stride, padding).relu()
+    plain.backward(upstream)
+    np.testing.assert_allclose(fused_out.data, plain.data, rtol=1e-12, atol=1e-12)
+    for mine, reference in zip(fused_grads, (x, w, b)):
+        np.testing.assert_allclose(mine, reference.grad.data, rtol=1e-10, atol=1e-12)
+
+
+def test_conv2d_relu_gradients_match_finite_differences():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((1, 2, 5, 4))
+    w = rng.standard_normal((3, 2, 3, 3))
+    upstream = rng.standard_normal((1, 3, 5, 4))
+
+    def loss(xv, wv):
+        out = F.conv2d_relu(krypton.Tensor(xv), krypton.Tensor(wv), None, 1, 1)
+        return float(np.sum(out.data * upstream))
+
+    xt, wt = krypton.Tensor(x, requires_grad=True), krypton.Tensor(w, requires_grad=True)
+    F.conv2d_relu(xt, wt, None, 1, 1).backward(upstream)
+    for array, grad in ((x, xt.grad.data), (w, wt.grad.data)):
+        numeric = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            saved = array[index]
+            array[index] = saved + 1e-6
+            up = loss(x, w)
+            array[index] = saved - 1e-6
+            down = loss(x, w)
+            array[index] = saved
+            numeric[index] = (up - down) / 2e-6
+        np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_runs_conv_then_relu_as_one_node():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2))
+    x = krypton.Tensor(np.random.default_rng(0).random((2, 1, 6, 6), dtype=np.float32))
+    out = model(x)
+    assert out._parents[0]._op == "Conv2dReLU"
+
+
+def test_conv2d_output_is_a_channels_first_view_of_the_product():
+    rng = np.random.default_rng(13)
+    x = krypton.Tensor(rng.random((3, 2, 6, 5), dtype=np.float32))
+    w = krypton.Tensor(rng.random((4, 2, 3, 3), dtype=np.float32))
+    y = F.conv2d(x, w, None, 1, 1)
+    assert y.shape == (3, 4, 6, 5)
+    assert y.data.transpose(1, 0, 2, 3).flags.c_contiguous  # (O, N, Ho, Wo) in memory
+    pooled = F.max_pool2d(y, 2)
+    assert pooled.data.transpose(1, 0, 2, 3).flags.c_contiguous  # the pool keeps the layout
+
+
+def test_conv2d_relu_refuses_bad_arguments_naming_the_shapes():
+    x = krypton.Tensor(np.zeros((2, 3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match=r"conv2d_relu.*\(2, 3, 8, 8\).*3 channels.*\(4, 2, 3, 3\)"):
+        F.conv2d_relu(x, krypton.Tensor(np.zeros((4, 2, 3, 3), np.float32)))
+    with pytest.raises(ValueError, match=r"kernel 9x9 is larger than the padded input 8x8"):
+        F.conv2d_relu(x, krypton.Tensor(np.zeros((4, 3, 9, 9), np.float32)))
+
+
+def test_describe_names_every_layer_of_the_cnn():
+    text = train.describe(train.build_cnn())
+    assert text.startswith("conv 1->16 3x3 pad 1, relu, max-pool 2, conv 16->32 3x3 pad 1")
+    assert text.endswith("linear 1568->128, relu, linear 128->10")

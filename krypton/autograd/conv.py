@@ -6,7 +6,7 @@ ladder):
 
     cols    (C·k·k, N·Ho·Wo)    row (c, i, j), column (n, ho, wo): x[n, c, s·ho + i, s·wo + j]
     Y       = W @ cols           (O, C·k·k) @ (C·k·k, N·Ho·Wo) -> (O, N·Ho·Wo)
-    dW      = dY @ colsᵀ          (O, N·Ho·Wo) @ (N·Ho·Wo, C·k·k): colsᵀ is a view, no copy
+    dWᵀ     = cols @ dYᵀ          (C·k·k, N·Ho·Wo) @ (N·Ho·Wo, O): dYᵀ is a view, no copy
     dcols   = Wᵀ @ dY             (C·k·k, O) @ (O, N·Ho·Wo)
     dx      = col2im(dcols)       every patch's gradient added back where the patch came from
 
@@ -18,6 +18,13 @@ batch times an image, which is the small-matrix rung's kind of product.
 
 col2im needs no ``np.add.at``: patches overlap, but for one kernel offset (i, j) the pixels
 the columns came from are distinct, so the k·k offsets each add one strided slice.
+
+Channels first in memory: the product Y is (O, N·Ho·Wo), that is the output's channels
+outermost. ``conv2d`` hands it on as the (N, O, Ho, Wo) tensor PyTorch's layers expect, but as
+a transposed *view* (no copy); ReLU, max-pooling and the next im2col keep or read that layout,
+so the next im2col's copy runs along contiguous memory, and the gradients coming back have the
+same layout, so dY is a (O, N·Ho·Wo) matrix without a copy. (Check: ``y.data.base`` is the
+product; ``y.data.transpose(1, 0, 2, 3).flags.c_contiguous`` is True.)
 """
 
 from __future__ import annotations
@@ -27,8 +34,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from krypton import backends
-from krypton.autograd.ops import Tensor, _same_dtype
+from krypton import backends, fused
+from krypton.autograd.ops import Tensor, _fusable, _same_dtype
 
 
 def as_pair(name: str, value: Any, low: int) -> tuple[int, int]:
@@ -66,8 +73,10 @@ def im2col(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
     """
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    padded = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
-    padded[:, :, ph:ph + h, pw:pw + w] = x.transpose(1, 0, 2, 3)
+    padded = x.transpose(1, 0, 2, 3)  # (C, N, H, W): a view; contiguous if x is channels-first
+    if ph or pw:
+        padded = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+        padded[:, :, ph:ph + h, pw:pw + w] = x.transpose(1, 0, 2, 3)
     windows = sliding_window_view(padded, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
     # (C, N, Ho, Wo, kh, kw) -> (C, kh, kw, N, Ho, Wo): the copy runs along Wo.
     ho, wo = windows.shape[2], windows.shape[3]
@@ -78,8 +87,9 @@ def col2im(cols: np.ndarray, shape: tuple[int, int, int, int], kernel: tuple[int
            stride: tuple[int, int], padding: tuple[int, int]) -> np.ndarray:
     """The adjoint of ``im2col``: add each column back onto the patch it was copied from.
 
-    Returns an (N, C, H, W) array; where patches overlap, their values add up (that is the
-    gradient of the input: each pixel feeds every patch it is in).
+    Returns an (N, C, H, W) array, channels first in memory (a transposed view, as
+    ``conv2d``'s outputs are); where patches overlap, their values add up (that is the gradient
+    of the input: each pixel feeds every patch it is in).
     """
     n, c, h, w = shape
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -89,7 +99,7 @@ def col2im(cols: np.ndarray, shape: tuple[int, int, int, int], kernel: tuple[int
     for i in range(kh):  # one strided slice per kernel offset: distinct pixels, so += is exact
         for j in range(kw):
             padded[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += patches[:, i, j]
-    return np.ascontiguousarray(padded[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
+    return padded[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3)
 
 
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
@@ -98,34 +108,52 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 
     ``weight`` (O, C, kh, kw), plus ``bias`` (O,): an (N, O, Ho, Wo) tensor, one graph node.
 
     Forward is im2col and one product on the current backend; backward is two products
-    (dW and dcols) and col2im, the input's only when it requires a gradient.
+    (dW and dcols) and col2im, the input's only when it requires a gradient. The result is
+    channels first in memory (see the module's docstring).
     """
+    return _convolve("conv2d", x, weight, bias, stride, padding, relu=False)
+
+
+def conv2d_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
+                padding: Any = 0) -> Tensor:
+    """``relu(conv2d(x, weight, bias, stride, padding))`` as one graph node: what
+    ``nn.Sequential`` runs for a Conv2d followed by a ReLU. The ReLU runs in place over the
+    fresh product, and its backward masks dY before the products: no (N, O, Ho, Wo) copies."""
+    return _convolve("conv2d_relu", x, weight, bias, stride, padding, relu=True)
+
+
+def _checked(name: str, x: Tensor, weight: Tensor, bias: Tensor | None) -> None:
     for label, value in (("input", x), ("weight", weight), ("bias", bias)):
         if not isinstance(value, Tensor) and not (label == "bias" and value is None):
-            raise TypeError(f"conv2d takes Tensors, but the {label} is a "
+            raise TypeError(f"{name} takes Tensors, but the {label} is a "
                             f"{type(value).__name__}: wrap it as krypton.Tensor({label})")
-    stride, padding = as_pair("stride", stride, 1), as_pair("padding", padding, 0)
     if x.ndim != 4:
-        raise ValueError(f"conv2d takes an input of shape (N, C, H, W), got shape {x.shape}: "
+        raise ValueError(f"{name} takes an input of shape (N, C, H, W), got shape {x.shape}: "
                          f"reshape it, e.g. x.reshape(N, 1, 28, 28) for flat 28x28 images")
     if weight.ndim != 4:
-        raise ValueError(f"conv2d takes a weight of shape (out_channels, in_channels, kh, kw), "
+        raise ValueError(f"{name} takes a weight of shape (out_channels, in_channels, kh, kw), "
                          f"got shape {weight.shape}")
-    out_channels, in_channels, kh, kw = weight.shape
     if min(weight.shape) < 1:
-        raise ValueError(f"conv2d: the weight of shape {weight.shape} is empty; every size "
+        raise ValueError(f"{name}: the weight of shape {weight.shape} is empty; every size "
                          f"(out_channels, in_channels, kh, kw) must be at least 1")
-    if x.shape[1] != in_channels:
-        raise ValueError(f"conv2d: the input of shape {x.shape} has {x.shape[1]} channels but "
-                         f"the weight of shape {weight.shape} expects {in_channels}")
-    if bias is not None and bias.shape != (out_channels,):
-        raise ValueError(f"conv2d: bias of shape {bias.shape} does not match the weight of "
-                         f"shape {weight.shape}; it must be ({out_channels},)")
-    _same_dtype(x, weight, "conv2d")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"{name}: the input of shape {x.shape} has {x.shape[1]} channels but "
+                         f"the weight of shape {weight.shape} expects {weight.shape[1]}")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"{name}: bias of shape {bias.shape} does not match the weight of "
+                         f"shape {weight.shape}; it must be ({weight.shape[0]},)")
+    _same_dtype(x, weight, name)
     if bias is not None:
-        _same_dtype(x, bias, "conv2d")
+        _same_dtype(x, bias, name)
+
+
+def _convolve(name: str, x: Tensor, weight: Tensor, bias: Tensor | None, stride: Any,
+              padding: Any, relu: bool) -> Tensor:
+    stride, padding = as_pair("stride", stride, 1), as_pair("padding", padding, 0)
+    _checked(name, x, weight, bias)
+    out_channels, _, kh, kw = weight.shape
     kernel = (kh, kw)
-    _check_window("conv2d", x.shape, kernel, padding)
+    _check_window(name, x.shape, kernel, padding)
     n, _, h, w = x.shape
     ho, wo = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
     cols = im2col(x.data, kernel, stride, padding)
@@ -133,12 +161,24 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 
     out = backends.matmul(weights, cols)  # (O, N·Ho·Wo)
     if bias is not None:
         out += bias.data[:, None]
-    y = np.ascontiguousarray(out.reshape(out_channels, n, ho, wo).transpose(1, 0, 2, 3))
+    in_c = _fusable(out)  # the fused C kernels' ReLU (csrc/fused.c), or NumPy's: same values
+    if relu:
+        if in_c:
+            fused.bias_relu(out, None, out=out)
+        else:
+            np.maximum(out, 0, out=out)
+    y = out.reshape(out_channels, n, ho, wo).transpose(1, 0, 2, 3)  # a view: channels first
     parents = (x, weight) if bias is None else (x, weight, bias)
 
     def backward(g: np.ndarray):
-        grad = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(out_channels, -1)
-        gw = (backends.matmul(grad, cols.T).reshape(weight.shape) if weight.requires_grad
+        grad = g.transpose(1, 0, 2, 3).reshape(out_channels, -1)  # no copy if channels first
+        if relu:
+            grad = (fused.bias_relu_backward(grad, out, with_bias=False)[0] if in_c
+                    else grad * (out > 0))
+        # dWᵀ = cols @ dYᵀ rather than dW = dY @ colsᵀ: the same sums, but the small-matrix
+        # rung ran this orientation faster on the CNN's shapes (interleaved A/B of the two
+        # with kernels.matmul); dWᵀ is (C·kh·kw, O), its transpose a tiny copy.
+        gw = (backends.matmul(cols, grad.T).T.reshape(weight.shape) if weight.requires_grad
               else None)
         gb = grad.sum(axis=1) if bias is not None and bias.requires_grad else None
         gx = None
@@ -146,7 +186,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 
             gx = col2im(backends.matmul(weights.T, grad), x.shape, kernel, stride, padding)
         return gx, gw, gb
 
-    return Tensor._result(y, parents, "Conv2d", backward)
+    return Tensor._result(y, parents, "Conv2dReLU" if relu else "Conv2d", backward)
 
 
 def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
@@ -174,7 +214,7 @@ def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
     def offset(array: np.ndarray, i: int, j: int) -> np.ndarray:
         return array[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
 
-    out = offset(x.data, 0, 0).copy()
+    out = offset(x.data, 0, 0).copy(order="K")  # keeps x's layout (channels first)
     for i in range(kh):
         for j in range(kw):
             np.maximum(out, offset(x.data, i, j), out=out)

@@ -12,7 +12,7 @@ from typing import Any
 from krypton import autograd
 from krypton.autograd import Tensor, cross_entropy
 
-__all__ = ["conv2d", "cross_entropy", "linear", "linear_relu", "log_softmax", "max_pool2d",
+__all__ = ["conv2d", "conv2d_relu", "cross_entropy", "linear", "linear_relu", "log_softmax", "max_pool2d",
            "mse_loss", "relu", "sigmoid", "softmax", "tanh"]
 
 
@@ -35,6 +35,13 @@ def conv2d(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: An
     """The 2-D convolution of ``input`` (N, C, H, W) with ``weight`` (O, C, kh, kw), as
     ``F.conv2d``: im2col and one product on the current backend (``krypton.autograd.conv``)."""
     return autograd.conv2d(input, weight, bias, stride=stride, padding=padding)
+
+
+def conv2d_relu(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
+                padding: Any = 0) -> Tensor:
+    """``relu(conv2d(input, weight, bias, stride, padding))`` as one node (krypton's; PyTorch
+    has none): what ``nn.Sequential`` runs for a Conv2d followed by a ReLU."""
+    return autograd.conv2d_relu(input, weight, bias, stride=stride, padding=padding)
 
 
 def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:

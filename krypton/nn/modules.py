@@ -310,6 +310,10 @@ class Conv2d(Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
+    def forward_relu(self, x: Tensor) -> Tensor:
+        """``relu(self(x))`` as one node (what ``Sequential`` runs for Conv2d, ReLU)."""
+        return F.conv2d_relu(x, self.weight, self.bias, self.stride, self.padding)
+
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
@@ -404,10 +408,10 @@ class Sequential(Module):
         while index < len(modules):
             module = modules[index]
             following = modules[index + 1] if index + 1 < len(modules) else None
-            # A Linear then a ReLU is one fused node (F.linear_relu): one pass for bias and
-            # ReLU, one for their backward, one graph node instead of two. Exact types only: a
-            # subclass may have its own forward.
-            if type(module) is Linear and type(following) is ReLU:
+            # A Linear (or Conv2d) then a ReLU is one fused node (F.linear_relu,
+            # F.conv2d_relu): one pass for bias and ReLU, one for their backward, one graph node
+            # instead of two. Exact types only: a subclass may have its own forward.
+            if type(module) in (Linear, Conv2d) and type(following) is ReLU:
                 x = module.forward_relu(x)
                 index += 2
             else:

@@ -39,7 +39,7 @@ from krypton.train.history import PHASES, EpochResult, History, format_epoch
 from krypton.train.loop import (DEFAULT_LR, EVAL_BATCH, OPTIMIZERS, SCHEDULES, Plan, evaluate,
                                 learning_rate, make_optimizer, make_plan, predict,
                                 resolve_threads, train)
-from krypton.train.model import (DEFAULT_SIZES, MODELS, build_cnn, build_mlp, build_model,
+from krypton.train.model import (DEFAULT_SIZES, MODELS, build_cnn, build_mlp, build_model, describe,
                                  initial_parameters, linear_layers, product_shapes)
 from krypton.train.report import format_summary, results_document
 from krypton.train.twin import build_torch_mlp, build_torch_twin, train_torch
@@ -48,7 +48,7 @@ __all__ = [
     "BACKENDS", "CLASS_NAMES", "DEFAULT_LR", "DEFAULT_SIZES", "EVAL_BATCH", "Data",
     "EpochResult", "History", "NAIVE_BATCHES", "OPTIMIZERS", "PAUSE_BETWEEN_BACKENDS", "PHASES",
     "MODELS", "Plan", "QUICK_MAX_BATCHES", "SCHEDULES", "build_cnn", "build_mlp", "build_model",
-    "build_parser", "build_torch_mlp", "build_torch_twin", "product_shapes",
+    "build_parser", "build_torch_mlp", "build_torch_twin", "describe", "product_shapes",
     "evaluate", "format_epoch", "format_summary", "initial_parameters", "learning_rate",
     "linear_layers", "load_data", "main", "make_optimizer", "make_plan", "matmul_timer",
     "predict", "resolve_threads", "results_document", "train", "train_backends", "train_torch",

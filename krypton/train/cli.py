@@ -24,7 +24,8 @@ from krypton.files import atomic_write, check_writable
 from krypton.timing import check_fits_in_memory, quick_mode, torch_available
 from krypton.train.compare import NAIVE_BATCHES, train_backends
 from krypton.train.loop import OPTIMIZERS, SCHEDULES, make_plan
-from krypton.train.model import DEFAULT_SIZES, IMAGE_SHAPE, MODELS, build_model, product_shapes
+from krypton.train.model import (DEFAULT_SIZES, IMAGE_SHAPE, MODELS, build_model, describe,
+                                 product_shapes)
 from krypton.train.report import format_summary, results_document
 
 QUICK_MAX_BATCHES = 60
@@ -97,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", type=Path, default=None, metavar="DIR",
                         help="a directory holding the IDX files (looked in first)")
     parser.add_argument("--model", choices=MODELS, default="mlp",
-                        help="mlp (default), or cnn: a LeNet-style network, conv 1->6 5x5 pad 2, "
-                             "ReLU, max-pool 2, conv 6->16 5x5, ReLU, max-pool 2, Linear "
-                             "400->120->84->10, its convolutions im2col products")
+                        help="mlp (default), or cnn: a LeNet-style network, conv 1->16 3x3 pad "
+                             "1, ReLU, max-pool 2, conv 16->32 3x3 pad 1, ReLU, max-pool 2, "
+                             "Linear 1568->128->10, its convolutions im2col products")
     parser.add_argument("--sizes", nargs="+", type=_positive_int, default=None,
                         metavar="N", help="the MLP's layer widths, input first (default: 784 256 "
                                           "10)")
@@ -191,9 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Machine: {machine.describe()}")
     print(f"Dataset: {data.dataset}, {len(data.train_images)} train and "
           f"{len(data.test_images)} test images")
-    layers = ("CNN conv 1->6 5x5 pad 2, pool 2, conv 6->16 5x5, pool 2, 400-120-84-10"
-              if args.model == "cnn" else f"MLP {'-'.join(map(str, args.sizes))}")
-    print(f"Model: {layers} with ReLU; {plan.optimizer} lr "
+    architecture = describe(build_model(args.model, args.sizes))
+    layers = f"{args.model.upper()} {architecture}"
+    print(f"Model: {layers}; {plan.optimizer} lr "
           f"{plan.lr:g} ({plan.schedule})"
           + (f" momentum {plan.momentum:g}" if plan.optimizer == "sgd" else "")
           + f"; batch {plan.batch_size}, {plan.epochs} epoch{'s' * (plan.epochs > 1)}, "
@@ -215,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_summary(histories))
     if args.json is not None:
         with atomic_write(args.json, "w") as file:
-            json.dump(results_document(histories, data), file, indent=2)
+            document = {"model": args.model, "architecture": architecture,
+                        **results_document(histories, data)}
+            json.dump(document, file, indent=2)
         print(f"Saved {args.json}")
     return 130 if interrupted else 0
