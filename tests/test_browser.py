@@ -70,9 +70,12 @@ def _write_settings(settings: Path) -> None:
     # Render every cell (no windowing: the test reads cells that are off-screen) and ask for
     # no news or update checks, which would need the internet.
     for plugin, values in {
-        "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none", **(
+        "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+        # JupyterLab's default sends widget messages to kernel subshells ("perCommTarget");
+        # KRYPTON_LAB_COMMS_OVER_SUBSHELLS=disabled tries the panels without them (issue #20).
+        "@jupyterlab/apputils-extension/kernels-settings": (
             {"commsOverSubshells": os.environ["KRYPTON_LAB_COMMS_OVER_SUBSHELLS"]}
-            if os.environ.get("KRYPTON_LAB_COMMS_OVER_SUBSHELLS") else {})},
+            if os.environ.get("KRYPTON_LAB_COMMS_OVER_SUBSHELLS") else {}),
         "@jupyterlab/apputils-extension/notification": {"fetchNews": "false",
                                                         "checkForUpdates": False},
     }.items():
