@@ -274,10 +274,6 @@ class LivePanel:
     def _request(self) -> None:
         import asyncio
 
-        import os, threading, time as _t
-        if os.environ.get("KRYPTON_PANEL_LOG"):
-            with open(os.environ["KRYPTON_PANEL_LOG"], "a") as log:
-                log.write(f"{_t.time():.3f} request {threading.current_thread().name} {self.values()} drawing={self._drawing}\n")
         with self._request_lock:
             self._requests += 1
             self.status.value = _status_html("waiting for the kernel:", _setting(self.values()))
@@ -303,10 +299,6 @@ class LivePanel:
                     with self._request_lock:
                         seen = self._requests
                     values = self.values()       # read now, not when the move was asked for
-                    import os, threading, time as _t
-                    if os.environ.get("KRYPTON_PANEL_LOG"):
-                        with open(os.environ["KRYPTON_PANEL_LOG"], "a") as log:
-                            log.write(f"{_t.time():.3f} draw {threading.current_thread().name} {values}\n")
                     self._draw(values, raise_errors)
                     with self._request_lock:
                         moved = not self._manual and self.values() != values
