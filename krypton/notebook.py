@@ -217,8 +217,8 @@ class LivePanel:
     ``show(**values)`` draws one result (it prints and calls ``plt.show()``) for the values of
     ``controls``. Every result, the first one included, is drawn inside the panel and replaces
     the one before, so what is on screen belongs to the controls' position. The status line says
-    what is being computed while it is; moves made meanwhile wait in the kernel, and when it is
-    free only the latest position is computed (the last position wins). Displayed, the panel
+    what is being computed while it is; moves made meanwhile only count, and when the draw
+    ends the controls' position then is drawn, once (the last position wins). Displayed, the panel
     also carries a static copy of its first result (HTML) and one line saying the controls come
     alive when the notebook runs: that is what a saved notebook shows without a kernel.
     """
@@ -231,13 +231,17 @@ class LivePanel:
 
         self._show = show
         self._busy = busy
+        self._manual = bool(manual)    # draw on the button only, not when a control moves
         self.controls = dict(controls)
         self.status = widgets.HTML()
         self.output = widgets.Output()
         self._shown: list[dict[str, Any]] = []    # nbformat outputs of the result on screen
         self._shown_values: dict[str, Any] = {}
-        self._wanted: dict[str, Any] | None = None
-        self._scheduled = False
+        # Latest wins: every move counts one request; a draw reads the controls when it starts
+        # and, when it ends, draws again if a request came meanwhile or the controls moved on.
+        # Only one draw runs at a time, so none can finish after, and hide, a newer one.
+        self._requests = 0           # moves asked for so far
+        self._drawing = False        # a draw loop is scheduled or running
         # Widget messages may be handled on a thread of their own (ipykernel's subshells), so
         # a move can arrive while a result is drawn: one lock guards the request, another
         # makes draws take turns.
@@ -261,38 +265,50 @@ class LivePanel:
 
     def render(self) -> "LivePanel":
         """Draw the result of the current position now; an error propagates (nbval sees it)."""
-        self._draw(self.values(), raise_errors=True)
+        with self._request_lock:
+            self._requests += 1
+            self._drawing = True
+        self._draw_latest(raise_errors=True)
         return self
 
     def _request(self) -> None:
         import asyncio
 
         with self._request_lock:
-            self._wanted = self.values()
-            self.status.value = _status_html("waiting for the kernel:", _setting(self._wanted))
-            if self._scheduled:
+            self._requests += 1
+            self.status.value = _status_html("waiting for the kernel:", _setting(self.values()))
+            if self._drawing:          # the running draw loop sees this request when it ends
                 return
-            self._scheduled = True
+            self._drawing = True
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:           # no event loop (a plain Python session): draw now
             self._draw_latest()
             return
         # Drawing a moment later, not in this callback, lets the kernel read the moves queued
-        # behind this one first (quick key presses, a drag): each only replaces ``_wanted``,
-        # and one draw serves them all.
+        # behind this one first (quick key presses, a drag): each only counts a request, and
+        # one draw serves them all.
         loop.call_later(0.2, self._draw_latest)
 
-    def _draw_latest(self) -> None:
-        # Draw until no newer position waits: a move made during a draw is drawn right after.
-        with self._draw_lock:
-            while True:
-                with self._request_lock:
-                    wanted, self._wanted = self._wanted, None
-                    if wanted is None:
-                        self._scheduled = False
-                        return
-                self._draw(wanted, raise_errors=False)
+    def _draw_latest(self, raise_errors: bool = False) -> None:
+        # Draw until the result on screen is for the controls' position and no request is
+        # newer than the draw: a move made during a draw is drawn right after it.
+        try:
+            with self._draw_lock:
+                while True:
+                    with self._request_lock:
+                        seen = self._requests
+                    values = self.values()       # read now, not when the move was asked for
+                    self._draw(values, raise_errors)
+                    with self._request_lock:
+                        moved = not self._manual and self.values() != values
+                        if self._requests == seen and not moved:
+                            self._drawing = False
+                            return
+        except BaseException:          # an error that propagates must not block later moves
+            with self._request_lock:
+                self._drawing = False
+            raise
 
     def _draw(self, values: dict[str, Any], raise_errors: bool) -> None:
         import time

@@ -7,14 +7,17 @@ nbconvert renders each notebook as committed (nothing is executed), so the pages
 outputs of the team's full run, plots included. A page has no kernel, so live widgets cannot
 work there: their views are dropped, and what stays is what a widget panel saved for readers
 without a kernel (``krypton.notebook.live`` saves a static copy of its result with a line saying
-the controls come alive when the notebook runs). The folder is ready for GitHub Pages
-(.github/workflows/pages.yml publishes it).
+the controls come alive when the notebook runs). The exercises' solutions (notebooks/solutions/)
+come along: each is copied as it is and rendered as a page of its own, and a notebook's link to
+one leads to that page. The folder is ready for GitHub Pages (.github/workflows/pages.yml
+publishes it).
 """
 
 from __future__ import annotations
 
 import html
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -71,8 +74,9 @@ def page_name(path: Path) -> str:
     return path.stem + ".html"
 
 
-def _navigation(titles: list[tuple[str, str]], index: int | None) -> str:
-    links = ['<a href="index.html">Krypton: the course</a>']
+def _navigation(titles: list[tuple[str, str]], index: int | None, root: str = "") -> str:
+    # ``root`` leads from the page's folder to the site's top ("../" from solutions/).
+    links = [f'<a href="{root}index.html">Krypton: the course</a>']
     if index is not None:
         if index > 0:
             page, title = titles[index - 1]
@@ -119,6 +123,67 @@ def _question(notebook) -> str:
     return ""
 
 
+SOLUTIONS = "solutions"          # the folder of solutions, beside the notebooks and the pages
+
+
+def solution_page(path: Path) -> str:
+    """The page of a solution file: ``x.py`` -> ``x.py.html``, ``x.ipynb`` -> ``x.html``."""
+    return path.stem + ".html" if path.suffix == ".ipynb" else path.name + ".html"
+
+
+def solution_paths(folder: Path) -> list[Path]:
+    """The solution files of the course (Python files and notebooks of notebooks/solutions/)."""
+    return sorted(p for p in (folder / SOLUTIONS).glob("*")
+                  if p.is_file() and p.suffix in (".py", ".ipynb"))
+
+
+def _solution_html(path: Path, exporter) -> str:
+    """A solution as a page: a notebook rendered like the others, Python source highlighted."""
+    import nbformat
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import PythonLexer
+
+    if path.suffix == ".ipynb":
+        notebook = nbformat.read(path, as_version=4)
+        static_outputs(notebook)
+        body, _ = exporter.from_notebook_node(notebook, resources={"metadata": {
+            "name": path.stem}})
+        return _with_navigation(body, _navigation([], None, "../"))
+    formatter = HtmlFormatter(nowrap=False, cssclass="source")
+    code = highlight(path.read_text(), PythonLexer(), formatter)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(path.name)}</title>
+<style>{_STYLE}
+body {{ margin: 0; }} main {{ max-width: 60em; margin: 1.5em auto; }}
+{formatter.get_style_defs(".source")}</style></head>
+<body>{_navigation([], None, "../")}<main><h1>{html.escape(path.name)}</h1>
+<p><a href="{html.escape(path.name)}">the file as it is</a></p>
+{code}</main></body></html>
+"""
+
+
+def _link_solutions(page: str, paths: list[Path]) -> str:
+    # A notebook links to solutions/<file> (right in a clone); on the site, to the file's page.
+    for path in paths:
+        page = page.replace(f'href="{SOLUTIONS}/{path.name}"',
+                            f'href="{SOLUTIONS}/{solution_page(path)}"')
+    return page
+
+
+def build_solutions(out: Path, folder: Path, exporter) -> list[Path]:
+    """Copy every solution file into ``out``/solutions and render a page for each."""
+    written = []
+    for path in solution_paths(folder):
+        target = out / SOLUTIONS / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        page = out / SOLUTIONS / solution_page(path)
+        _write(page, _solution_html(path, exporter))
+        written += [target, page]
+    return written
+
+
 def _write(path: Path, text: str) -> None:
     with atomic_write(path, "w") as file:
         file.write(text)
@@ -141,6 +206,7 @@ def build_site(out: Path, folder: Path, progress: bool = True) -> list[Path]:
     notebooks = [nbformat.read(path, as_version=4) for path in paths]
     titles = [(page_name(path), title_of(nb)) for path, nb in zip(paths, notebooks)]
     exporter = HTMLExporter(template_name="lab")
+    solutions = solution_paths(folder)
     written = []
     for index, (path, notebook) in enumerate(tqdm(list(zip(paths, notebooks)), desc="site",
                                                   unit="page", file=sys.stderr,
@@ -149,8 +215,10 @@ def build_site(out: Path, folder: Path, progress: bool = True) -> list[Path]:
         resources = {"metadata": {"name": titles[index][1]}}
         body, _ = exporter.from_notebook_node(notebook, resources=resources)
         target = out / page_name(path)
+        body = _link_solutions(body, solutions)
         _write(target, _with_navigation(body, _navigation(titles, index)))
         written.append(target)
+    written += build_solutions(out, folder, exporter)
     entries = [(page, title, _question(nb)) for (page, title), nb in zip(titles, notebooks)]
     _write(out / "index.html", _index_page(entries))
     _write(out / ".nojekyll", "")   # GitHub Pages: serve the files as they are, no Jekyll

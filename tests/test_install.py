@@ -127,3 +127,65 @@ def test_pip_install_from_a_git_url_works_as_colab_would_do_it(source, tmp_path)
     python = _new_venv(tmp_path / "venv")
     _pip(python, f"git+file://{repository}")
     _multiplies_on_every_rung(python, tmp_path)
+
+
+def _notebooks_with_the_first_cell() -> list[Path]:
+    import json
+
+    from krypton import colab
+
+    found = []
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        code = [cell for cell in cells if cell["cell_type"] == "code"]
+        if code and "".join(code[0]["source"]) == colab.FIRST_CELL:
+            found.append(path)
+    return found
+
+
+def test_notebooks_08_and_09_begin_with_the_install_cell_from_krypton_colab():
+    names = {path.name[:2] for path in _notebooks_with_the_first_cell()}
+    assert {"08", "09"} <= names, f"first code cell is krypton.colab.FIRST_CELL only in {names}"
+
+
+def test_the_first_cell_is_quiet_when_installed_and_prints_pip_when_not(source, tmp_path):
+    from krypton import colab
+
+    cell = tmp_path / "first_cell.py"
+    cell.write_text(colab.FIRST_CELL)
+    python = _new_venv(tmp_path / "venv")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def run_cell() -> str:
+        result = subprocess.run([str(python), str(cell)], cwd=elsewhere, capture_output=True,
+                                text=True, env=_clean_env(), timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    # Not installed (a bare venv: no system site-packages): the cell prints the one command.
+    bare = _bare_venv(tmp_path / "bare")
+    printed = subprocess.run([str(bare), str(cell)], cwd=elsewhere, capture_output=True,
+                             text=True, env=_clean_env(), timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == f"krypton is not installed here; run:  pip install {colab.INSTALL_SOURCE}\n"
+    # Installed: the cell is silent, and krypton imports and multiplies from another directory.
+    _pip(python, str(source))
+    assert run_cell() == ""
+    _multiplies_on_every_rung(python, elsewhere)
+
+
+def _bare_venv(path: Path) -> Path:
+    # No system site-packages: krypton is certainly not importable here.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True,
+                   capture_output=True)
+    return path / "bin" / "python"
+
+
+def test_the_first_cell_is_silent_in_a_checkout():
+    from krypton import colab
+
+    env = {**_clean_env(), "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", colab.FIRST_CELL], cwd=REPO / "notebooks",
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr

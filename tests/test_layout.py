@@ -37,7 +37,7 @@ LAYERS = [
      "krypton.train.twin", "krypton.train.compare", "krypton.train.report",
      "krypton.train.cli", "krypton.train.__main__"},
     {"krypton.bench", "krypton.plotting", "krypton.ablation", "krypton.autotune",
-     "krypton.notebook", "krypton.cachesim", "krypton.site",
+     "krypton.notebook", "krypton.cachesim", "krypton.site", "krypton.colab",
      "krypton.exercises"},
     {"krypton"},
 ]

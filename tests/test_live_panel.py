@@ -97,3 +97,81 @@ def test_an_error_in_the_first_result_propagates_and_a_later_one_is_shown():
     slider.value = 0
     assert "failed" in panel.status.value
     assert "ZeroDivisionError" in panel.output.outputs[0]["text"]
+
+
+def _slow_panel(calls: list, moves_during_first_run: list, mover) -> tuple[LivePanel, object]:
+    """A panel whose first run is slow and, while it runs, the slider is moved by ``mover``."""
+    slider = widgets.IntSlider(value=1, min=0, max=10, description="n")
+
+    def show(n):
+        calls.append(n)
+        if len(calls) == 1:
+            mover(slider, moves_during_first_run)
+        print(f"result for n = {n}")
+
+    return LivePanel(show, {"n": slider}), slider
+
+
+def _move_now(slider, values):
+    # As a widget message handled while the run is busy: each move calls the panel at once.
+    for value in values:
+        slider.value = value
+
+
+def test_quick_moves_during_a_slow_run_end_on_the_last_position():
+    calls: list = []
+    panel, slider = _slow_panel(calls, [2, 3, 4], _move_now)
+    panel.render()
+    assert slider.value == 4
+    assert calls[-1] == 4 and calls.count(4) == 1, calls
+    assert _texts(panel) == ["result for n = 4\n"]
+    assert "n = 4: done" in panel.status.value
+    assert calls == [1, 4], "the moves made during the run were drawn one by one"
+
+
+def test_quick_moves_from_another_thread_during_a_slow_run_end_on_the_last_position():
+    import threading
+    import time
+
+    def move_from_a_thread(slider, values):
+        def moves():
+            for value in values:
+                time.sleep(0.02)
+                slider.value = value
+        mover = threading.Thread(target=moves)
+        mover.start()
+        mover.join()
+        time.sleep(0.05)            # the first run goes on after the moves
+
+    calls: list = []
+    panel, slider = _slow_panel(calls, [2, 3, 4], move_from_a_thread)
+    panel.render()
+    assert _texts(panel) == ["result for n = 4\n"]
+    assert "n = 4: done" in panel.status.value
+    assert calls == [1, 4]
+
+
+def test_quick_moves_during_a_slow_scheduled_run_end_on_the_last_position():
+    import time
+
+    calls: list = []
+    slider = widgets.IntSlider(value=1, min=0, max=10, description="n")
+
+    def show(n):
+        calls.append(n)
+        if n == 2:              # the run for the first move is slow; three presses come in it
+            time.sleep(0.05)
+            for value in (3, 4, 5):
+                slider.value = value
+        print(f"result for n = {n}")
+
+    panel = LivePanel(show, {"n": slider})
+    panel.render()
+
+    async def moves():
+        slider.value = 2
+        await asyncio.sleep(1.0)
+
+    asyncio.run(moves())
+    assert calls == [1, 2, 5]
+    assert _texts(panel) == ["result for n = 5\n"]

@@ -69,3 +69,29 @@ def test_pages_show_no_raw_widget_text(built):
         text = (built / site.page_name(path)).read_text()
         found = re.search(r"\b(interactive|HBox|VBox|IntSlider)\(children=", text)
         assert found is None, f"{path.name} shows a widget's text repr: {found.group(0)}"
+
+
+def test_every_solution_is_copied_and_has_a_page(built):
+    solutions = site.solution_paths(NOTEBOOKS)
+    assert solutions, "notebooks/solutions/ holds no solution"
+    for path in solutions:
+        copy = built / site.SOLUTIONS / path.name
+        assert copy.read_bytes() == path.read_bytes(), f"{path.name} not copied as it is"
+        page = (built / site.SOLUTIONS / site.solution_page(path)).read_text()
+        assert 'href="../index.html"' in page, f"{path.name}: no way back to the index"
+        if path.suffix == ".py":    # the source is on the page (its first def, highlighted)
+            name = re.search(r"^def (\w+)", path.read_text(), flags=re.MULTILINE)
+            assert name is None or name.group(1) in page, f"{path.name}: source missing"
+
+
+def test_every_link_to_a_solution_leads_to_a_file_of_the_site(built):
+    links = 0
+    for path in site.notebook_paths(NOTEBOOKS):
+        text = (built / site.page_name(path)).read_text()
+        for target in re.findall(r'href="(solutions/[^"#]+)"', text):
+            links += 1
+            assert (built / target).is_file(), f"{path.name} links to {target}, not on the site"
+            assert target.endswith(".html"), f"{path.name} links to the raw file {target}"
+    notebooks_linking = [p for p in site.notebook_paths(NOTEBOOKS)
+                         if "](solutions/" in p.read_text()]
+    assert links >= len(notebooks_linking), "a notebook's link to its solutions was lost"
