@@ -144,6 +144,19 @@ def obtain_dataset() -> str | None:
     return "mnist"
 
 
+def lab_settings() -> None:
+    """The sliders' JupyterLab setting (krypton.notebook.LAB_SETTINGS), for this environment."""
+    from krypton.notebook import LAB_SETTINGS, write_lab_overrides
+    try:
+        path = write_lab_overrides()
+    except OSError as error:
+        print(f"JupyterLab settings: could not write them ({error}); in JupyterLab set "
+              "Settings > Settings Editor > Kernel > Comms over subshells to 'disabled'")
+        return
+    names = ", ".join(f"{k} = {v!r}" for values in LAB_SETTINGS.values() for k, v in values.items())
+    print(f"JupyterLab settings for the sliders: {names} (in {path})")
+
+
 def build_site(out: Path) -> int:
     """Render every notebook with its saved outputs into a static site in ``out``."""
     try:
@@ -182,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
 
     obtain_dataset()
+    lab_settings()
     print(f"Machine: {machine.describe()}")
     print(f"Compiler: {seam.compiler_version()}; OpenMP: "
           f"{'yes' if seam.openmp_flags() else 'no (parallel runs on one thread)'}")

@@ -433,3 +433,26 @@ def _output_html(output: dict[str, Any]) -> str:
     if "text/html" in data:
         return data["text/html"]
     return f"<pre>{html.escape(str(data.get('text/plain', '')))}</pre>"
+
+
+LAB_SETTINGS = {"@jupyterlab/apputils-extension:kernels-settings": {"commsOverSubshells": "disabled"}}
+"""The JupyterLab settings the course asks for. JupyterLab 4.6 sends widget messages to kernel
+subshells by default ("perCommTarget"); driven in Chromium, a third quick key press on a slider
+then never reached the kernel, and the panel stayed one position behind (issue #20). With
+"disabled" every press reaches the kernel and the last one is drawn (tests/test_browser.py)."""
+
+
+def write_lab_overrides(app_dir: Path | None = None) -> Path:
+    """Write LAB_SETTINGS into JupyterLab's ``overrides.json`` for this Python environment (its
+    application directory, ``jupyter lab path``), keeping whatever else the file holds. Returns
+    the file's path. A learner can change the setting back in Settings > Kernel."""
+    import json
+    import sys
+    app_dir = Path(app_dir) if app_dir else Path(sys.prefix) / "share" / "jupyter" / "lab"
+    path = app_dir / "settings" / "overrides.json"
+    current = json.loads(path.read_text()) if path.is_file() else {}
+    for plugin, values in LAB_SETTINGS.items():
+        current[plugin] = {**current.get(plugin, {}), **values}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2) + "\n")
+    return path

@@ -31,6 +31,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from krypton.notebook import LAB_SETTINGS
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,11 +73,13 @@ def _write_settings(settings: Path) -> None:
     # no news or update checks, which would need the internet.
     for plugin, values in {
         "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
-        # JupyterLab's default sends widget messages to kernel subshells ("perCommTarget");
-        # KRYPTON_LAB_COMMS_OVER_SUBSHELLS=disabled tries the panels without them (issue #20).
-        "@jupyterlab/apputils-extension/kernels-settings": (
-            {"commsOverSubshells": os.environ["KRYPTON_LAB_COMMS_OVER_SUBSHELLS"]}
-            if os.environ.get("KRYPTON_LAB_COMMS_OVER_SUBSHELLS") else {}),
+        # What `python build.py` writes for learners (krypton.notebook.LAB_SETTINGS: widget
+        # messages not over kernel subshells, issue #20);
+        # KRYPTON_LAB_COMMS_OVER_SUBSHELLS=perCommTarget tries JupyterLab 4.6's own default.
+        "@jupyterlab/apputils-extension/kernels-settings": {
+            "commsOverSubshells": os.environ.get(
+                "KRYPTON_LAB_COMMS_OVER_SUBSHELLS",
+                LAB_SETTINGS["@jupyterlab/apputils-extension:kernels-settings"]["commsOverSubshells"])},
         "@jupyterlab/apputils-extension/notification": {"fetchNews": "false",
                                                         "checkForUpdates": False},
     }.items():

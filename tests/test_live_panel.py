@@ -6,6 +6,7 @@ tests/test_browser.py checks the same panels in JupyterLab; these run in a plain
 
 from __future__ import annotations
 
+import json
 import asyncio
 
 import ipywidgets as widgets
@@ -175,3 +176,19 @@ def test_quick_moves_during_a_slow_scheduled_run_end_on_the_last_position():
     asyncio.run(moves())
     assert calls == [1, 2, 5]
     assert _texts(panel) == ["result for n = 5\n"]
+
+
+def test_lab_overrides_set_the_sliders_setting_and_keep_the_rest(tmp_path):
+    from krypton.notebook import LAB_SETTINGS, write_lab_overrides
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    (settings / "overrides.json").write_text(json.dumps(
+        {"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"},
+         "@jupyterlab/apputils-extension:kernels-settings": {"other": 1,
+                                                             "commsOverSubshells": "perCommTarget"}}))
+    path = write_lab_overrides(tmp_path)
+    written = json.loads(path.read_text())
+    assert written["@jupyterlab/apputils-extension:themes"] == {"theme": "JupyterLab Dark"}
+    plugin = "@jupyterlab/apputils-extension:kernels-settings"
+    assert written[plugin] == {"other": 1, **LAB_SETTINGS[plugin]}
+    assert written[plugin]["commsOverSubshells"] == "disabled"
