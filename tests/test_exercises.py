@@ -221,3 +221,29 @@ def test_thread_checker_accepts_the_solution_and_rejects_wrong_answers():
     verdict = exercises.check_thread_count(lambda m, n, k, threads: threads)  # no cut-off
     assert not verdict and "the C says" in str(verdict)
     assert not exercises.check_thread_count(lambda m, n, k, threads: 1 / 0)
+
+
+# ---------------------------------------------------------------- notebooks 03 and 04
+
+def test_check_kernel_passes_notebook_03s_unrolled_k_and_fails_a_dropped_odd_k():
+    source = _solutions("03_simd_solutions").UNROLLED_K_SOURCE
+    assert exercises.check_kernel(source, "kr_sgemm_mine", like="simd")
+    no_tail = source.replace("if (k < k1)", "if (0)")
+    assert no_tail != source
+    verdict = exercises.check_kernel(no_tail, "kr_sgemm_mine", like="simd")
+    assert not verdict and "wrong" in str(verdict)
+
+
+def test_notebook_04s_answers_meet_the_limits_they_claim():
+    from krypton import kernels
+
+    solutions = _solutions("04_register_blocking_solutions")
+    mr, nr = solutions.too_few_accumulators(8, 16, needed=8)
+    assert kernels.registers_needed(mr, nr, "avx2") <= 16 and mr * nr // 8 < 8
+    tiles = solutions.model_tiles(8, 16, pipes=2)
+    assert tiles, "AVX2 with 2 pipes has tiles that meet all three limits"
+    for mr, nr in tiles:
+        assert kernels.registers_needed(mr, nr, "avx2") <= 16
+        assert mr * nr // 8 >= 8 and 2 * (1 / mr + 8 / nr) <= 2
+    assert (1, 8) not in tiles and (4, 8) not in tiles       # too few accumulators
+    assert solutions.model_tiles(8, 16, pipes=2, load_ports=0) == []
