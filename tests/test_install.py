@@ -143,9 +143,11 @@ def _notebooks_with_the_first_cell() -> list[Path]:
     return found
 
 
-def test_notebooks_08_and_09_begin_with_the_install_cell_from_krypton_colab():
-    names = {path.name[:2] for path in _notebooks_with_the_first_cell()}
-    assert {"08", "09"} <= names, f"first code cell is krypton.colab.FIRST_CELL only in {names}"
+def test_every_notebook_begins_with_the_install_cell_from_krypton_colab():
+    found = {path.name for path in _notebooks_with_the_first_cell()}
+    every = {path.name for path in (REPO / "notebooks").glob("*.ipynb")}
+    assert every and found == every, (
+        f"first code cell is not krypton.colab.FIRST_CELL in {sorted(every - found)}")
 
 
 def test_the_first_cell_is_quiet_when_installed_and_prints_pip_when_not(source, tmp_path):
