@@ -10,15 +10,19 @@
  * only if
  *   1. MR x NV accumulators >= FMA latency x FMA pipes (about 4 cycles x 1 or 2 pipes on x86,
  *      x 2 to 4 on ARM): otherwise the pipes wait for results;
- *   2. (MR + NV) / (MR x NV) loads per FMA <= load ports / FMA pipes (2 / 2 on Zen 3 and 4 and
- *      most Intel cores): otherwise they wait for operands;
+ *   2. the loads within the load ports: NV / (MR x NV) whole-vector loads per FMA <= vector
+ *      load ports / FMA pipes (2 / 2 on Zen 3 and 4 and most Intel cores), and (MR + NV) /
+ *      (MR x NV) loads of any width per FMA <= load ports / FMA pipes (3 / 2 on Zen 3 and 4,
+ *      where a 4-byte broadcast of A takes the third port): otherwise they wait for operands;
  *   3. KR_REGISTERS_NEEDED(MR, NV) <= the ISA's vector registers: otherwise the compiler
  *      spills accumulators to the stack inside the k loop.
  * Among the tiles that pass, NV = 2 vectors of B: NR stays small, so a matrix pads little to a
  * whole number of micro-tiles. How each default was chosen:
  *   AVX2 6 x 16: 12 accumulators (8 needed with 2 pipes), 0.67 loads per FMA, 15 of 16
- *     registers; measured, on Zen 3: notebook 04 maps every tile with its operands in L1, and
- *     6 x 16 is among the fastest there and in the packed rung (the commit says by how much).
+ *     registers; measured on Zen 3: within the noise of the fastest tiles of notebook 04's map
+ *     of the micro-kernel alone (operands in L1), and in interleaved A/B runs of the packed rung
+ *     as fast as 4 x 24 and 5 x 16, and faster than the tall NR = 8 tiles (8 x 8, 12 x 8) that
+ *     win regblock's map, where B is read in place.
  *   AVX-512 8 x 32: the model's choice, 16 accumulators (8 needed with Intel's 2 pipes, 4 with
  *     Zen 4's one full-width pipe), 0.63 loads per FMA, 19 of 32 registers; 16 accumulators in
  *     8 x 32 pad less than 24 in 6 x 64 (784 columns pad to 800, not 832).
