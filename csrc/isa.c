@@ -1,9 +1,9 @@
-/* isa.c: the ISA tables of kr_simd.h and kr_microkernel.h, for Python to read.
+/* isa.c: the ISA tables of kr_simd.h and kr_microtile.h, for Python to read.
  *
  * Compiled once for any target: the tables describe every ISA, not only the one compiled for,
  * so krypton.machine reads them here instead of keeping copies. */
 #include "krypton.h"
-#include "kr_microkernel.h"
+#include "kr_microtile.h"
 
 #define KR_DESCRIBE(isa)                                                                        \
     case KR_ISA_##isa:                                                                          \

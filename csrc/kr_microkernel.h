@@ -2,66 +2,17 @@
  *
  * The micro-kernel holds an MR x NR block of C in vector registers for the whole depth kc of
  * one packed block: per step of k it loads NR floats of B (NV vectors) and MR floats of A (one
- * broadcast each), and does MR x NV vector FMAs. Two rules choose MR x NR for an ISA:
- *   - MR x NV accumulators >= FMA latency x FMA pipes: every pipe starts an FMA every cycle
- *     (4-cycle latency x 2 pipes on most x86 and ARM cores: at least 8; Apple's 4 pipes: 16);
- *   - MR x NV accumulators + NV vectors of B + 1 broadcast of A <= the vector registers
- *     (KR_REGISTERS_NEEDED): nothing is spilled to the stack inside the k loop.
- * Among the tiles that pass, fewer loads per FMA and less padding on the shapes that matter.
- * `python -m krypton.autotune` measures every tile that fits on your machine.
+ * broadcast each), and does MR x NV vector FMAs. kr_microtile.h defines MR x NR per ISA and
+ * says how each was chosen; `python -m krypton.autotune` measures every tile that fits.
  */
 #ifndef KR_MICROKERNEL_H
 #define KR_MICROKERNEL_H
 #include "kr_common.h"
 #include "kr_simd.h"
-
-/* Default micro-tiles, rows x columns, per ISA (csrc/isa.c reports them to Python). AVX-512:
- * 16 accumulators in 8 x 32 waste less on padding than 24 in 6 x 64 (784 columns pad to 800,
- * not 832). NEON: 8 x 8, 16 accumulators (4-cycle latency x 4 pipes on the widest cores) in 19
- * of 32 registers: 8 x 12 (24 in 28) fits on paper, but gcc 12 keeps accumulators on the stack
- * in its k loop (check: cross-compile with aarch64-linux-gnu-gcc -O3 -S and look for
- * `[sp` among the fmla instructions). */
-#define KR_MR_SCALAR 4
-#define KR_NR_SCALAR 2
-#define KR_MR_NEON 8
-#define KR_NR_NEON 8
-#define KR_MR_AVX2 6
-#define KR_NR_AVX2 16
-#define KR_MR_AVX512 8
-#define KR_NR_AVX512 32
+#include "kr_microtile.h"   /* KR_MR x KR_NR: the default micro-tile per ISA, and its checks */
 
 #ifndef KR_PREFETCH_C
 #  define KR_PREFETCH_C 1
-#endif
-
-#define KR_REGISTERS_NEEDED(mr, vectors_per_row) ((mr) * (vectors_per_row) + (vectors_per_row) + 1)
-
-#if KR_ISA == KR_ISA_AVX512
-#  define KR_MR_DEFAULT KR_MR_AVX512
-#  define KR_NR_DEFAULT KR_NR_AVX512
-#elif KR_ISA == KR_ISA_AVX2
-#  define KR_MR_DEFAULT KR_MR_AVX2
-#  define KR_NR_DEFAULT KR_NR_AVX2
-#elif KR_ISA == KR_ISA_NEON
-#  define KR_MR_DEFAULT KR_MR_NEON
-#  define KR_NR_DEFAULT KR_NR_NEON
-#else
-#  define KR_MR_DEFAULT KR_MR_SCALAR
-#  define KR_NR_DEFAULT KR_NR_SCALAR
-#endif
-#ifndef KR_MR
-#  define KR_MR KR_MR_DEFAULT
-#endif
-#ifndef KR_NR
-#  define KR_NR KR_NR_DEFAULT
-#endif
-#define KR_NV (KR_NR / KR_VLEN)   /* vectors per row of the micro-tile */
-
-#if KR_MR < 1 || KR_NR < 1 || KR_NR % KR_VLEN != 0
-#  error "KR_MR must be positive and KR_NR a positive multiple of the vector width KR_VLEN"
-#endif
-#if KR_REGISTERS_NEEDED(KR_MR, KR_NV) > KR_VREGS
-#  error "KR_MR x KR_NR needs more vector registers than the ISA has"
 #endif
 
 /* A rows x NR block of A*B over depth kc, held in registers; rows is a compile-time constant

@@ -13,21 +13,7 @@
  */
 #include "krypton.h"
 #include "kr_simd.h"
-
-#ifndef KR_MR
-#  define KR_MR 6
-#endif
-#ifndef KR_NR
-#  define KR_NR (2 * KR_VLEN)
-#endif
-#define KR_NV (KR_NR / KR_VLEN)   /* vectors per row of the micro-tile */
-
-#if KR_NR % KR_VLEN != 0
-#  error "KR_NR must be a multiple of the vector width KR_VLEN"
-#endif
-#if KR_MR * KR_NV + KR_NV + 1 > KR_VREGS
-#  error "KR_MR x KR_NR needs more vector registers than the ISA has"
-#endif
+#include "kr_microtile.h"   /* KR_MR x KR_NR (default per ISA, or -D), KR_NV, and the checks */
 
 static int64_t kr_min(int64_t a, int64_t b) { return a < b ? a : b; }
 

@@ -77,7 +77,7 @@ SPECS: dict[str, KernelSpec] = {
 }
 
 DEFAULT_MICROTILE = machine._IsaColumn("microtile")
-"""The default micro-tile (MR, NR) per ISA, as csrc/kr_microkernel.h defines it (and explains
+"""The default micro-tile (MR, NR) per ISA, as csrc/kr_microtile.h defines it (and explains
 it: enough accumulators to cover the FMA latency on every pipe, all in registers)."""
 
 

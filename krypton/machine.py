@@ -24,7 +24,7 @@ from krypton.checks import positive_int
 
 @dataclass(frozen=True)
 class IsaInfo:
-    """One vector ISA as csrc/kr_simd.h and csrc/kr_microkernel.h define it."""
+    """One vector ISA as csrc/kr_simd.h and csrc/kr_microtile.h define it."""
 
     name: str
     macro: int              # the value of KR_ISA that selects it
