@@ -120,21 +120,14 @@ int kr_softmax_xent_backward(int64_t rows, int64_t cols, const float *probs,
 
 #ifdef _OPENMP
 #  include <omp.h>
-#  include <pthread.h>
-/* GCC's OpenMP threads do not survive fork(): a child forked after a parallel region ran would
- * wait forever for them, so it marks itself and updates on one thread (as csrc/parallel.c). */
-static int kr_fused_threads_lost_to_fork;
-static pthread_once_t kr_fused_fork_watch_once = PTHREAD_ONCE_INIT;
-static void kr_fused_note_fork_in_child(void) { kr_fused_threads_lost_to_fork = 1; }
-static void kr_fused_watch_fork(void) { pthread_atfork(NULL, NULL, kr_fused_note_fork_in_child); }
 #endif
+#include "kr_fork_guard.h"  /* a child forked after a team ran updates on one thread */
 
 /* How many threads update n elements when the caller offers `threads`. */
 static int kr_team_size(int64_t n, int64_t threads)
 {
 #ifdef _OPENMP
-    if (threads > 1 && n >= KR_FUSED_SPLIT_MIN && !kr_fused_threads_lost_to_fork) {
-        pthread_once(&kr_fused_fork_watch_once, kr_fused_watch_fork);
+    if (threads > 1 && n >= KR_FUSED_SPLIT_MIN && kr_teams_allowed()) {
         return threads < n / (KR_FUSED_SPLIT_MIN / 2) ? (int)threads
                                                        : (int)(n / (KR_FUSED_SPLIT_MIN / 2));
     }

@@ -3,7 +3,7 @@
  * Keeps rung 5 (packing, the micro-kernel, the loop order) and adds one idea: each thread asks
  * for its share of the ic and jr loops (kr_thread_range, as BLIS's bli_thread_range_sub), so
  * one loop nest serves 1 or N threads; running it on a team is a separate decorator
- * (kr_fork_join), and so is the guard against fork().
+ * (kr_fork_join), and so is the guard against fork() (kr_fork_guard.h).
  *
  * - The loops that walk K (pc, and k inside the micro-kernel) are never divided, so every
  *   element of C is summed in the same order whatever the thread count: the result is bitwise
@@ -20,18 +20,9 @@
 #include "krypton.h"
 #include "kr_pack.h"
 #include "kr_workspace.h"
+#include "kr_fork_guard.h"  /* a child forked after a team ran computes on one thread */
 #ifdef _OPENMP
 #  include <omp.h>
-
-/* GCC's OpenMP runtime keeps its threads between calls, and they do not survive fork(): in a
- * child forked after the parent ran a parallel region (what Python's multiprocessing does by
- * default on Linux), the next parallel region waits forever for them. So the child marks itself
- * at fork and computes on its calling thread only: the same sums, no hang. This flag is the
- * ladder's one piece of mutable global state; it only ever goes from 0 to 1. */
-static int kr_threads_lost_to_fork;
-static pthread_once_t kr_fork_watch_once = PTHREAD_ONCE_INIT;
-static void kr_note_fork_in_child(void) { kr_threads_lost_to_fork = 1; }
-static void kr_watch_fork(void) { pthread_atfork(NULL, NULL, kr_note_fork_in_child); }
 
 /* Every thread of the team waits here for all the others; outside a team it returns at once. */
 static void kr_team_barrier(void)
@@ -145,8 +136,7 @@ static void kr_fork_join(int64_t threads, void (*work)(void *job, int64_t tid, i
                          void *job)
 {
 #ifdef _OPENMP
-    if (threads > 1 && !kr_threads_lost_to_fork) {
-        pthread_once(&kr_fork_watch_once, kr_watch_fork);   /* before the first team starts */
+    if (threads > 1 && kr_teams_allowed()) {
 #pragma omp parallel num_threads((int)threads)
         work(job, omp_get_thread_num(), omp_get_num_threads());
         return;
