@@ -20,9 +20,12 @@
  * behind a barrier; each thread times its share by its own CPU time, and the rates add up.
  *
  * The clock is measured without trusting /proc/cpuinfo (a guest sees the host's nominal
- * MHz): a chain of dependent integer adds runs one add per cycle on every x86-64 and AArch64
- * core, so adds per second is cycles per second. The FMA chains keep running beside it, at
- * a lower density, so the clock read is the one a vector load holds.
+ * MHz): a chain of dependent register-to-register integer adds runs one add per cycle on
+ * every x86-64 and AArch64 core, so adds per second is cycles per second. (Not adds of an
+ * immediate: Intel's cores since Golden Cove fold `add $1, reg` chains in the renamer and
+ * run several per cycle, which read as a 14-22 GHz clock. Check a probe by its pipe count:
+ * `python -m krypton.machine` must print a whole number of pipes.) The FMA chains keep
+ * running beside it, at a lower density, so the clock read is the one a vector load holds.
  *
  * The probe uses the vector width of the ISA kr_simd.h selects, so forcing AVX2 measures the
  * AVX2 peak.
@@ -45,10 +48,10 @@
 
 #define KR_ADD8(insn) insn insn insn insn insn insn insn insn
 #if defined(__x86_64__)
-#  define KR_ADDS_64 KR_ADD8(KR_ADD8("add $1, %0\n\t"))
+#  define KR_ADDS_64 KR_ADD8(KR_ADD8("add %1, %0\n\t"))
 #  define KR_HAS_CLOCK 1
 #elif defined(__aarch64__)
-#  define KR_ADDS_64 KR_ADD8(KR_ADD8("add %0, %0, #1\n\t"))
+#  define KR_ADDS_64 KR_ADD8(KR_ADD8("add %0, %0, %1\n\t"))
 #  define KR_HAS_CLOCK 1
 #else
 #  define KR_HAS_CLOCK 0
@@ -80,6 +83,7 @@ static void kr_probe_loop(int64_t iterations, int clock)
     const float one = kr_probe_one;
     const kr_vec x = kr_set1(0.999999f * one), y = kr_set1(1e-7f * one);
     uint64_t adds = 0;
+    const uint64_t increment = (uint64_t)one;   /* 1 in a register: the adds take no immediate */
 #pragma GCC unroll 32
     for (int c = 0; c < KR_PROBE_CHAINS; ++c)
         acc[c] = kr_set1((float)(c + 1) * one);   /* distinct starts: distinct chains */
@@ -89,7 +93,7 @@ static void kr_probe_loop(int64_t iterations, int clock)
             acc[c] = kr_probe_step(acc[c], x, y);
 #if KR_HAS_CLOCK
         if (clock)
-            __asm__ volatile(KR_ADDS_64 : "+r"(adds));
+            __asm__ volatile(KR_ADDS_64 : "+r"(adds) : "r"(increment));
 #endif
     }
     float lanes[KR_VLEN];
@@ -100,6 +104,7 @@ static void kr_probe_loop(int64_t iterations, int clock)
     volatile float sink = lanes[0];
     (void)sink;
     (void)adds;
+    (void)increment;
 }
 
 /* The threads the probe really runs: without OpenMP, one. */
