@@ -20,6 +20,7 @@ import pytest
 
 import krypton
 from krypton import nn
+from ctrl_c import sigint_default
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +49,8 @@ def only_the_checkpoint_is_left(directory: Path, name: str) -> None:
 def run_child(code: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd,
                           capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          preexec_fn=sigint_default)
 
 
 CHILD_PRELUDE = """

@@ -23,6 +23,7 @@ import pytest
 
 from krypton import seam
 from kernel_cache import built_modules
+from ctrl_c import sigint_default
 
 ROOT = Path(__file__).resolve().parent.parent
 ADD_SOURCE = "int kr_add(int a, int b) { return a + b; }\n"
@@ -222,7 +223,8 @@ def test_ctrl_c_during_a_compile_stops_the_compiler_and_cleans_up(tmp_path):
     child = subprocess.Popen(
         [sys.executable, "-c", f"from krypton import seam\n"
          f"seam.compile_c('#include \"{fifo}\"\\n' + {ADD_SOURCE!r}, {ADD_CDEF!r}, name='hang')"],
-        env=child_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=child_env(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=sigint_default)
     deadline = time.monotonic() + 60
     while no_one_reads(fifo) and time.monotonic() < deadline:   # wait for the compiler
         time.sleep(0.1)

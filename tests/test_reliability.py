@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from krypton import data
+from ctrl_c import sigint_default
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,7 +84,8 @@ SERVING_CHILD = """
 def serving_child(root: Path, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(SERVING_CHILD), str(root)],
                             env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_default)
 
 
 def test_ctrl_c_during_a_download_leaves_no_file(no_data_anywhere):

@@ -25,6 +25,7 @@ import pytest
 import krypton
 from krypton import data as kdata
 from krypton import seam, train
+from ctrl_c import sigint_default
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_COUNT, TEST_COUNT, BATCH = 320, 64, 64          # 5 batches per epoch
@@ -263,7 +264,8 @@ def test_ctrl_c_prints_what_was_measured_and_exits_130(toy_root):
                "--batch-size", "16"]
     environment = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=environment, cwd=REPO)
+                               text=True, env=environment, cwd=REPO,
+                               preexec_fn=sigint_default)
     try:
         seen = []
         for line in process.stdout:  # wait for the first epoch's line
