@@ -27,6 +27,7 @@ Measure it: notebook 05 prints the derivation for your machine and sweeps kc aro
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from krypton import machine
@@ -156,8 +157,11 @@ DEFAULT_WAYS = {1: 8, 2: 8, 3: 16}
 """Associativity assumed where the OS does not report it (common for L1d and L2 today)."""
 
 
+@functools.lru_cache(maxsize=None)
 def for_this_machine(mr: int, nr: int, element: int = 4) -> Blocks:
-    """``derive`` with this machine's caches and ways as the OS reports them."""
+    """``derive`` with this machine's caches and ways as the OS reports them, once per tile
+    (a call with explicit knobs resolves the defaults again, and derive's search would cost
+    more than a small product)."""
     sizes = machine.cache_sizes()
     levels = [Cache(size, machine.cache_ways(level) or DEFAULT_WAYS[level], sizes.line)
               for level, size in ((1, sizes.l1d), (2, sizes.l2), (3, sizes.l3))]
