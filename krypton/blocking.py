@@ -15,7 +15,9 @@ S x L bytes each, and a block that takes whole ways cannot be evicted by data in
   give a kc at least as deep.)
 - **mc (L2).** The mc x kc block of A is reused by every jr step; B's micro-panel passes
   through L2 too. B's micro-panel gets the ways it needs, one way is kept free, and A's block
-  fills the rest: mc = ways x S2 x L2 / (kc x element size), a multiple of MR.
+  fills the rest: mc = ways x S2 x L2 / (kc x element size), a multiple of MR. And at most
+  ``MC_ROWS_MAX``: each jr step also walks down mc rows of C (the model leaves C out), and a
+  large row-major C puts every row on a page of its own.
 - **nc (L3).** The kc x nc block of B, likewise, in the L3 ways left after A's block and one
   free way: nc = ways x S3 x L3 / (kc x element size), a multiple of NR.
 
@@ -25,6 +27,7 @@ Measure it: notebook 05 prints the derivation for your machine and sweeps kc aro
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from krypton import machine
@@ -39,6 +42,16 @@ MC_MAX = 4096
 NC_MAX = 8192
 """Clamps on mc and nc: larger blocks only grow the packing buffers (L3 is shared, so its
 share for one thread is an upper bound, not a promise)."""
+MC_ROWS_MAX = 192
+"""The most rows of C one jr step walks down, whatever L2 could hold: mc is capped here. The
+micro-tiles of one jr step are MR rows apart in C, and once a row of C is a page long (1024
+floats of a row-major C) each of the mc rows is a page of its own: the data TLB (64-96 pages
+in the first level, 1.5-3 K in the second, on current x86 and Arm cores) and the hardware
+prefetchers (a few dozen streams) lose track of them as mc grows, and every micro-tile then
+waits for its C. A 2 MiB L2 lets the model ask for mc = 1792 at kc = 256, so that C's rows
+cost far more than the larger block of A saves. Measure it: ``python -m krypton.bench`` at
+2048-4096 with ``mc=`` from 96 to 1792 (notebook 05's sweep), or the micro-kernel over one
+A block with a large C; 192 is a multiple of every default MR (6, 8, 12, 4)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +127,8 @@ def derive(l1: Cache, l2: Cache, l3: Cache, mr: int, nr: int, element: int = 4) 
 
     ways_b_l2 = _ways_for(kc * nr * element, l2)
     ways_a_l2 = max(1, l2.ways - 1 - ways_b_l2)
-    mc = _clamp(ways_a_l2 * l2.way_bytes // (kc * element) // mr * mr, mr, MC_MAX // mr * mr)
+    mc_l2 = ways_a_l2 * l2.way_bytes // (kc * element) // mr * mr
+    mc = _clamp(min(mc_l2, MC_ROWS_MAX // mr * mr), mr, MC_MAX // mr * mr)
 
     ways_a_l3 = _ways_for(mc * kc * element, l3)
     ways_b_l3 = max(1, l3.ways - 1 - ways_a_l3)
@@ -127,8 +141,9 @@ def derive(l1: Cache, l2: Cache, l3: Cache, mr: int, nr: int, element: int = 4) 
         f"{l1.ways - 1} ways is {kc_model} -> kc = {kc}: B {ways_b_l1} way(s), A {ways_a_l1} "
         f"(the paper's closed form gives kc = {kc_paper})",
         f"L2: {l2.ways} ways of {l2.way_bytes // kib} KiB; B's micro-panel {ways_b_l2} way(s), "
-        f"one free, A's mc x kc block {ways_a_l2} way(s) -> mc = {mc} "
-        f"({mc * kc * element // kib} KiB)",
+        f"one free, A's mc x kc block {ways_a_l2} way(s) -> mc = {mc_l2}"
+        + (f", at most {MC_ROWS_MAX} rows of C per jr step -> mc = {mc}" if mc != mc_l2 else "")
+        + f" ({mc * kc * element // kib} KiB)",
         f"L3: {l3.ways} ways of {l3.way_bytes // kib} KiB; A's block {ways_a_l3} way(s), one "
         f"free, B's kc x nc block {ways_b_l3} way(s) -> nc = {nc} "
         f"({kc * nc * element // kib} KiB; nc is at most {NC_MAX})",
@@ -142,8 +157,11 @@ DEFAULT_WAYS = {1: 8, 2: 8, 3: 16}
 """Associativity assumed where the OS does not report it (common for L1d and L2 today)."""
 
 
+@functools.lru_cache(maxsize=None)
 def for_this_machine(mr: int, nr: int, element: int = 4) -> Blocks:
-    """``derive`` with this machine's caches and ways as the OS reports them."""
+    """``derive`` with this machine's caches and ways as the OS reports them, once per tile
+    (a call with explicit knobs resolves the defaults again, and derive's search would cost
+    more than a small product)."""
     sizes = machine.cache_sizes()
     levels = [Cache(size, machine.cache_ways(level) or DEFAULT_WAYS[level], sizes.line)
               for level, size in ((1, sizes.l1d), (2, sizes.l2), (3, sizes.l3))]

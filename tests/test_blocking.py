@@ -16,11 +16,23 @@ SKYLAKE_X = (Cache(32 * KIB, 8), Cache(1 * MIB, 16), Cache(int(1.375 * MIB) * 8,
 def test_zen3_avx2_6x16_gives_the_models_blocks():
     # L1 way = 4 KiB, 7 ways to share: kc = 320 puts B's 20 KiB in 5 ways and A's 7.5 KiB in
     # 2; kc = 328 would need 6 + 2. The paper's closed form: floor(7 / (1 + 16/6)) = 1 way for
-    # A -> kc = 4096 / 24 = 170. L2 way = 64 KiB: B 1 way, 1 free, A 6 -> mc = 307 -> 306.
+    # A -> kc = 4096 / 24 = 170. L2 way = 64 KiB: B 1 way, 1 free, A 6 -> mc = 307 -> 306,
+    # then at most MC_ROWS_MAX = 192 rows of C per jr step.
     blocks = derive(*ZEN3, mr=6, nr=16)
-    assert (blocks.kc, blocks.mc, blocks.kc_paper) == (320, 306, 170)
+    assert (blocks.kc, blocks.mc, blocks.kc_paper) == (320, 192, 170)
+    assert "mc = 306, at most 192 rows of C" in blocks.reasoning[1]
     assert blocks.ways["l1_a"] == 2 and blocks.ways["l1_b"] == 5 and blocks.ways["l2_a"] == 6
     assert blocks.nc == blocking.NC_MAX                  # 14 L3 ways would hold far more
+
+
+def test_mc_is_the_l2_fit_or_the_c_row_cap_whichever_is_smaller():
+    small_l2 = (ZEN3[0], Cache(128 * KIB, 8), ZEN3[2])   # 16 KiB ways: B 2, A 5 -> mc = 60
+    assert derive(*small_l2, mr=6, nr=16).mc == 60
+    sapphire_rapids = (Cache(48 * KIB, 12), Cache(2 * MIB, 16), Cache(30 * MIB, 16))
+    blocks = derive(*sapphire_rapids, mr=8, nr=32)
+    assert (blocks.kc, blocks.mc) == (256, blocking.MC_ROWS_MAX)   # the L2 fit alone: 1792
+    for mr in (6, 8, 12, 14):
+        assert derive(*sapphire_rapids, mr=mr, nr=32).mc <= blocking.MC_ROWS_MAX
 
 
 def test_b_micro_panel_and_a_micro_panel_fit_l1_with_one_way_free():
