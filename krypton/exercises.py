@@ -10,21 +10,32 @@ The checkers, one per kind of exercise in the course:
 - ``check_kernel(c_source, function, like="packed")``: a learner's C kernel with the signature
   of csrc/krypton.h, compiled through ``krypton.kernels.compile_source`` and compared with
   NumPy in float64 on awkward shapes: empty, 1, primes, transposed inputs.
+- ``check_edge_kernel(c_source)`` (notebook 04): rung 4 with the right edge of each MR-row
+  block computed by the learner's own edge micro-kernel, checked on every edge width.
 - ``check_kc(learner_fn)`` (notebook 05): kc from L1 size and ways, as ``krypton.blocking``.
+- ``check_prefetch_off(c_source)`` (notebook 05): rung 5 built without the prefetch of C: right,
+  and with no prefetch instruction left in its machine code.
 - ``check_thread_count(learner_fn)`` (notebook 06): rung 6's rule for small products, as the C.
+- ``check_columns_only(c_source)`` (notebook 06): rung 6 with a thread grid of columns only:
+  right on several threads, and its ``kr_thread_grid`` asked for the grid it chooses.
 
 All return a ``Verdict``: true when every case passed, printed as one line per case.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
+import shutil
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
-from krypton import blocking, seam
+from krypton import blocking, kernels, machine, seam
 from krypton.autograd import Tensor
 from krypton.kernels import compile_source, get_kernel
 
@@ -56,8 +67,16 @@ class Verdict:
         return self.ok
 
     def __str__(self) -> str:
-        head = f"{self.what}: " + ("all cases right" if self.ok else "not right yet")
-        return "\n".join([head, *(f"  {line}" for line in self.lines)])
+        return "\n".join([self._head(), *(f"  {line}" for line in self.lines)])
+
+    def summary(self, shown: int = 5) -> str:
+        """The verdict's first line, and only its first ``shown`` wrong cases (for a notebook)."""
+        wrong = [line for line in self.lines if line.startswith("WRONG")]
+        more = [f"  ... and {len(wrong) - shown} more wrong"] if len(wrong) > shown else []
+        return "\n".join([self._head(), *(f"  {line}" for line in wrong[:shown]), *more])
+
+    def _head(self) -> str:
+        return f"{self.what}: " + ("all cases right" if self.ok else "not right yet")
 
     __repr__ = __str__
 
@@ -204,7 +223,8 @@ def _kernel_operands(m: int, n: int, k: int, transposed: bool, rng: np.random.Ge
 
 
 def check_kernel(c_source: str, function: str, like: str = "packed", seed: int = 0,
-                 **code_knobs) -> Verdict:
+                 shapes: Sequence[tuple[int, int, int]] = KERNEL_SHAPES,
+                 threads: Sequence[int] = (1,), **code_knobs) -> Verdict:
     """Compile a learner's C kernel and check it against NumPy float64 on awkward shapes.
 
     Args:
@@ -212,6 +232,8 @@ def check_kernel(c_source: str, function: str, like: str = "packed", seed: int =
         function: the name of the function, e.g. ``"kr_sgemm_mine"``.
         like: the rung whose flags, knobs and stride needs the kernel shares.
         seed: seed of the random inputs.
+        shapes: the (M, N, K) to try; by default empty, single, prime and larger shapes.
+        threads: the thread counts each shape runs on, for a threaded ``like``.
         **code_knobs: ``isa``/``mr``/``nr``, as for ``krypton.compile_source``.
 
     Returns:
@@ -227,31 +249,33 @@ def check_kernel(c_source: str, function: str, like: str = "packed", seed: int =
         verdict.fail(f"does not compile or load: {error}")
         return verdict
     rng = np.random.default_rng(seed)
-    for m, n, k in KERNEL_SHAPES:
-        for transposed in (False, True):
-            a, b = _kernel_operands(m, n, k, transposed, rng)
-            description = f"M={m} N={n} K={k}" + (", A and B transposed views" if transposed
-                                                 else "")
-            try:
-                found = kernel(a, b, threads=1) if kernel.spec.threaded else kernel(a, b)
-            except Exception as error:  # the learner's kernel: report, do not raise
-                verdict.fail(f"{description}: raised {type(error).__name__}: {error}")
-                continue
-            expected = a.astype(np.float64) @ b.astype(np.float64)
-            # float32 rounding of a K-term dot product: about K * eps * sum(|a| |b|).
-            bound = 4 * max(k, 1) * np.finfo(np.float32).eps * (np.abs(a).astype(np.float64)
-                                                               @ np.abs(b)) + 1e-30
+    thread_counts = tuple(threads) if kernel.spec.threaded else (1,)
+    for (m, n, k), transposed, count in itertools.product(shapes, (False, True), thread_counts):
+        a, b = _kernel_operands(m, n, k, transposed, rng)
+        description = (f"M={m} N={n} K={k}" + (", A and B transposed views" if transposed
+                                               else "")
+                       + (f", {count} threads" if len(thread_counts) > 1 else ""))
+        try:
+            found = kernel(a, b, threads=count) if kernel.spec.threaded else kernel(a, b)
+        except Exception as error:  # the learner's kernel: report, do not raise
+            verdict.fail(f"{description}: raised {type(error).__name__}: {error}")
+            continue
+        expected = a.astype(np.float64) @ b.astype(np.float64)
+        # float32 rounding of a K-term dot product: about K * eps * sum(|a| |b|).
+        bound = 4 * max(k, 1) * np.finfo(np.float32).eps * (np.abs(a).astype(np.float64)
+                                                           @ np.abs(b)) + 1e-30
+        with np.errstate(invalid="ignore"):  # a learner's NaN or inf is reported below
             error = np.abs(found - expected)
-            bad = error > bound
-            if found.shape != expected.shape:
-                verdict.fail(f"{description}: shape {found.shape}, expected {expected.shape}")
-            elif bad.any() or not np.isfinite(found).all():
-                rows, columns = np.nonzero(bad | ~np.isfinite(found))
-                where = _wrong_region(rows, columns, m, n)
-                verdict.fail(f"{description}: {bad.sum()} of {m * n} entries wrong ({where}), "
-                             f"largest error {np.nanmax(error):.2e}")
-            else:
-                verdict.passed(f"{description}")
+        bad = error > bound
+        if found.shape != expected.shape:
+            verdict.fail(f"{description}: shape {found.shape}, expected {expected.shape}")
+        elif bad.any() or not np.isfinite(found).all():
+            rows, columns = np.nonzero(bad | ~np.isfinite(found))
+            where = _wrong_region(rows, columns, m, n)
+            verdict.fail(f"{description}: {bad.sum()} of {m * n} entries wrong ({where}), "
+                         f"largest error {np.nanmax(error):.2e}")
+        else:
+            verdict.passed(f"{description}")
     return verdict
 
 
@@ -262,6 +286,36 @@ def _wrong_region(rows: np.ndarray, columns: np.ndarray, m: int, n: int) -> str:
     if np.all(rows == m - 1) and len(rows) == n:
         return "the last row of C"
     return (f"rows {rows.min()}-{rows.max()}, columns {columns.min()}-{columns.max()}")
+
+
+def edge_shapes(mr: int, nr: int, vlen: int) -> list[tuple[int, int, int]]:
+    """(M, N, K) whose last columns leave every kind of right edge of an MR x NR micro-tile:
+    one column, a part of one vector, whole vectors, whole vectors and a part, NR - 1."""
+    widths = sorted({1, vlen - 1, vlen, vlen + 1, nr // 2, nr - 1} - {0})
+    return [(2 * mr + 1, 2 * nr + width, 7) for width in widths if width < nr] \
+        + [(mr, width, 33) for width in widths if width < nr]
+
+
+def check_edge_kernel(c_source: str, function: str = "kr_sgemm_mine", **code_knobs) -> Verdict:
+    """Check notebook 04's edge exercise: rung 4 whose right edge (the last N mod NR columns of
+    each MR-row block) runs on the learner's own edge micro-kernel.
+
+    Args:
+        c_source: a copy of csrc/regblock.c with the edge micro-kernel written in.
+        function: the name its entry point has in the copy.
+        **code_knobs: ``isa``/``mr``/``nr`` as for ``krypton.get_kernel("regblock", ...)``;
+            the defaults are the package's.
+
+    Returns:
+        ``check_kernel``'s verdict on its awkward shapes and on a shape for every edge width
+        from one column to NR - 1, for this micro-tile.
+    """
+    code = get_kernel("regblock", **code_knobs).code_knobs
+    mr, nr, vlen = code["mr"], code["nr"], machine.VECTOR_WIDTH[code["isa"]]
+    verdict = check_kernel(c_source, function, like="regblock",
+                           shapes=KERNEL_SHAPES + tuple(edge_shapes(mr, nr, vlen)), **code)
+    verdict.what = f"edge micro-kernel in {function} ({mr} x {nr} micro-tile, {vlen} lanes)"
+    return verdict
 
 
 KC_CASES = ((32 * 1024, 8, 64, 6, 16, 4), (32 * 1024, 8, 64, 8, 32, 4), (48 * 1024, 12, 64, 8, 32, 4),
@@ -286,6 +340,50 @@ def check_kc(learner_fn: Callable[..., int]) -> Verdict:
             verdict.passed(f"{case}: kc = {found}")
         else:
             verdict.fail(f"{case}: kc = {found!r}, expected {expected}")
+    return verdict
+
+
+PREFETCH_MNEMONIC = re.compile(r"^\s*[0-9a-f]+:\s+(prefetch\w*|prfm)\b", re.MULTILINE)
+"""A prefetch instruction in objdump's listing: x86 prefetcht0/prefetchw..., ARM prfm."""
+
+
+def _prefetches(path: Path) -> int | None:
+    """Prefetch instructions in a compiled module's machine code (None without objdump)."""
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        return None
+    listing = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(path)],
+                             capture_output=True, text=True, check=True).stdout
+    return len(PREFETCH_MNEMONIC.findall(listing))
+
+
+def check_prefetch_off(c_source: str, function: str = "kr_sgemm_packed") -> Verdict:
+    """Check notebook 05's prefetch exercise: rung 5 compiled with ``KR_PREFETCH_C 0``.
+
+    Args:
+        c_source: the learner's source, e.g. a ``#define`` and ``#include "packed.c"``.
+        function: the entry point it defines.
+
+    Returns:
+        ``check_kernel``'s verdict (like rung 5), and one more line: the compiled module must
+        have no prefetch instruction left, where the package's rung 5 has some. Without
+        objdump that line says it could not look, and only the product is checked.
+    """
+    verdict = check_kernel(c_source, function, like="packed")
+    verdict.what = f"rung 5 without the prefetch of C ({function})"
+    if not verdict:
+        return verdict
+    mine = compile_source(c_source, function, like="packed", name=f"exercise_{function}")
+    found, default = _prefetches(mine.module.path), _prefetches(get_kernel("packed").module.path)
+    if found is None:
+        verdict.lines.append("?      no objdump here (binutils): the machine code was not read")
+    elif found == 0:
+        verdict.passed(f"no prefetch instruction in its machine code (the package's rung 5 "
+                       f"has {default})")
+    else:
+        verdict.fail(f"its machine code still has {found} prefetch instruction(s), as the "
+                     f"package's rung 5 ({default}): is KR_PREFETCH_C defined as 0 before the "
+                     "#include?")
     return verdict
 
 
@@ -322,3 +420,79 @@ def check_thread_count(learner_fn: Callable[[int, int, int, int], int]) -> Verdi
     else:
         verdict.lines.append(f"...    {right} of {total} cases agree with the C")
     return verdict
+
+
+GRID_PROBE = r"""
+/* Appended by krypton.exercises: asks this source's kr_thread_grid for its grid. */
+void kr_exercise_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
+                             int prefer_columns, int64_t *threads_m, int64_t *threads_n)
+{
+    *threads_m = *threads_n = 0;
+    kr_thread_grid(m_panels, n_panels, threads, prefer_columns, threads_m, threads_n);
+}
+"""
+GRID_PROBE_CDEF = ("void kr_exercise_thread_grid(int64_t m_panels, int64_t n_panels, "
+                   "int64_t threads, int prefer_columns, int64_t *threads_m, "
+                   "int64_t *threads_n);")
+GRID_CASES = ((683, 4, 2, 0), (22, 256, 2, 0), (100, 100, 4, 0), (7, 5, 3, 1), (64, 1, 4, 0),
+              (1, 64, 8, 1))
+"""(MR-row panels of A, NR-wide panels of B, threads, A read in place): tall, wide, square,
+odd thread counts and one side a single panel."""
+COLUMNS_ONLY_SHAPES = ((0, 5, 3), (1, 1, 1), (13, 17, 11), (97, 131, 61), (300, 7, 40),
+                       (5, 300, 40))
+
+
+def _thread_grids(c_source: str, code: dict) -> Callable[[int, int, int, int], tuple[int, int]]:
+    """kr_thread_grid of ``c_source``, compiled with rung 6's macros and flags."""
+    spec = kernels.SPECS["parallel"]
+    macros, flags = kernels._macros_and_flags(spec, code)
+    module = seam.compile_c(c_source + GRID_PROBE, GRID_PROBE_CDEF, name="exercise_grid",
+                            macros=macros, flags=flags)
+
+    def grid(m_panels: int, n_panels: int, threads: int, prefer_columns: int):
+        threads_m, threads_n = module.ffi.new("int64_t *"), module.ffi.new("int64_t *")
+        module.lib.kr_exercise_thread_grid(m_panels, n_panels, threads, prefer_columns,
+                                           threads_m, threads_n)
+        return threads_m[0], threads_n[0]
+    return grid
+
+
+def check_columns_only(c_source: str, function: str = "kr_sgemm_parallel",
+                       **code_knobs) -> Verdict:
+    """Check notebook 06's exercise: rung 6 whose ``kr_thread_grid`` splits only columns.
+
+    Args:
+        c_source: a copy of csrc/parallel.c with ``kr_thread_grid`` changed.
+        function: the entry point it defines.
+        **code_knobs: as for ``krypton.get_kernel("parallel", ...)``; the defaults are the
+            package's.
+
+    Returns:
+        A ``Verdict``: the product against NumPy on 1, 2 and 4 threads, then the grid its
+        ``kr_thread_grid`` chooses for tall, wide and square products, which must be
+        1 x threads (the package's grid is printed beside it).
+    """
+    code = get_kernel("parallel", **code_knobs).code_knobs
+    verdict = check_kernel(c_source, function, like="parallel", shapes=COLUMNS_ONLY_SHAPES,
+                           threads=(1, 2, 4), **code)
+    verdict.what = f"rung 6 with a grid of columns only ({function})"
+    if not verdict:
+        return verdict
+    try:
+        mine = _thread_grids(c_source, code)
+    except (seam.CompileError, ImportError) as error:  # ImportError: no such symbol to load
+        verdict.fail(f"kr_thread_grid could not be asked for its grid (keep its name and its "
+                     f"arguments): {error}")
+        return verdict
+    default = _thread_grids(kernels.kernel_source("parallel"), code)
+    for m_panels, n_panels, threads, prefer in GRID_CASES:
+        case = f"{m_panels} x {n_panels} panels on {threads} threads"
+        (tm, tn), (dm, dn) = mine(m_panels, n_panels, threads, prefer), \
+            default(m_panels, n_panels, threads, prefer)
+        if (tm, tn) == (1, threads):
+            verdict.passed(f"{case}: a 1 x {tn} grid (the package's: {dm} x {dn})")
+        else:
+            verdict.fail(f"{case}: a {tm} x {tn} grid, expected 1 x {threads} (the package's: "
+                         f"{dm} x {dn})")
+    return verdict
+

@@ -52,6 +52,11 @@ after a block of its own; with it, the two agreed within the machine's noise. Sp
 switched off instead: OMP_WAIT_POLICY=passive makes every parallel region of the kernels pay
 a wake-up."""
 
+LONG_CALL_SECONDS = 1.0
+"""A first call longer than this and than ``max_seconds`` is that contender's one sample: its
+one-time costs (page faults on C, cold caches and branch predictors) are micro- to
+milliseconds, so a second call would double the time spent and add no information."""
+
 SPREAD_WARNING = 0.10
 """The spread (fastest round minus slowest, over the median) above which two contenders whose
 ranges overlap are too noisy to compare: their ratio then says less than the noise."""
@@ -240,12 +245,16 @@ def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, re
     """Time each contender on one (M, N, K) shape in interleaved rounds; return the timings.
 
     Each round gives every contender one block: after a pause (``gap_seconds``; by default
-    0.15 s when several threads run, so the previous library's idle threads, which spin for
-    a while after each call, have gone to sleep and do not compete for the cores), one
+    0.15 s after a block that ran on several threads, so that library's idle threads, which
+    spin for a while after each call, have gone to sleep and do not compete for the cores; a
+    single-threaded block leaves no threads spinning, so none follows it; a ``gap_seconds``
+    given explicitly comes before every block), one
     untimed call wakes its threads and caches, then calls are timed back to back for at least
     ``min_block_seconds``; the block's mean is one sample, and the median of the rounds is
     reported. Contenders slower than ``max_seconds`` per round are timed fewer rounds (at
-    least one), so the naive rung does not take minutes at large sizes.
+    least one), so the naive rung does not take minutes at large sizes; one whose first call
+    alone takes longer than ``max_seconds`` (and ``LONG_CALL_SECONDS``) keeps that call as its
+    one sample.
 
     ``others`` adds contenders by label: functions of (a, b), such as a ``Kernel`` compiled
     with ``kernels.compile_source`` (they are timed as running on ``threads`` threads).
@@ -257,6 +266,7 @@ def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, re
     repeats = positive_int("repeats", repeats)
     a, b = random_operands(m, n, k, seed)
     knobs = knobs or {}
+    gap_after_every_block = gap_seconds is not None
     if gap_seconds is None:
         gap_seconds = IDLE_SECONDS if threads > 1 else 0.0
     others = others or {}
@@ -272,16 +282,23 @@ def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, re
             start = time.perf_counter()
             call()
             one_call[name] = max(time.perf_counter() - start, 1e-7)
+        sampled_once = {name for name, seconds in one_call.items()
+                        if seconds > max(max_seconds, LONG_CALL_SECONDS)}
+        for name in sampled_once:
+            results[name].seconds.append(one_call[name])
         order = random.Random(seed)
+        previous_spun = True  # the first calls just ran, the threaded ones among them
         for round_index in range(repeats):
             names_in_round = list(calls)
             order.shuffle(names_in_round)
             for name in names_in_round:
                 call = calls[name]
-                if round_index > 0 and one_call[name] * (round_index + 1) > max_seconds:
+                if name in sampled_once or (round_index > 0
+                                            and one_call[name] * (round_index + 1) > max_seconds):
                     continue
-                if gap_seconds:
+                if gap_seconds and (gap_after_every_block or previous_spun):
                     time.sleep(gap_seconds)
+                previous_spun = results[name].threads > 1
                 if one_call[name] < 1.0:
                     call()
                 calls_in_block = max(1, int(min_block_seconds / one_call[name]))

@@ -207,3 +207,37 @@ def test_the_one_numpy_check_passes_a_rung_and_catches_a_wrong_product():
                                                   for _, _, k in timing.CHECK_SHAPES]
     off = timing.check_against_numpy(lambda a, b: (a @ b) + 1e-3)
     assert not any(row["ok"] for row in off)
+
+
+
+@pytest.mark.parametrize("names, others, gap, expected", [
+    (["packed", "naive"], False, None, 1),   # one thread each: only the first block waits
+    ([], True, None, 3),                     # a contender on two threads: every block waits
+    (["packed", "naive"], False, 0.01, 6),   # an explicit gap comes before every block
+])
+def test_measure_shape_pauses_only_after_threaded_blocks(monkeypatch, names, others, gap,
+                                                         expected):
+    pauses = []
+    monkeypatch.setattr(timing.time, "sleep", pauses.append)
+    extra = {"two threads": lambda a, b: a @ b} if others else None
+    bench.measure_shape(names, 16, 16, 16, threads=2, repeats=3, min_block_seconds=0.0,
+                        gap_seconds=gap, others=extra)
+    assert len(pauses) - 1 == expected, pauses   # the first pause settles what ran before
+
+
+def test_a_first_call_longer_than_max_seconds_is_the_one_sample(monkeypatch):
+    monkeypatch.setattr(timing, "LONG_CALL_SECONDS", 0.0)
+    calls = []
+
+    def slow(a, b):
+        calls.append(1)
+        timing.time.sleep(0.02)
+
+    results = bench.measure_shape([], 4, 4, 4, threads=1, repeats=3, max_seconds=0.01,
+                                  min_block_seconds=0.0, others={"slow": slow})
+    assert len(calls) == 1 and len(results[0].seconds) == 1 and results[0].seconds[0] >= 0.02
+    monkeypatch.setattr(timing, "LONG_CALL_SECONDS", 1.0)   # the floor: 0.02 s is not long
+    calls.clear()
+    bench.measure_shape([], 4, 4, 4, threads=1, repeats=3, max_seconds=0.01,
+                        min_block_seconds=0.0, others={"slow": slow})
+    assert len(calls) == 3                   # the first call, then round 0: a warm-up and a block

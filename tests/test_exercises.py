@@ -8,6 +8,7 @@ teach nothing, so each one must fail here.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +250,53 @@ def test_notebook_04s_answers_meet_the_limits_they_claim():
     assert (1, 8) not in tiles and (7, 8) not in tiles       # too few accumulators
     assert (8, 8) not in solutions.model_tiles(8, 16, pipes=2, load_ports=2)  # 1.125 loads/FMA
     assert solutions.model_tiles(8, 16, pipes=2, load_ports=0) == []
+
+
+def test_check_edge_kernel_passes_notebook_04s_solution_and_fails_an_empty_or_unmasked_edge():
+    solutions = _solutions("04_register_blocking_solutions")
+    verdict = exercises.check_edge_kernel(solutions.edge_source())
+    assert verdict, str(verdict)
+    empty = solutions.edge_source("{\n    (void)kc; (void)n; (void)A; (void)rsa; (void)csa; "
+                                  "(void)B; (void)rsb; (void)C; (void)ldc;\n}\n")
+    assert not exercises.check_edge_kernel(empty)                 # the notebook's template
+    no_mask = solutions.EDGE_BODY.replace("vectors = full + (rest > 0)", "vectors = full")
+    assert no_mask != solutions.EDGE_BODY
+    verdict = exercises.check_edge_kernel(solutions.edge_source(no_mask))
+    assert not verdict and "wrong" in str(verdict), str(verdict)
+
+
+# ---------------------------------------------------------------- notebooks 05 and 06: C
+
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="reads machine code with objdump")
+def test_check_prefetch_off_passes_the_solution_and_fails_rung_5_as_it_is():
+    solution = _solutions("05_packing_solutions").PREFETCH_OFF_SOURCE
+    verdict = exercises.check_prefetch_off(solution)
+    assert verdict and "no prefetch instruction" in str(verdict), str(verdict)
+    verdict = exercises.check_prefetch_off('#include "packed.c"\n')
+    assert not verdict and "still has" in str(verdict), str(verdict)
+    wrong = KERNEL.replace("LAST", "(N - 1)").replace("kr_sgemm_mine", "kr_sgemm_packed")
+    verdict = exercises.check_prefetch_off(wrong)
+    assert not verdict and "the last column of C" in str(verdict), str(verdict)
+
+
+def test_check_columns_only_passes_the_solution_and_fails_other_grids():
+    solutions = _solutions("06_threading_solutions")
+    verdict = exercises.check_columns_only(solutions.columns_only_source())
+    assert verdict, str(verdict)
+    assert "4 threads" in str(verdict)                 # the product is checked on threads too
+    package = solutions.nb.c_source("parallel")
+    rows_only = package.replace(solutions.GRID_LINE, "const int64_t tm = threads;")
+    for wrong in (package, rows_only):
+        verdict = exercises.check_columns_only(wrong)
+        assert not verdict and "expected 1 x" in str(verdict), str(verdict)
+    renamed = solutions.columns_only_source().replace("kr_thread_grid", "kr_grid")
+    verdict = exercises.check_columns_only(renamed)
+    assert not verdict and "kr_thread_grid" in str(verdict), str(verdict)
+
+
+def test_a_verdicts_summary_shows_its_first_wrong_cases_only():
+    verdict = exercises.check_kernel(KERNEL.replace("LAST", "(N - 1)"), "kr_sgemm_mine",
+                                     like="naive")
+    summary = verdict.summary(shown=2)
+    assert summary.startswith(verdict.what) and "not right yet" in summary
+    assert summary.count("WRONG") == 2 and "more wrong" in summary and "ok " not in summary

@@ -22,10 +22,13 @@ def kc_for_l1(l1_bytes, ways, line, mr, nr, element):
 
 
 # Exercise 2. Prefetch C or not: compile rung 5 without the prefetch of C and time both.
+# (KR_PREFETCH_C is guarded by #ifndef in kr_microkernel.h, so a #define before the #include wins.)
+PREFETCH_OFF_SOURCE = '#define KR_PREFETCH_C 0\n#include "packed.c"\n'
+
+
 def prefetch_comparison(size=2048, repeats=3):
     packed = krypton.get_kernel("packed")
-    no_prefetch = krypton.compile_source('#define KR_PREFETCH_C 0\n#include "packed.c"\n',
-                                         "kr_sgemm_packed", like="packed",
+    no_prefetch = krypton.compile_source(PREFETCH_OFF_SOURCE, "kr_sgemm_packed", like="packed",
                                          name="packed_no_prefetch")
     return (nb.time_gflops(packed, size, repeats=repeats),
             nb.time_gflops(no_prefetch, size, repeats=repeats))
@@ -41,5 +44,6 @@ def overflow_l2(size=1024, kc=256):
 
 if __name__ == "__main__":
     print(exercises.check_kc(kc_for_l1))
+    print(exercises.check_prefetch_off(PREFETCH_OFF_SOURCE))
     print("with / without prefetch of C, GFLOPS:", prefetch_comparison(512))
     print("A block twice L2:", overflow_l2(512))

@@ -39,6 +39,31 @@ def eager_comparison(sizes=(32, 64, 128, 256), repeats=20):
                 nb.time_gflops(eager, s, threads=cores, repeats=repeats)) for s in sizes}
 
 
+# Exercise 3. Split only columns: threads_m = 1 for every thread count, so no thread shares
+# the packing of B with another (no barrier), and each packs all of A's rows for its columns.
+GRID_LINE = "const int64_t tm = prefer_columns ? i + 1 : threads - i;"
+
+
+def columns_only_source():
+    source = nb.c_source("parallel")
+    assert GRID_LINE in source, "parallel.c changed: update GRID_LINE"
+    return source.replace(GRID_LINE, "const int64_t tm = 1;")
+
+
+def columns_only_comparison(shapes=((4096, 1024, 256), (128, 4096, 256)), repeats=3):
+    """GFLOPS of the default grid and of columns only on (M, N, K) shapes, on every core."""
+    parallel = krypton.get_kernel("parallel")
+    columns = krypton.compile_source(columns_only_source(), "kr_sgemm_parallel", like="parallel",
+                                     name="parallel_columns_only", **parallel.code_knobs)
+    cores = machine.cpu_count()
+    return {shape: (nb.time_gflops(parallel, shape, threads=cores, repeats=repeats),
+                    nb.time_gflops(columns, shape, threads=cores, repeats=repeats))
+            for shape in shapes}
+
+
 if __name__ == "__main__":
     print(exercises.check_thread_count(threads_for))
     print("default rule / always all threads, GFLOPS:", eager_comparison((32, 64)))
+    print(exercises.check_columns_only(columns_only_source()))
+    print("default grid / columns only, GFLOPS:",
+          columns_only_comparison(((1024, 256, 256), (128, 1024, 256))))
