@@ -156,12 +156,13 @@ def _convolve(name: str, x: Tensor, weight: Tensor, bias: Tensor | None, stride:
     _check_window(name, x.shape, kernel, padding)
     n, _, h, w = x.shape
     ho, wo = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
-    cols = im2col(x.data, kernel, stride, padding)
+    # The C kernels (csrc/conv.c, csrc/fused.c) or NumPy's reference: the same values.
+    in_c = _fusable(x.data, weight.data)
+    cols = (fused.im2col if in_c else im2col)(x.data, kernel, stride, padding)
     weights = weight.data.reshape(out_channels, -1)  # (O, C·kh·kw): a view
     out = backends.matmul(weights, cols)  # (O, N·Ho·Wo)
     if bias is not None:
         out += bias.data[:, None]
-    in_c = _fusable(out)  # the fused C kernels' ReLU (csrc/fused.c), or NumPy's: same values
     if relu:
         if in_c:
             fused.bias_relu(out, None, out=out)
@@ -183,7 +184,8 @@ def _convolve(name: str, x: Tensor, weight: Tensor, bias: Tensor | None, stride:
         gb = grad.sum(axis=1) if bias is not None and bias.requires_grad else None
         gx = None
         if x.requires_grad:
-            gx = col2im(backends.matmul(weights.T, grad), x.shape, kernel, stride, padding)
+            gx = (fused.col2im if in_c else col2im)(backends.matmul(weights.T, grad), x.shape,
+                                                    kernel, stride, padding)
         return gx, gw, gb
 
     return Tensor._result(y, parents, "Conv2dReLU" if relu else "Conv2d", backward)
@@ -211,6 +213,12 @@ def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
     (kh, kw), (sh, sw) = kernel, stride
     ho, wo = output_size(x.shape[2], kh, sh, 0), output_size(x.shape[3], kw, sw, 0)
 
+    if _fusable(x.data):  # one pass in C that keeps each window's argmax (csrc/conv.c)
+        top, argmax = fused.max_pool2d(x.data, kernel, stride)
+        return Tensor._result(top, (x,), "MaxPool2d", lambda g: (
+            fused.max_pool2d_backward(g, argmax, x.shape,
+                                      channels_first=_channels_first(x.data))[0],))
+
     def offset(array: np.ndarray, i: int, j: int) -> np.ndarray:
         return array[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
 
@@ -235,3 +243,9 @@ def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
         return (gx,)
 
     return Tensor._result(out, (x,), "MaxPool2d", backward)
+
+
+def _channels_first(array: np.ndarray) -> bool:
+    """Whether an (N, C, H, W) array has its channels outermost in memory, as conv2d's
+    outputs do (a gradient is made in its input's layout, so products read it in place)."""
+    return array.strides[0] < array.strides[1]
