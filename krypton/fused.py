@@ -384,10 +384,12 @@ def _windows(kernel: Any, stride: Any, padding: Any) -> tuple[tuple[int, int], .
     pairs = []
     for label, value, low in (("kernel", kernel, 1), ("stride", stride, 1),
                               ("padding", padding, 0)):
-        pair = tuple(int(v) for v in value)
-        if len(pair) != 2 or min(pair) < low:
-            raise ValueError(f"{label} must be a pair of ints >= {low}, got {value!r}")
-        pairs.append(pair)
+        pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+        if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair) \
+                or min(pair) < low:
+            raise ValueError(f"{label} must be an int or a pair of ints >= {low}, got "
+                             f"{value!r}")
+        pairs.append((int(pair[0]), int(pair[1])))
     return tuple(pairs)
 
 

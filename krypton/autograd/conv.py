@@ -176,19 +176,72 @@ def _convolve(name: str, x: Tensor, weight: Tensor, bias: Tensor | None, stride:
         if relu:
             grad = (fused.bias_relu_backward(grad, out, with_bias=False)[0] if in_c
                     else grad * (out > 0))
-        # dWᵀ = cols @ dYᵀ rather than dW = dY @ colsᵀ: the same sums, but the small-matrix
-        # rung ran this orientation faster on the CNN's shapes (interleaved A/B of the two
-        # with kernels.matmul); dWᵀ is (C·kh·kw, O), its transpose a tiny copy.
-        gw = (backends.matmul(cols, grad.T).T.reshape(weight.shape) if weight.requires_grad
-              else None)
         gb = grad.sum(axis=1) if bias is not None and bias.requires_grad else None
-        gx = None
-        if x.requires_grad:
-            gx = (fused.col2im if in_c else col2im)(backends.matmul(weights.T, grad), x.shape,
-                                                    kernel, stride, padding)
+        gx, gw = _products_backward(grad, cols, x, weight, stride, padding, in_c)
         return gx, gw, gb
 
     return Tensor._result(y, parents, "Conv2dReLU" if relu else "Conv2d", backward)
+
+
+def _products_backward(grad: np.ndarray, cols: np.ndarray, x: Tensor, weight: Tensor,
+                       stride: tuple[int, int], padding: tuple[int, int],
+                       in_c: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """dx and dW of a convolution from dY as an (O, N·Ho·Wo) matrix: two products and col2im,
+    each only when its input requires a gradient."""
+    weights = weight.data.reshape(weight.shape[0], -1)
+    # dWᵀ = cols @ dYᵀ rather than dW = dY @ colsᵀ: the same sums, but the small-matrix
+    # rung ran this orientation faster on the CNN's shapes (interleaved A/B of the two
+    # with kernels.matmul); dWᵀ is (C·kh·kw, O), its transpose a tiny copy.
+    gw = (backends.matmul(cols, grad.T).T.reshape(weight.shape) if weight.requires_grad
+          else None)
+    gx = None
+    if x.requires_grad:
+        gx = (fused.col2im if in_c else col2im)(backends.matmul(weights.T, grad), x.shape,
+                                                weight.shape[2:], stride, padding)
+    return gx, gw
+
+
+def conv2d_relu_pool(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
+                     padding: Any = 0, pool_size: Any = 2, pool_stride: Any = None) -> Tensor:
+    """``max_pool2d(relu(conv2d(x, weight, bias, stride, padding)), pool_size, pool_stride)``
+    as one graph node: what ``nn.Sequential`` runs for a Conv2d, a ReLU and a MaxPool2d.
+
+    The ReLU moves after the pooling, where it sees a quarter of the values (2 x 2 windows):
+    ``max(relu(v)) = relu(max(v))``, and the window's winner gets the gradient exactly when the
+    ReLU lets it through. So the forward pass is the product, then one C pass that adds the
+    bias, takes each window's maximum (remembering where it was) and the ReLU; the backward
+    pass scatters each window's gradient, masked by the ReLU, into dY and sums it for the
+    bias, in one pass, and the full-size ReLU output and its mask are never made. The fused
+    C kernels only (csrc/conv.c); the NumPy reference is the three operations in turn.
+    """
+    pool_size = as_pair("pool_size", pool_size, 1)
+    pool_stride = pool_size if pool_stride is None else as_pair("pool_stride", pool_stride, 1)
+    stride, padding = as_pair("stride", stride, 1), as_pair("padding", padding, 0)
+    _checked("conv2d_relu_pool", x, weight, bias)
+    if not _fusable(x.data, weight.data):
+        return max_pool2d(conv2d_relu(x, weight, bias, stride, padding), pool_size, pool_stride)
+    out_channels, _, kh, kw = weight.shape
+    _check_window("conv2d_relu_pool", x.shape, (kh, kw), padding)
+    n, _, h, w = x.shape
+    ho, wo = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
+    _check_window("conv2d_relu_pool (its max-pooling)", (n, out_channels, ho, wo), pool_size,
+                  (0, 0))
+    cols = fused.im2col(x.data, (kh, kw), stride, padding)
+    out = backends.matmul(weight.data.reshape(out_channels, -1), cols)  # (O, N·Ho·Wo)
+    conv = out.reshape(out_channels, n, ho, wo).transpose(1, 0, 2, 3)  # channels first
+    pooled, argmax = fused.max_pool2d(conv, pool_size, pool_stride,
+                                      None if bias is None else bias.data, relu=True)
+    parents = (x, weight) if bias is None else (x, weight, bias)
+
+    def backward(g: np.ndarray):
+        want_bias = bias is not None and bias.requires_grad
+        gz, gb = fused.max_pool2d_backward(g, argmax, conv.shape, out=pooled,
+                                           with_bias=want_bias)
+        grad = gz.transpose(1, 0, 2, 3).reshape(out_channels, -1)  # channels first: a view
+        gx, gw = _products_backward(grad, cols, x, weight, stride, padding, True)
+        return gx, gw, gb
+
+    return Tensor._result(pooled, parents, "Conv2dReLUMaxPool2d", backward)
 
 
 def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
