@@ -13,6 +13,29 @@
 #include <stddef.h>
 #include <string.h>
 #include "kr_conv.h"
+#ifdef _OPENMP
+#  include <omp.h>
+#endif
+#include "kr_fork_guard.h"  /* a child forked after a team ran computes on one thread */
+
+/* The planes are independent, so the work splits over threads by (channel, sample) pairs, each
+ * thread writing its own planes: the result does not depend on the thread count. Waking a team
+ * costs microseconds, more than a small image's whole pass: below KR_CONV_SPLIT_MIN floats
+ * moved, one thread does it (measure: krypton.fused.im2col with threads=1 and 2). */
+#define KR_CONV_SPLIT_MIN 65536
+
+/* How many threads share `units` independent pieces of work moving `floats` floats. */
+static int kr_conv_team(int64_t floats, int64_t units, int64_t threads)
+{
+#ifdef _OPENMP
+    if (threads > 1 && units > 1 && floats >= KR_CONV_SPLIT_MIN && kr_teams_allowed())
+        return (int)(threads < units ? threads : units);
+#endif
+    (void)floats;
+    (void)units;
+    (void)threads;
+    return 1;
+}
 
 /* Whether the window sizes fit: a kh x kw window, strides >= 1, padding >= 0, no larger than
  * the padded image, and (ho, wo) the number of positions those give. */
@@ -40,81 +63,91 @@ static void kr_inside(int64_t size, int64_t s, int64_t offset, int64_t positions
 
 int kr_im2col(int64_t n, int64_t c, int64_t h, int64_t w, const float *x, int64_t plane_n,
               int64_t plane_c, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
-              int64_t pw, int64_t ho, int64_t wo, float *cols)
+              int64_t pw, int64_t ho, int64_t wo, float *cols, int64_t threads)
 {
     if (!kr_window_fits(n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo) || plane_n < 0
-        || plane_c < 0)
+        || plane_c < 0 || threads < 1)
         return KR_CONV_EINVAL;
     const int64_t columns = n * ho * wo;
     if (columns == 0 || c == 0)
         return KR_CONV_OK;
     if (x == NULL || cols == NULL)
         return KR_CONV_EINVAL;
-    for (int64_t ci = 0; ci < c; ++ci)
-        for (int64_t ni = 0; ni < n; ++ni) {
-            const float *plane = x + ni * plane_n + ci * plane_c;  /* read from L1 k·k times */
-            for (int64_t i = 0; i < kh; ++i)
-                for (int64_t j = 0; j < kw; ++j) {
-                    float *row = cols + ((ci * kh + i) * kw + j) * columns + ni * ho * wo;
-                    int64_t first, last;  /* the output columns whose pixel is not padding */
-                    kr_inside(w, sw, j - pw, wo, &first, &last);
-                    for (int64_t r = 0; r < ho; ++r) {
-                        float *out = row + r * wo;   /* contiguous: the copy runs along Wo */
-                        const int64_t y = r * sh + i - ph;
-                        if (y < 0 || y >= h) {
-                            memset(out, 0, (size_t)wo * sizeof(float));
-                            continue;
-                        }
-                        const float *in = plane + y * w + (j - pw);
-                        for (int64_t q = 0; q < first; ++q)
-                            out[q] = 0.0f;
-                        if (sw == 1)
-                            memcpy(out + first, in + first, (size_t)(last - first) * sizeof(float));
-                        else
-                            for (int64_t q = first; q < last; ++q)
-                                out[q] = in[q * sw];
-                        for (int64_t q = last; q < wo; ++q)
-                            out[q] = 0.0f;
+    const int team = kr_conv_team(c * kh * kw * columns, c * n, threads);
+    (void)team;                                    /* unused without OpenMP */
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
+#endif
+    for (int64_t unit = 0; unit < c * n; ++unit) { /* one (channel, sample) plane each */
+        const int64_t ci = unit / n, ni = unit % n;
+        const float *plane = x + ni * plane_n + ci * plane_c;  /* read from L1 k·k times */
+        for (int64_t i = 0; i < kh; ++i)
+            for (int64_t j = 0; j < kw; ++j) {
+                float *row = cols + ((ci * kh + i) * kw + j) * columns + ni * ho * wo;
+                int64_t first, last;  /* the output columns whose pixel is not padding */
+                kr_inside(w, sw, j - pw, wo, &first, &last);
+                for (int64_t r = 0; r < ho; ++r) {
+                    float *out = row + r * wo;   /* contiguous: the copy runs along Wo */
+                    const int64_t y = r * sh + i - ph;
+                    if (y < 0 || y >= h) {
+                        memset(out, 0, (size_t)wo * sizeof(float));
+                        continue;
                     }
+                    const float *in = plane + y * w + (j - pw);
+                    for (int64_t q = 0; q < first; ++q)
+                        out[q] = 0.0f;
+                    if (sw == 1)
+                        memcpy(out + first, in + first, (size_t)(last - first) * sizeof(float));
+                    else
+                        for (int64_t q = first; q < last; ++q)
+                            out[q] = in[q * sw];
+                    for (int64_t q = last; q < wo; ++q)
+                        out[q] = 0.0f;
                 }
-        }
+            }
+    }
     return KR_CONV_OK;
 }
 
 int kr_col2im(int64_t n, int64_t c, int64_t h, int64_t w, const float *cols, int64_t kh,
               int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t ho,
-              int64_t wo, float *x, int64_t plane_n, int64_t plane_c)
+              int64_t wo, float *x, int64_t plane_n, int64_t plane_c, int64_t threads)
 {
     if (!kr_window_fits(n, c, h, w, kh, kw, sh, sw, ph, pw, ho, wo) || plane_n < 0
-        || plane_c < 0)
+        || plane_c < 0 || threads < 1)
         return KR_CONV_EINVAL;
     if (n == 0 || c == 0 || h * w == 0)
         return KR_CONV_OK;
     if (x == NULL || cols == NULL)
         return KR_CONV_EINVAL;
     const int64_t columns = n * ho * wo;
-    for (int64_t ci = 0; ci < c; ++ci)
-        for (int64_t ni = 0; ni < n; ++ni) {
-            float *plane = x + ni * plane_n + ci * plane_c;  /* summed into in L1 */
-            memset(plane, 0, (size_t)(h * w) * sizeof(float));
-            /* Offsets in the order NumPy's reference adds them (i, then j): for one offset the
-             * pixels are distinct, so each pixel's sum is taken in the same order, from 0. */
-            for (int64_t i = 0; i < kh; ++i)
-                for (int64_t j = 0; j < kw; ++j) {
-                    const float *row = cols + ((ci * kh + i) * kw + j) * columns + ni * ho * wo;
-                    int64_t first, last;
-                    kr_inside(w, sw, j - pw, wo, &first, &last);
-                    for (int64_t r = 0; r < ho; ++r) {
-                        const int64_t y = r * sh + i - ph;
-                        if (y < 0 || y >= h)
-                            continue;  /* that row of the patch was padding: no pixel */
-                        const float *in = row + r * wo;
-                        float *out = plane + y * w + (j - pw);
-                        for (int64_t q = first; q < last; ++q)
-                            out[q * sw] += in[q];
-                    }
+    const int team = kr_conv_team(c * kh * kw * columns, c * n, threads);
+    (void)team;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
+#endif
+    for (int64_t unit = 0; unit < c * n; ++unit) { /* one (channel, sample) plane each */
+        const int64_t ci = unit / n, ni = unit % n;
+        float *plane = x + ni * plane_n + ci * plane_c;  /* summed into in L1 */
+        memset(plane, 0, (size_t)(h * w) * sizeof(float));
+        /* Offsets in the order NumPy's reference adds them (i, then j): for one offset the
+         * pixels are distinct, so each pixel's sum is taken in the same order, from 0. */
+        for (int64_t i = 0; i < kh; ++i)
+            for (int64_t j = 0; j < kw; ++j) {
+                const float *row = cols + ((ci * kh + i) * kw + j) * columns + ni * ho * wo;
+                int64_t first, last;
+                kr_inside(w, sw, j - pw, wo, &first, &last);
+                for (int64_t r = 0; r < ho; ++r) {
+                    const int64_t y = r * sh + i - ph;
+                    if (y < 0 || y >= h)
+                        continue;  /* that row of the patch was padding: no pixel */
+                    const float *in = row + r * wo;
+                    float *out = plane + y * w + (j - pw);
+                    for (int64_t q = first; q < last; ++q)
+                        out[q * sw] += in[q];
                 }
-        }
+            }
+    }
     return KR_CONV_OK;
 }
 
@@ -169,59 +202,67 @@ static void kr_pool_2x2(const float *restrict plane, int64_t w, int64_t ho, int6
 int kr_maxpool2d_forward(int64_t n, int64_t c, int64_t h, int64_t w, const float *x,
                          int64_t plane_n, int64_t plane_c, int64_t kh, int64_t kw, int64_t sh,
                          int64_t sw, int64_t ho, int64_t wo, const float *bias, int32_t relu,
-                         float *out, int32_t *argmax, int64_t out_n, int64_t out_c)
+                         float *out, int32_t *argmax, int64_t out_n, int64_t out_c,
+                         int64_t threads)
 {
     if (!kr_window_fits(n, c, h, w, kh, kw, sh, sw, 0, 0, ho, wo) || plane_n < 0 || plane_c < 0
-        || out_n < 0 || out_c < 0)
+        || out_n < 0 || out_c < 0 || threads < 1)
         return KR_CONV_EINVAL;
     if (n == 0 || c == 0)
         return KR_CONV_OK;
     if (x == NULL || out == NULL || argmax == NULL)
         return KR_CONV_EINVAL;
-    for (int64_t ni = 0; ni < n; ++ni)
-        for (int64_t ci = 0; ci < c; ++ci) {
-            const float *plane = x + ni * plane_n + ci * plane_c;
-            float *top = out + ni * out_n + ci * out_c;
-            int32_t *where = argmax + ni * out_n + ci * out_c;
-            const float shift = bias ? bias[ci] : 0.0f;
-            if (kh == 2 && kw == 2 && sh == 2 && sw == 2) {
-                kr_pool_2x2(plane, w, ho, wo, shift, top, where);
-                if (relu)
-                    for (int64_t k = 0; k < ho * wo; ++k)
-                        top[k] = (top[k] > 0.0f || top[k] != top[k]) ? top[k] : 0.0f;
-                continue;
-            }
-            for (int64_t r = 0; r < ho; ++r)
-                for (int64_t q = 0; q < wo; ++q) {
-                    /* The bias is added before comparing, as the reference adds it before
-                     * pooling: the same window wins even where rounding makes a tie. */
-                    int64_t at = r * sh * w + q * sw;
-                    float best = bias ? plane[at] + shift : plane[at];
-                    for (int64_t i = 0; i < kh; ++i)
-                        for (int64_t j = 0; j < kw; ++j) {
-                            const int64_t k = (r * sh + i) * w + q * sw + j;
-                            const float v = bias ? plane[k] + shift : plane[k];
-                            const int later = kr_later_wins(best, v);
-                            best = kr_pick(later, v, best);
-                            at = later ? k : at;
-                        }
-                    if (relu && !(best > 0.0f || best != best))
-                        best = 0.0f;       /* relu(max) = max(relu): the ReLU after the pool */
-                    top[r * wo + q] = best;
-                    where[r * wo + q] = (int32_t)at;
-                }
+    const int team = kr_conv_team(n * c * h * w, c * n, threads);
+    (void)team;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
+#endif
+    for (int64_t unit = 0; unit < c * n; ++unit) { /* one (channel, sample) plane each */
+        const int64_t ci = unit / n, ni = unit % n;
+        const float *plane = x + ni * plane_n + ci * plane_c;
+        float *top = out + ni * out_n + ci * out_c;
+        int32_t *where = argmax + ni * out_n + ci * out_c;
+        const float shift = bias ? bias[ci] : 0.0f;
+        if (kh == 2 && kw == 2 && sh == 2 && sw == 2) {
+            kr_pool_2x2(plane, w, ho, wo, shift, top, where);
+            if (relu)
+                for (int64_t k = 0; k < ho * wo; ++k)
+                    top[k] = (top[k] > 0.0f || top[k] != top[k]) ? top[k] : 0.0f;
+            continue;  /* the next plane */
         }
+        for (int64_t r = 0; r < ho; ++r)
+            for (int64_t q = 0; q < wo; ++q) {
+                /* The bias is added before comparing, as the reference adds it before
+                 * pooling: the same window wins even where rounding makes a tie. */
+                int64_t at = r * sh * w + q * sw;
+                float best = bias ? plane[at] + shift : plane[at];
+                for (int64_t i = 0; i < kh; ++i)
+                    for (int64_t j = 0; j < kw; ++j) {
+                        const int64_t k = (r * sh + i) * w + q * sw + j;
+                        const float v = bias ? plane[k] + shift : plane[k];
+                        const int later = kr_later_wins(best, v);
+                        best = kr_pick(later, v, best);
+                        at = later ? k : at;
+                    }
+                if (relu && !(best > 0.0f || best != best))
+                    best = 0.0f;       /* relu(max) = max(relu): the ReLU after the pool */
+                top[r * wo + q] = best;
+                where[r * wo + q] = (int32_t)at;
+            }
+    }
     return KR_CONV_OK;
 }
 
 int kr_maxpool2d_backward(int64_t n, int64_t c, int64_t h, int64_t w, int64_t ho, int64_t wo,
                           const float *grad, int64_t grad_n, int64_t grad_c,
                           const int32_t *argmax, const float *out, int64_t out_n, int64_t out_c,
-                          float *grad_x, int64_t plane_n, int64_t plane_c, float *grad_bias)
+                          float *grad_x, int64_t plane_n, int64_t plane_c, float *grad_bias,
+                          int64_t threads)
 {
     if (n < 0 || c < 0 || h < 0 || w < 0 || ho < 0 || wo < 0 || h > INT32_MAX
         || w > INT32_MAX || h * w > INT32_MAX
-        || grad_n < 0 || grad_c < 0 || out_n < 0 || out_c < 0 || plane_n < 0 || plane_c < 0)
+        || grad_n < 0 || grad_c < 0 || out_n < 0 || out_c < 0 || plane_n < 0 || plane_c < 0
+        || threads < 1)
         return KR_CONV_EINVAL;
     if (n == 0 || c == 0) {
         for (int64_t ci = 0; grad_bias && ci < c; ++ci)
@@ -231,6 +272,13 @@ int kr_maxpool2d_backward(int64_t n, int64_t c, int64_t h, int64_t w, int64_t ho
     if (grad_x == NULL || (ho * wo > 0 && (grad == NULL || argmax == NULL)))
         return KR_CONV_EINVAL;
     const int64_t size = h * w, windows = ho * wo;
+    int refused = 0;
+    /* By channel: each thread sums its own channels' bias gradients. */
+    const int team = kr_conv_team(n * c * size, c, threads);
+    (void)team;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(team) if (team > 1) schedule(static) reduction(|:refused)
+#endif
     for (int64_t ci = 0; ci < c; ++ci) {
         double total = 0.0;                /* the bias gradient, summed in double */
         for (int64_t ni = 0; ni < n; ++ni) {
@@ -241,8 +289,10 @@ int kr_maxpool2d_backward(int64_t n, int64_t c, int64_t h, int64_t w, int64_t ho
             memset(plane, 0, (size_t)size * sizeof(float));
             for (int64_t k = 0; k < windows; ++k) {
                 const int32_t at = where[k];
-                if (at < 0 || at >= size)
-                    return KR_CONV_EINVAL;  /* not an argmax of this plane: refuse, never write */
+                if (at < 0 || at >= size) {
+                    refused = 1;           /* not an argmax of this plane: never written */
+                    continue;
+                }
                 /* A multiply, not a select: NaN or inf * 0 is NaN, as NumPy's g * (y > 0). */
                 const float v = y ? g[k] * (y[k] > 0.0f ? 1.0f : 0.0f) : g[k];
                 plane[at] += v;            /* += : overlapping windows add their gradients */
@@ -252,5 +302,5 @@ int kr_maxpool2d_backward(int64_t n, int64_t c, int64_t h, int64_t w, int64_t ho
         if (grad_bias)
             grad_bias[ci] = (float)total;
     }
-    return KR_CONV_OK;
+    return refused ? KR_CONV_EINVAL : KR_CONV_OK;
 }

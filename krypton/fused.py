@@ -330,7 +330,8 @@ def adam_step_numpy(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
 # A convolution's pixel moves: im2col, col2im, max-pooling with its argmax (csrc/conv.c).
 # Their NumPy references are krypton.autograd.conv's im2col, col2im and max_pool2d, which
 # the autograd runs on the "numpy" backend and for float64; these take float32 images whose
-# (n, c) planes are H x W row-major blocks (batch-first or channels-first, kr_conv.h).
+# (n, c) planes are H x W row-major blocks (batch-first or channels-first, kr_conv.h), and
+# split a large image's planes over up to ``threads`` threads (the results do not change).
 
 CONV_FUNCTIONS = ("kr_im2col", "kr_col2im", "kr_maxpool2d_forward", "kr_maxpool2d_backward")
 CONV_SOURCE = seam.CSRC / "conv.c"
@@ -410,9 +411,11 @@ def _conv_check(code: int, function: str) -> None:
         raise RuntimeError(f"{function} refused its arguments (code {code})")
 
 
-def im2col(x: np.ndarray, kernel: Any, stride: Any, padding: Any) -> np.ndarray:
+def im2col(x: np.ndarray, kernel: Any, stride: Any, padding: Any,
+           threads: int = 1) -> np.ndarray:
     """The patches of ``x`` (N, C, H, W) as the columns of a (C·kh·kw, N·Ho·Wo) array, as
-    ``krypton.autograd.conv.im2col`` (the reference) computes them, in one pass."""
+    ``krypton.autograd.conv.im2col`` (the reference) computes them, in one pass (a large
+    image's planes shared by up to ``threads`` threads; the result is the same)."""
     x = _image("x", x)
     kernel, stride, padding = _windows(kernel, stride, padding)
     ho, wo = _positions(x.shape, kernel, stride, padding)
@@ -421,12 +424,13 @@ def im2col(x: np.ndarray, kernel: Any, stride: Any, padding: Any) -> np.ndarray:
     module = compiled_conv()
     _conv_check(module.lib.kr_im2col(n, c, h, w, _address(module.ffi, "float *", x),
                                      *_plane_steps(x), *kernel, *stride, *padding, ho, wo,
-                                     _address(module.ffi, "float *", cols)), "kr_im2col")
+                                     _address(module.ffi, "float *", cols), _threads(threads)),
+                "kr_im2col")
     return cols
 
 
 def col2im(cols: np.ndarray, shape: tuple[int, int, int, int], kernel: Any, stride: Any,
-           padding: Any) -> np.ndarray:
+           padding: Any, threads: int = 1) -> np.ndarray:
     """The adjoint of ``im2col``: an (N, C, H, W) array, channels first in memory, each
     column added back onto its patch, as ``krypton.autograd.conv.col2im`` (the reference)."""
     cols = _matrix("cols", _float32("cols", cols))
@@ -442,12 +446,12 @@ def col2im(cols: np.ndarray, shape: tuple[int, int, int, int], kernel: Any, stri
     _conv_check(module.lib.kr_col2im(n, c, h, w, _address(module.ffi, "float *", cols),
                                      *kernel, *stride, *padding, ho, wo,
                                      _address(module.ffi, "float *", image),
-                                     *_plane_steps(image)), "kr_col2im")
+                                     *_plane_steps(image), _threads(threads)), "kr_col2im")
     return image
 
 
 def max_pool2d(x: np.ndarray, kernel: Any, stride: Any, bias: np.ndarray | None = None,
-               relu: bool = False) -> tuple[np.ndarray, np.ndarray]:
+               relu: bool = False, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The maximum of each window of ``x`` (N, C, H, W) and where it is: ``(out, argmax)``,
     both (N, C, Ho, Wo) in ``x``'s layout (channels first if ``x`` is), argmax an int32
     offset into its plane. ``bias`` (C,) is added to each channel first and ``relu`` takes
@@ -469,13 +473,15 @@ def max_pool2d(x: np.ndarray, kernel: Any, stride: Any, bias: np.ndarray | None 
     _conv_check(module.lib.kr_maxpool2d_forward(
         n, c, h, w, _address(ffi, "float *", x), *_plane_steps(x), *kernel, *stride, ho, wo,
         _address(ffi, "float *", bias), bool(relu), _address(ffi, "float *", out),
-        _address(ffi, "int32_t *", argmax), *_plane_steps(out)), "kr_maxpool2d_forward")
+        _address(ffi, "int32_t *", argmax), *_plane_steps(out), _threads(threads)),
+        "kr_maxpool2d_forward")
     return out, argmax
 
 
 def max_pool2d_backward(grad: np.ndarray, argmax: np.ndarray, shape: tuple[int, ...],
                         out: np.ndarray | None = None, with_bias: bool = False,
-                        channels_first: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+                        channels_first: bool = True,
+                        threads: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
     """The gradient of ``max_pool2d``: an array of ``shape`` (the input's; channels first in
     memory unless ``channels_first=False``), zero but where a window's maximum was, which gets
     that window's ``grad`` (overlapping windows add). With ``out`` (the forward's output) the
@@ -506,5 +512,5 @@ def max_pool2d_backward(grad: np.ndarray, argmax: np.ndarray, shape: tuple[int, 
         *_plane_steps(grad), _address(ffi, "int32_t *", argmax),
         _address(ffi, "float *", out), *_plane_steps(argmax.view(np.float32)),
         _address(ffi, "float *", grad_x), *_plane_steps(grad_x),
-        _address(ffi, "float *", grad_bias)), "kr_maxpool2d_backward")
+        _address(ffi, "float *", grad_bias), _threads(threads)), "kr_maxpool2d_backward")
     return grad_x, grad_bias

@@ -590,30 +590,34 @@ NULL = ffi.NULL
 buf = ffi.new("float[64]")
 idx = ffi.new("int32_t[4]", [0, 1, 99, -1])
 codes = [
-    lib.kr_im2col(1, 1, 4, 4, buf, 16, 16, 3, 3, 1, 1, 0, 0, 3, 2, buf),     # wrong Ho
-    lib.kr_im2col(1, 1, 4, 4, buf, 16, 16, 5, 3, 1, 1, 0, 0, 0, 2, buf),     # kernel too big
-    lib.kr_im2col(1, 1, 4, 4, buf, 16, 16, 3, 3, 0, 1, 0, 0, 2, 2, buf),     # stride 0
-    lib.kr_im2col(1, 1, 4, 4, NULL, 16, 16, 3, 3, 1, 1, 0, 0, 2, 2, buf),
-    lib.kr_im2col(-1, 1, 4, 4, buf, 16, 16, 3, 3, 1, 1, 0, 0, 2, 2, buf),
-    lib.kr_col2im(1, 1, 4, 4, buf, 3, 3, 1, 1, -1, 0, 2, 2, buf, 16, 16),    # padding < 0
-    lib.kr_col2im(1, 1, 4, 4, buf, 3, 3, 1, 1, 0, 0, 2, 2, NULL, 16, 16),
+    lib.kr_im2col(1, 1, 4, 4, buf, 16, 16, 3, 3, 1, 1, 0, 0, 3, 2, buf, 1),  # wrong Ho
+    lib.kr_im2col(1, 1, 4, 4, buf, 16, 16, 5, 3, 1, 1, 0, 0, 0, 2, buf, 1),  # kernel too big
+    lib.kr_im2col(1, 1, 4, 4, buf, 16, 16, 3, 3, 0, 1, 0, 0, 2, 2, buf, 1),  # stride 0
+    lib.kr_im2col(1, 1, 4, 4, NULL, 16, 16, 3, 3, 1, 1, 0, 0, 2, 2, buf, 1),
+    lib.kr_im2col(-1, 1, 4, 4, buf, 16, 16, 3, 3, 1, 1, 0, 0, 2, 2, buf, 1),
+    lib.kr_im2col(1, 1, 4, 4, buf, 16, 16, 3, 3, 1, 1, 0, 0, 2, 2, buf, 0),  # no threads
+    lib.kr_col2im(1, 1, 4, 4, buf, 3, 3, 1, 1, -1, 0, 2, 2, buf, 16, 16, 1),  # padding < 0
+    lib.kr_col2im(1, 1, 4, 4, buf, 3, 3, 1, 1, 0, 0, 2, 2, NULL, 16, 16, 1),
+    lib.kr_col2im(1, 1, 4, 4, buf, 3, 3, 1, 1, 0, 0, 2, 2, buf, 16, 16, -4),
     lib.kr_maxpool2d_forward(1, 1, 4, 4, buf, 16, 16, 2, 2, 2, 2, 3, 2, NULL, 0, buf,
-                             idx, 4, 4),                                     # wrong Ho
+                             idx, 4, 4, 1),                                  # wrong Ho
     lib.kr_maxpool2d_forward(1, 1, 4, 4, buf, -16, 16, 2, 2, 2, 2, 2, 2, NULL, 0, buf,
-                             idx, 4, 4),                                     # negative step
+                             idx, 4, 4, 1),                                  # negative step
     lib.kr_maxpool2d_forward(1, 1, 4, 4, buf, 16, 16, 2, 2, 2, 2, 2, 2, NULL, 0, buf,
-                             NULL, 4, 4),
+                             NULL, 4, 4, 1),
     lib.kr_maxpool2d_backward(1, 1, 2, 2, 2, 2, buf, 4, 4, idx, NULL, 4, 4, buf, 4, 4,
-                              NULL),                                         # argmax 99, -1
+                              NULL, 1),                                      # argmax 99, -1
     lib.kr_maxpool2d_backward(1, 1, 2, 2, 2, 2, NULL, 4, 4, idx, NULL, 4, 4, buf, 4, 4,
-                              NULL),
+                              NULL, 1),
     lib.kr_maxpool2d_backward(1, 1, 1 << 40, 1 << 40, 1, 1, buf, 1, 1, idx, NULL, 1, 1, buf,
-                              1, 1, NULL),                                   # plane too big
+                              1, 1, NULL, 1),                                # plane too big
+    lib.kr_maxpool2d_backward(1, 1, 2, 2, 1, 1, buf, 4, 4, idx, NULL, 4, 4, buf, 4, 4,
+                              NULL, 0),                                      # no threads
 ]
-empty = [lib.kr_im2col(0, 3, 4, 4, NULL, 16, 16, 3, 3, 1, 1, 1, 1, 4, 4, NULL),
-         lib.kr_col2im(0, 3, 4, 4, NULL, 3, 3, 1, 1, 1, 1, 4, 4, NULL, 16, 16),
+empty = [lib.kr_im2col(0, 3, 4, 4, NULL, 16, 16, 3, 3, 1, 1, 1, 1, 4, 4, NULL, 2),
+         lib.kr_col2im(0, 3, 4, 4, NULL, 3, 3, 1, 1, 1, 1, 4, 4, NULL, 16, 16, 2),
          lib.kr_maxpool2d_forward(2, 0, 4, 4, NULL, 16, 16, 2, 2, 2, 2, 2, 2, NULL, 1, NULL,
-                                  NULL, 4, 4)]
+                                  NULL, 4, 4, 2)]
 print(codes, empty)
 assert codes == [2] * len(codes) and empty == [0, 0, 0], (codes, empty)
 print("refused")
@@ -652,3 +656,25 @@ def test_conv_kernels_fuzzed_against_the_references():
             np.testing.assert_array_equal(out, expected)
             np.testing.assert_allclose(fused.max_pool2d_backward(grad, argmax, x.shape)[0],
                                        expected_grad, rtol=1e-6, atol=1e-6)
+
+
+def test_conv_kernels_on_threads_equal_one_thread_bitwise():
+    """The planes split over threads; each plane's arithmetic is the same, so are the results."""
+    x = floats((8, 16, 28, 28), 18).transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
+    bias = floats((16,), 19)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(fused.im2col(x, 3, 1, 1, threads=threads),
+                                      fused.im2col(x, 3, 1, 1))
+        cols = fused.im2col(x, 3, 1, 1)
+        np.testing.assert_array_equal(fused.col2im(cols, x.shape, 3, 1, 1, threads=threads),
+                                      fused.col2im(cols, x.shape, 3, 1, 1))
+        one = fused.max_pool2d(x, 2, 2, bias, relu=True)
+        many = fused.max_pool2d(x, 2, 2, bias, relu=True, threads=threads)
+        for mine, theirs in zip(many, one):
+            np.testing.assert_array_equal(mine, theirs)
+        grad = floats(one[0].shape, 20)
+        one_back = fused.max_pool2d_backward(grad, one[1], x.shape, one[0], with_bias=True)
+        many_back = fused.max_pool2d_backward(grad, one[1], x.shape, one[0], with_bias=True,
+                                              threads=threads)
+        for mine, theirs in zip(many_back, one_back):
+            np.testing.assert_array_equal(mine, theirs)

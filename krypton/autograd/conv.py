@@ -158,7 +158,8 @@ def _convolve(name: str, x: Tensor, weight: Tensor, bias: Tensor | None, stride:
     ho, wo = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
     # The C kernels (csrc/conv.c, csrc/fused.c) or NumPy's reference: the same values.
     in_c = _fusable(x.data, weight.data)
-    cols = (fused.im2col if in_c else im2col)(x.data, kernel, stride, padding)
+    cols = (fused.im2col(x.data, kernel, stride, padding, threads=backends.kernel_threads())
+            if in_c else im2col(x.data, kernel, stride, padding))
     weights = weight.data.reshape(out_channels, -1)  # (O, C·kh·kw): a view
     out = backends.matmul(weights, cols)  # (O, N·Ho·Wo)
     if bias is not None:
@@ -196,8 +197,10 @@ def _products_backward(grad: np.ndarray, cols: np.ndarray, x: Tensor, weight: Te
           else None)
     gx = None
     if x.requires_grad:
-        gx = (fused.col2im if in_c else col2im)(backends.matmul(weights.T, grad), x.shape,
-                                                weight.shape[2:], stride, padding)
+        dcols = backends.matmul(weights.T, grad)
+        gx = (fused.col2im(dcols, x.shape, weight.shape[2:], stride, padding,
+                           threads=backends.kernel_threads()) if in_c
+              else col2im(dcols, x.shape, weight.shape[2:], stride, padding))
     return gx, gw
 
 
@@ -226,17 +229,19 @@ def conv2d_relu_pool(x: Tensor, weight: Tensor, bias: Tensor | None = None, stri
     ho, wo = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
     _check_window("conv2d_relu_pool (its max-pooling)", (n, out_channels, ho, wo), pool_size,
                   (0, 0))
-    cols = fused.im2col(x.data, (kh, kw), stride, padding)
+    threads = backends.kernel_threads()  # the C passes split planes as the products split rows
+    cols = fused.im2col(x.data, (kh, kw), stride, padding, threads=threads)
     out = backends.matmul(weight.data.reshape(out_channels, -1), cols)  # (O, N·Ho·Wo)
     conv = out.reshape(out_channels, n, ho, wo).transpose(1, 0, 2, 3)  # channels first
     pooled, argmax = fused.max_pool2d(conv, pool_size, pool_stride,
-                                      None if bias is None else bias.data, relu=True)
+                                      None if bias is None else bias.data, relu=True,
+                                      threads=threads)
     parents = (x, weight) if bias is None else (x, weight, bias)
 
     def backward(g: np.ndarray):
         want_bias = bias is not None and bias.requires_grad
         gz, gb = fused.max_pool2d_backward(g, argmax, conv.shape, out=pooled,
-                                           with_bias=want_bias)
+                                           with_bias=want_bias, threads=threads)
         grad = gz.transpose(1, 0, 2, 3).reshape(out_channels, -1)  # channels first: a view
         gx, gw = _products_backward(grad, cols, x, weight, stride, padding, True)
         return gx, gw, gb
@@ -267,9 +272,10 @@ def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
     ho, wo = output_size(x.shape[2], kh, sh, 0), output_size(x.shape[3], kw, sw, 0)
 
     if _fusable(x.data):  # one pass in C that keeps each window's argmax (csrc/conv.c)
-        top, argmax = fused.max_pool2d(x.data, kernel, stride)
+        threads = backends.kernel_threads()
+        top, argmax = fused.max_pool2d(x.data, kernel, stride, threads=threads)
         return Tensor._result(top, (x,), "MaxPool2d", lambda g: (
-            fused.max_pool2d_backward(g, argmax, x.shape,
+            fused.max_pool2d_backward(g, argmax, x.shape, threads=threads,
                                       channels_first=_channels_first(x.data))[0],))
 
     def offset(array: np.ndarray, i: int, j: int) -> np.ndarray:
