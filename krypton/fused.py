@@ -1,5 +1,6 @@
 """The fused element-wise kernels of a training step (csrc/fused.c), each beside its NumPy
-reference.
+reference; and, at the end, a convolution's pixel moves (csrc/conv.c: im2col, col2im,
+max-pooling with its argmax), whose NumPy references are in ``krypton.autograd.conv``.
 
 Once the matrix products run on the ladder, the rest of a step is a few element-wise passes:
 bias add and ReLU (and their backward), softmax with cross-entropy (and its backward), the
