@@ -1,5 +1,6 @@
 """The fused element-wise kernels of a training step (csrc/fused.c), each beside its NumPy
-reference.
+reference; and, at the end, a convolution's pixel moves (csrc/conv.c: im2col, col2im,
+max-pooling with its argmax), whose NumPy references are in ``krypton.autograd.conv``.
 
 Once the matrix products run on the ladder, the rest of a step is a few element-wise passes:
 bias add and ReLU (and their backward), softmax with cross-entropy (and its backward), the
@@ -324,3 +325,193 @@ def adam_step_numpy(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
     step_size = lr / (1 - beta1 ** step)
     denominator = np.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step) + eps
     param -= step_size * (exp_avg / denominator)
+
+
+# --------------------------------------------------------------------------------------------
+# A convolution's pixel moves: im2col, col2im, max-pooling with its argmax (csrc/conv.c).
+# Their NumPy references are krypton.autograd.conv's im2col, col2im and max_pool2d, which
+# the autograd runs on the "numpy" backend and for float64; these take float32 images whose
+# (n, c) planes are H x W row-major blocks (batch-first or channels-first, kr_conv.h), and
+# split a large image's planes over up to ``threads`` threads (the results do not change).
+
+CONV_FUNCTIONS = ("kr_im2col", "kr_col2im", "kr_maxpool2d_forward", "kr_maxpool2d_backward")
+CONV_SOURCE = seam.CSRC / "conv.c"
+CONV_HEADER = seam.CSRC / "kr_conv.h"
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_conv() -> seam.CompiledModule:
+    """csrc/conv.c compiled through the seam (cached on disk; the first call compiles)."""
+    return seam.compile_c(CONV_SOURCE.read_text(),
+                          seam.cdef_for(CONV_FUNCTIONS, header=CONV_HEADER), name="conv")
+
+
+def _image(name: str, array: Any) -> np.ndarray:
+    """A float32 (N, C, H, W) array whose planes are row-major blocks: returned as it is when
+    it is one (batch-first or channels-first views alike), else copied once."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(array).__name__}")
+    if array.ndim != 4:
+        raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {array.shape}")
+    if array.dtype != np.float32:
+        raise TypeError(f"{name} must be float32, got {array.dtype}: pass "
+                        f"{name}.astype(np.float32), or use the NumPy reference "
+                        f"(krypton.autograd.conv) for other dtypes")
+    if not _planes_are_blocks(array):
+        array = np.ascontiguousarray(array)
+    return array
+
+
+def _planes_are_blocks(array: np.ndarray) -> bool:
+    if array.size == 0:
+        return True  # nothing to read or write (NumPy gives empty arrays zero strides)
+    n, c, h, w = array.shape
+    sn, sc, sh, sw = array.strides
+    return ((w <= 1 or sw == 4) and (h <= 1 or sh == 4 * w) and sn >= 0 and sc >= 0
+            and sn % 4 == 0 and sc % 4 == 0)
+
+
+def _address(ffi: Any, ctype: str, array: np.ndarray | None) -> Any:
+    """A pointer to ``array``'s first element, for views that are not C-contiguous as a whole
+    (a channels-first (N, C, H, W) view), which ``ffi.from_buffer`` refuses."""
+    return ffi.NULL if array is None else ffi.cast(ctype, array.__array_interface__["data"][0])
+
+
+def _plane_steps(array: np.ndarray) -> tuple[int, int]:
+    """(plane_n, plane_c): how many floats apart the planes (n + 1, c) and (n, c + 1) are."""
+    return array.strides[0] // 4, array.strides[1] // 4
+
+
+def _windows(kernel: Any, stride: Any, padding: Any) -> tuple[tuple[int, int], ...]:
+    pairs = []
+    for label, value, low in (("kernel", kernel, 1), ("stride", stride, 1),
+                              ("padding", padding, 0)):
+        pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+        if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair) \
+                or min(pair) < low:
+            raise ValueError(f"{label} must be an int or a pair of ints >= {low}, got "
+                             f"{value!r}")
+        pairs.append((int(pair[0]), int(pair[1])))
+    return tuple(pairs)
+
+
+def _positions(shape: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int],
+               padding: tuple[int, int]) -> tuple[int, int]:
+    _, _, h, w = shape
+    padded = (h + 2 * padding[0], w + 2 * padding[1])
+    if kernel[0] > padded[0] or kernel[1] > padded[1]:
+        raise ValueError(f"kernel {kernel[0]}x{kernel[1]} is larger than the padded input "
+                         f"{padded[0]}x{padded[1]} (input of shape {shape}, padding {padding})")
+    if h * w >= 2 ** 31:
+        raise ValueError(f"an image plane of {h}x{w} pixels is too large (int32 offsets)")
+    return ((padded[0] - kernel[0]) // stride[0] + 1, (padded[1] - kernel[1]) // stride[1] + 1)
+
+
+def _conv_check(code: int, function: str) -> None:
+    if code != 0:  # the wrappers check everything C does, so this is a bug, not bad input
+        raise RuntimeError(f"{function} refused its arguments (code {code})")
+
+
+def im2col(x: np.ndarray, kernel: Any, stride: Any, padding: Any,
+           threads: int = 1) -> np.ndarray:
+    """The patches of ``x`` (N, C, H, W) as the columns of a (C·kh·kw, N·Ho·Wo) array, as
+    ``krypton.autograd.conv.im2col`` (the reference) computes them, in one pass (a large
+    image's planes shared by up to ``threads`` threads; the result is the same)."""
+    x = _image("x", x)
+    kernel, stride, padding = _windows(kernel, stride, padding)
+    ho, wo = _positions(x.shape, kernel, stride, padding)
+    n, c, h, w = x.shape
+    cols = np.empty((c * kernel[0] * kernel[1], n * ho * wo), dtype=np.float32)
+    module = compiled_conv()
+    _conv_check(module.lib.kr_im2col(n, c, h, w, _address(module.ffi, "float *", x),
+                                     *_plane_steps(x), *kernel, *stride, *padding, ho, wo,
+                                     _address(module.ffi, "float *", cols), _threads(threads)),
+                "kr_im2col")
+    return cols
+
+
+def col2im(cols: np.ndarray, shape: tuple[int, int, int, int], kernel: Any, stride: Any,
+           padding: Any, threads: int = 1) -> np.ndarray:
+    """The adjoint of ``im2col``: an (N, C, H, W) array, channels first in memory, each
+    column added back onto its patch, as ``krypton.autograd.conv.col2im`` (the reference)."""
+    cols = _matrix("cols", _float32("cols", cols))
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 4 or min(shape) < 0:
+        raise ValueError(f"shape must be (N, C, H, W), got {shape!r}")
+    kernel, stride, padding = _windows(kernel, stride, padding)
+    ho, wo = _positions(shape, kernel, stride, padding)
+    n, c, h, w = shape
+    _same_shape("cols", cols, (c * kernel[0] * kernel[1], n * ho * wo))
+    image = np.empty((c, n, h, w), dtype=np.float32).transpose(1, 0, 2, 3)
+    module = compiled_conv()
+    _conv_check(module.lib.kr_col2im(n, c, h, w, _address(module.ffi, "float *", cols),
+                                     *kernel, *stride, *padding, ho, wo,
+                                     _address(module.ffi, "float *", image),
+                                     *_plane_steps(image), _threads(threads)), "kr_col2im")
+    return image
+
+
+def max_pool2d(x: np.ndarray, kernel: Any, stride: Any, bias: np.ndarray | None = None,
+               relu: bool = False, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The maximum of each window of ``x`` (N, C, H, W) and where it is: ``(out, argmax)``,
+    both (N, C, Ho, Wo) in ``x``'s layout (channels first if ``x`` is), argmax an int32
+    offset into its plane. ``bias`` (C,) is added to each channel first and ``relu`` takes
+    max(., 0) after: ``relu(max_pool(x + bias))``, what a Conv2d, ReLU, MaxPool2d computes."""
+    x = _image("x", x)
+    kernel, stride, _ = _windows(kernel, stride, (0, 0))
+    ho, wo = _positions(x.shape, kernel, stride, (0, 0))
+    n, c, h, w = x.shape
+    if bias is not None:
+        bias = _float32("bias", bias)
+        _same_shape("bias", bias, (c,))
+    channels_first = x.strides[0] < x.strides[1]
+    layout = (c, n, ho, wo) if channels_first else (n, c, ho, wo)
+    out, argmax = np.empty(layout, np.float32), np.empty(layout, np.int32)
+    if channels_first:
+        out, argmax = out.transpose(1, 0, 2, 3), argmax.transpose(1, 0, 2, 3)
+    module = compiled_conv()
+    ffi = module.ffi
+    _conv_check(module.lib.kr_maxpool2d_forward(
+        n, c, h, w, _address(ffi, "float *", x), *_plane_steps(x), *kernel, *stride, ho, wo,
+        _address(ffi, "float *", bias), bool(relu), _address(ffi, "float *", out),
+        _address(ffi, "int32_t *", argmax), *_plane_steps(out), _threads(threads)),
+        "kr_maxpool2d_forward")
+    return out, argmax
+
+
+def max_pool2d_backward(grad: np.ndarray, argmax: np.ndarray, shape: tuple[int, ...],
+                        out: np.ndarray | None = None, with_bias: bool = False,
+                        channels_first: bool = True,
+                        threads: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+    """The gradient of ``max_pool2d``: an array of ``shape`` (the input's; channels first in
+    memory unless ``channels_first=False``), zero but where a window's maximum was, which gets
+    that window's ``grad`` (overlapping windows add). With ``out`` (the forward's output) the
+    gradient is first multiplied by ``out > 0`` (the ReLU's backward); ``with_bias`` also
+    returns it summed over each channel (the bias gradient), else ``None``."""
+    grad = _image("grad", grad)
+    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int32 \
+            or not _planes_are_blocks(argmax.view(np.float32)):
+        raise TypeError("argmax must be the int32 array max_pool2d returned")
+    _same_shape("argmax", argmax, grad.shape)
+    if out is not None:
+        out = _image("out", out)
+        _same_shape("out", out, grad.shape)
+        if out.strides != argmax.strides:
+            raise ValueError("out and argmax must be the arrays max_pool2d returned together")
+    n, c, h, w = (int(s) for s in shape)
+    if grad.shape[:2] != (n, c):
+        raise ValueError(f"grad of shape {grad.shape} does not pool an input of shape {shape}")
+    layout = (c, n, h, w) if channels_first else (n, c, h, w)
+    grad_x = np.empty(layout, np.float32)
+    if channels_first:
+        grad_x = grad_x.transpose(1, 0, 2, 3)
+    grad_bias = np.empty(c, np.float32) if with_bias else None
+    module = compiled_conv()
+    ffi = module.ffi
+    _conv_check(module.lib.kr_maxpool2d_backward(
+        n, c, h, w, grad.shape[2], grad.shape[3], _address(ffi, "float *", grad),
+        *_plane_steps(grad), _address(ffi, "int32_t *", argmax),
+        _address(ffi, "float *", out), *_plane_steps(argmax.view(np.float32)),
+        _address(ffi, "float *", grad_x), *_plane_steps(grad_x),
+        _address(ffi, "float *", grad_bias), _threads(threads)), "kr_maxpool2d_backward")
+    return grad_x, grad_bias

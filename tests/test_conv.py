@@ -446,10 +446,63 @@ def test_conv2d_relu_gradients_match_finite_differences():
 
 
 def test_sequential_runs_conv_then_relu_as_one_node():
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2))
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten())
     x = krypton.Tensor(np.random.default_rng(0).random((2, 1, 6, 6), dtype=np.float32))
     out = model(x)
     assert out._parents[0]._op == "Conv2dReLU"
+
+
+def test_sequential_runs_conv_relu_then_pool_as_one_node():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2))
+    x = krypton.Tensor(np.random.default_rng(0).random((2, 1, 6, 6), dtype=np.float32))
+    assert model(x)._op == "Conv2dReLUMaxPool2d"
+    with krypton.backend("numpy"):  # the reference: the three operations, conv and ReLU fused
+        out = model(x)
+    assert out._op == "MaxPool2d" and out._parents[0]._op == "Conv2dReLU"
+
+
+# (input shape, weight shape, stride, padding, pool size, pool stride, bias)
+RELU_POOL_CASES = [
+    ((4, 3, 12, 10), (5, 3, 3, 3), 1, 1, 2, None, True),
+    ((2, 2, 9, 11), (3, 2, 3, 3), 1, 0, 2, None, True),   # odd sizes: a row and column left over
+    ((3, 1, 8, 8), (4, 1, 5, 5), 1, 2, (2, 3), (1, 2), True),  # overlapping windows
+    ((1, 4, 7, 7), (2, 4, 1, 1), 2, 0, 3, 2, False),
+    ((1, 1, 3, 3), (1, 1, 3, 3), 1, 0, 1, None, True),    # a 1x1 output, a 1x1 pool
+]
+
+
+@pytest.mark.parametrize("case", RELU_POOL_CASES)
+def test_conv2d_relu_pool_equals_the_three_operations(case):
+    """The fused node (one C pass for bias, pooling and ReLU; ReLU after the pool) against the
+    reference (conv2d_relu, then max_pool2d, in NumPy), in float32: the same values and
+    gradients (those are checked against finite differences in float64 above)."""
+    x_shape, w_shape, stride, padding, pool, pool_stride, with_bias = case
+    rng = np.random.default_rng(len(x_shape) + sum(x_shape))
+    arrays = [rng.standard_normal(x_shape).astype(np.float32),
+              rng.standard_normal(w_shape).astype(np.float32),
+              rng.standard_normal(w_shape[0]).astype(np.float32)]
+    results = []
+    for fused_on in (True, False):
+        tensors = [krypton.Tensor(a.copy(), requires_grad=True) for a in arrays]
+        bias = tensors[2] if with_bias else None
+        with backends.fused_kernels(fused_on):
+            y = F.conv2d_relu_pool(tensors[0], tensors[1], bias, stride, padding, pool,
+                                   pool_stride)
+            y.backward(np.random.default_rng(9).standard_normal(y.shape).astype(np.float32))
+        results.append((y, tensors))
+    (fast, fast_inputs), (reference, reference_inputs) = results
+    assert fast._op == "Conv2dReLUMaxPool2d" and reference._op == "MaxPool2d"
+    np.testing.assert_array_equal(fast.data, reference.data)
+    for mine, theirs in zip(fast_inputs[:2 + with_bias], reference_inputs):
+        np.testing.assert_allclose(mine.grad.data, theirs.grad.data, rtol=1e-5, atol=1e-5)
+    assert not with_bias or fast_inputs[2].grad is not None
+
+
+def test_conv2d_relu_pool_refuses_a_pool_larger_than_the_convolution():
+    x = krypton.Tensor(np.ones((1, 1, 4, 4), np.float32))
+    w = krypton.Tensor(np.ones((1, 1, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="larger than the padded input 2x2"):
+        F.conv2d_relu_pool(x, w, None, 1, 0, 3)
 
 
 def test_conv2d_output_is_a_channels_first_view_of_the_product():

@@ -453,3 +453,228 @@ def test_optimizer_updates_use_the_backend_threads():
         assert backends.kernel_threads() == 1
     with krypton.backend("small"):
         assert backends.kernel_threads() == krypton.machine.cpu_count()
+
+
+# --------------------------------------------------------------------------------------------
+# A convolution's pixel moves (csrc/conv.c) against krypton.autograd.conv's NumPy versions
+
+from krypton.autograd import conv as conv_reference  # noqa: E402
+
+# (N, C, H, W, kernel, stride, padding): batch 0 and 1, 1x1 images and kernels, primes,
+# kernels as large as the padded image, strides larger than the kernel.
+WINDOW_CASES = [
+    (2, 3, 7, 6, (3, 3), (2, 1), (1, 0)),
+    (1, 2, 5, 9, (5, 2), (1, 3), (2, 1)),
+    (0, 2, 5, 5, (3, 3), (1, 1), (1, 1)),
+    (1, 1, 1, 1, (1, 1), (1, 1), (0, 0)),
+    (3, 1, 13, 11, (3, 3), (1, 1), (1, 1)),
+    (2, 5, 4, 4, (6, 6), (1, 1), (1, 1)),
+    (1, 3, 11, 7, (2, 3), (4, 5), (0, 2)),
+]
+
+
+def layouts(x):
+    """x as the layouts a network hands the kernels: batch-first, channels-first (a transposed
+    view), and a strided slice (copied by the wrapper)."""
+    channels_first = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    wide = np.zeros(x.shape[:3] + (2 * x.shape[3],), x.dtype)
+    wide[..., ::2] = x
+    return {"batch-first": x, "channels-first": channels_first, "strided": wide[..., ::2]}
+
+
+@pytest.mark.parametrize("case", WINDOW_CASES)
+def test_im2col_and_col2im_equal_the_numpy_reference_bitwise(case):
+    n, c, h, w, kernel, stride, padding = case
+    x = floats((n, c, h, w), 7)
+    for name, image in layouts(x).items():
+        np.testing.assert_array_equal(fused.im2col(image, kernel, stride, padding),
+                                      conv_reference.im2col(image, kernel, stride, padding),
+                                      err_msg=name)
+    cols = floats(conv_reference.im2col(x, kernel, stride, padding).shape, 8)
+    back = fused.col2im(cols, x.shape, kernel, stride, padding)
+    np.testing.assert_array_equal(back, conv_reference.col2im(cols, x.shape, kernel, stride,
+                                                              padding))
+    assert back.shape == x.shape and back.transpose(1, 0, 2, 3).flags.c_contiguous
+
+
+POOL_WINDOWS = [((2, 3, 6, 8), (2, 2), (2, 2)), ((1, 2, 7, 5), (3, 3), (2, 2)),
+                ((2, 1, 5, 6), (2, 2), (1, 1)), ((1, 4, 4, 9), (2, 3), (1, 2)),
+                ((3, 2, 9, 7), (2, 2), (2, 2)), ((1, 1, 1, 1), (1, 1), (1, 1)),
+                ((0, 3, 4, 4), (2, 2), (2, 2))]
+
+
+def reference_pool(x, kernel, stride, grad, relu_bias=None):
+    """max_pool2d (after bias and ReLU when relu_bias is given) and its input gradient, by
+    the NumPy path of krypton.autograd."""
+    xt = Tensor(x.copy(), requires_grad=True)
+    with krypton.backend("numpy"):
+        inner = xt if relu_bias is None else (xt + relu_bias[None, :, None, None]).relu()
+        y = F.max_pool2d(inner, kernel, stride)
+        y.backward(grad)
+    return y.data, xt.grad.data
+
+
+@pytest.mark.parametrize("shape, kernel, stride", POOL_WINDOWS)
+def test_max_pool2d_and_its_backward_equal_the_numpy_reference(shape, kernel, stride):
+    x = floats(shape, 11)
+    x[..., 0, :2] = 1.5  # ties: the first of them wins, in both
+    for name, image in layouts(x).items():
+        out, argmax = fused.max_pool2d(image, kernel, stride)
+        grad = floats(out.shape, 12)
+        expected, expected_grad = reference_pool(x, kernel, stride, grad)
+        np.testing.assert_array_equal(out, expected, err_msg=name)
+        grad_x, none = fused.max_pool2d_backward(grad, argmax, x.shape)
+        # equal where windows do not overlap; where they do, added in another order
+        np.testing.assert_allclose(grad_x, expected_grad, rtol=1e-6, atol=1e-6, err_msg=name)
+        assert none is None
+
+
+@pytest.mark.parametrize("shape, kernel, stride", POOL_WINDOWS)
+def test_max_pool2d_with_bias_and_relu_equals_pooling_relu_of_x_plus_bias(shape, kernel, stride):
+    x, bias = floats(shape, 13), floats(shape[1:2], 14)
+    out, argmax = fused.max_pool2d(x, kernel, stride, bias, relu=True)
+    grad = floats(out.shape, 15)
+    expected, expected_grad = reference_pool(x, kernel, stride, grad, relu_bias=bias)
+    np.testing.assert_array_equal(out, expected)
+    grad_x, grad_bias = fused.max_pool2d_backward(grad, argmax, x.shape, out=out,
+                                                  with_bias=True)
+    np.testing.assert_allclose(grad_x, expected_grad, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grad_bias, expected_grad.sum(axis=(0, 2, 3)), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_max_pool2d_propagates_nan_and_inf_as_numpy():
+    x = floats((1, 1, 4, 4), 16)
+    x[0, 0, 0, 1], x[0, 0, 2, 2], x[0, 0, 3, 0] = np.nan, np.inf, -np.inf
+    out, argmax = fused.max_pool2d(x, (2, 2), (2, 2))
+    expected, _ = reference_pool(x, (2, 2), (2, 2), np.ones((1, 1, 2, 2), np.float32))
+    np.testing.assert_array_equal(out, expected)  # NaN where NumPy has NaN, inf where inf
+    assert argmax[0, 0, 0, 0] == 1 and argmax[0, 0, 1, 1] == 10  # the NaN, the inf
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: fused.im2col(np.ones((1, 1, 3, 3), np.float32), (2,), 1, 0), ValueError,
+     "kernel must be an int or a pair of ints"),
+    (lambda: fused.im2col(np.ones((1, 1, 3, 3)), (2, 2), (1, 1), (0, 0)), TypeError,
+     "x must be float32, got float64"),
+    (lambda: fused.im2col(np.ones((3, 3), np.float32), (2, 2), (1, 1), (0, 0)), ValueError,
+     r"must be 4-D \(N, C, H, W\)"),
+    (lambda: fused.im2col(np.ones((1, 1, 3, 3), np.float32), (5, 2), (1, 1), (0, 0)),
+     ValueError, "kernel 5x2 is larger than the padded input 3x3"),
+    (lambda: fused.im2col(np.ones((1, 1, 3, 3), np.float32), (2, 2), (0, 1), (0, 0)),
+     ValueError, "stride must be an int or a pair of ints >= 1"),
+    (lambda: fused.col2im(np.ones((4, 5), np.float32), (1, 1, 3, 3), (2, 2), (1, 1), (0, 0)),
+     ValueError, r"cols has shape \(4, 5\), expected \(4, 4\)"),
+    (lambda: fused.max_pool2d(np.ones((1, 2, 3, 3), np.float32), (2, 2), (2, 2),
+                              np.ones(3, np.float32)), ValueError, "bias has shape"),
+    (lambda: fused.max_pool2d_backward(np.ones((1, 1, 1, 1), np.float32),
+                                       np.zeros((1, 1, 1, 1), np.int64), (1, 1, 2, 2)),
+     TypeError, "argmax must be the int32 array"),
+    (lambda: fused.max_pool2d_backward(np.ones((1, 1, 1, 1), np.float32),
+                                       np.zeros((1, 1, 1, 2), np.int32), (1, 1, 2, 2)),
+     ValueError, "argmax has shape"),
+    (lambda: fused.max_pool2d_backward(np.ones((1, 1, 1, 1), np.float32),
+                                       np.full((1, 1, 1, 1), 4, np.int32), (1, 1, 2, 2)),
+     RuntimeError, "kr_maxpool2d_backward refused"),  # an argmax outside its plane
+])
+def test_conv_kernels_refuse_bad_arguments_by_name(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+HOSTILE_CONV_CALLS = r"""
+from krypton import fused
+module = fused.compiled_conv()
+lib, ffi = module.lib, module.ffi
+NULL = ffi.NULL
+buf = ffi.new("float[64]")
+idx = ffi.new("int32_t[4]", [0, 1, 99, -1])
+codes = [
+    lib.kr_im2col(1, 1, 4, 4, buf, 16, 16, 3, 3, 1, 1, 0, 0, 3, 2, buf, 1),  # wrong Ho
+    lib.kr_im2col(1, 1, 4, 4, buf, 16, 16, 5, 3, 1, 1, 0, 0, 0, 2, buf, 1),  # kernel too big
+    lib.kr_im2col(1, 1, 4, 4, buf, 16, 16, 3, 3, 0, 1, 0, 0, 2, 2, buf, 1),  # stride 0
+    lib.kr_im2col(1, 1, 4, 4, NULL, 16, 16, 3, 3, 1, 1, 0, 0, 2, 2, buf, 1),
+    lib.kr_im2col(-1, 1, 4, 4, buf, 16, 16, 3, 3, 1, 1, 0, 0, 2, 2, buf, 1),
+    lib.kr_im2col(1, 1, 4, 4, buf, 16, 16, 3, 3, 1, 1, 0, 0, 2, 2, buf, 0),  # no threads
+    lib.kr_col2im(1, 1, 4, 4, buf, 3, 3, 1, 1, -1, 0, 2, 2, buf, 16, 16, 1),  # padding < 0
+    lib.kr_col2im(1, 1, 4, 4, buf, 3, 3, 1, 1, 0, 0, 2, 2, NULL, 16, 16, 1),
+    lib.kr_col2im(1, 1, 4, 4, buf, 3, 3, 1, 1, 0, 0, 2, 2, buf, 16, 16, -4),
+    lib.kr_maxpool2d_forward(1, 1, 4, 4, buf, 16, 16, 2, 2, 2, 2, 3, 2, NULL, 0, buf,
+                             idx, 4, 4, 1),                                  # wrong Ho
+    lib.kr_maxpool2d_forward(1, 1, 4, 4, buf, -16, 16, 2, 2, 2, 2, 2, 2, NULL, 0, buf,
+                             idx, 4, 4, 1),                                  # negative step
+    lib.kr_maxpool2d_forward(1, 1, 4, 4, buf, 16, 16, 2, 2, 2, 2, 2, 2, NULL, 0, buf,
+                             NULL, 4, 4, 1),
+    lib.kr_maxpool2d_backward(1, 1, 2, 2, 2, 2, buf, 4, 4, idx, NULL, 4, 4, buf, 4, 4,
+                              NULL, 1),                                      # argmax 99, -1
+    lib.kr_maxpool2d_backward(1, 1, 2, 2, 2, 2, NULL, 4, 4, idx, NULL, 4, 4, buf, 4, 4,
+                              NULL, 1),
+    lib.kr_maxpool2d_backward(1, 1, 1 << 40, 1 << 40, 1, 1, buf, 1, 1, idx, NULL, 1, 1, buf,
+                              1, 1, NULL, 1),                                # plane too big
+    lib.kr_maxpool2d_backward(1, 1, 2, 2, 1, 1, buf, 4, 4, idx, NULL, 4, 4, buf, 4, 4,
+                              NULL, 0),                                      # no threads
+]
+empty = [lib.kr_im2col(0, 3, 4, 4, NULL, 16, 16, 3, 3, 1, 1, 1, 1, 4, 4, NULL, 2),
+         lib.kr_col2im(0, 3, 4, 4, NULL, 3, 3, 1, 1, 1, 1, 4, 4, NULL, 16, 16, 2),
+         lib.kr_maxpool2d_forward(2, 0, 4, 4, NULL, 16, 16, 2, 2, 2, 2, 2, 2, NULL, 1, NULL,
+                                  NULL, 4, 4, 2)]
+print(codes, empty)
+assert codes == [2] * len(codes) and empty == [0, 0, 0], (codes, empty)
+print("refused")
+"""
+
+
+def test_conv_c_entry_points_refuse_hostile_arguments_without_crashing():
+    result = subprocess.run([sys.executable, "-c", HOSTILE_CONV_CALLS], capture_output=True,
+                            text=True, cwd=REPO, timeout=300,
+                            env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0 and "refused" in result.stdout, result.stdout + result.stderr
+
+
+def test_conv_kernels_fuzzed_against_the_references():
+    """Random shapes, windows and layouts: im2col, col2im and max-pooling equal NumPy's."""
+    rng = np.random.default_rng(17)
+    checked = 0
+    while checked < 120:
+        n, c, h, w = (int(v) for v in rng.integers([0, 1, 1, 1], [4, 5, 12, 12]))
+        kernel, stride = tuple(rng.integers(1, 6, 2)), tuple(rng.integers(1, 4, 2))
+        padding = tuple(rng.integers(0, 3, 2))
+        if kernel[0] > h + 2 * padding[0] or kernel[1] > w + 2 * padding[1]:
+            continue
+        checked += 1
+        x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+        image = layouts(x)[("batch-first", "channels-first", "strided")[checked % 3]]
+        cols = fused.im2col(image, kernel, stride, padding)
+        np.testing.assert_array_equal(cols, conv_reference.im2col(x, kernel, stride, padding))
+        np.testing.assert_array_equal(fused.col2im(cols, x.shape, kernel, stride, padding),
+                                      conv_reference.col2im(cols, x.shape, kernel, stride,
+                                                            padding))
+        if kernel[0] <= h and kernel[1] <= w:
+            out, argmax = fused.max_pool2d(image, kernel, stride)
+            grad = rng.standard_normal(out.shape).astype(np.float32)
+            expected, expected_grad = reference_pool(x, kernel, stride, grad)
+            np.testing.assert_array_equal(out, expected)
+            np.testing.assert_allclose(fused.max_pool2d_backward(grad, argmax, x.shape)[0],
+                                       expected_grad, rtol=1e-6, atol=1e-6)
+
+
+def test_conv_kernels_on_threads_equal_one_thread_bitwise():
+    """The planes split over threads; each plane's arithmetic is the same, so are the results."""
+    x = floats((8, 16, 28, 28), 18).transpose(1, 0, 2, 3).copy().transpose(1, 0, 2, 3)
+    bias = floats((16,), 19)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(fused.im2col(x, 3, 1, 1, threads=threads),
+                                      fused.im2col(x, 3, 1, 1))
+        cols = fused.im2col(x, 3, 1, 1)
+        np.testing.assert_array_equal(fused.col2im(cols, x.shape, 3, 1, 1, threads=threads),
+                                      fused.col2im(cols, x.shape, 3, 1, 1))
+        one = fused.max_pool2d(x, 2, 2, bias, relu=True)
+        many = fused.max_pool2d(x, 2, 2, bias, relu=True, threads=threads)
+        for mine, theirs in zip(many, one):
+            np.testing.assert_array_equal(mine, theirs)
+        grad = floats(one[0].shape, 20)
+        one_back = fused.max_pool2d_backward(grad, one[1], x.shape, one[0], with_bias=True)
+        many_back = fused.max_pool2d_backward(grad, one[1], x.shape, one[0], with_bias=True,
+                                              threads=threads)
+        for mine, theirs in zip(many_back, one_back):
+            np.testing.assert_array_equal(mine, theirs)

@@ -18,7 +18,8 @@ Names and semantics follow PyTorch, so what is learned here transfers. Every nam
 modules a learner or notebook uses is importable from here.
 """
 
-from krypton.autograd.conv import col2im, conv2d, conv2d_relu, im2col, max_pool2d
+from krypton.autograd.conv import (col2im, conv2d, conv2d_relu, conv2d_relu_pool, im2col,
+                                   max_pool2d)
 from krypton.autograd.engine import (backward, enable_grad, graph, is_grad_enabled, no_grad,
                                      topological_order)
 from krypton.autograd.functions import cross_entropy, linear, linear_relu
@@ -26,6 +27,7 @@ from krypton.autograd.ops import FLOAT_DTYPES, Tensor, _unbroadcast, matmul, ten
 
 _topological_order = topological_order  # the name notebook 07 shows
 
-__all__ = ["FLOAT_DTYPES", "Tensor", "backward", "col2im", "conv2d", "conv2d_relu", "cross_entropy",
+__all__ = ["FLOAT_DTYPES", "Tensor", "backward", "col2im", "conv2d", "conv2d_relu",
+           "conv2d_relu_pool", "cross_entropy",
            "enable_grad", "graph", "im2col", "is_grad_enabled", "linear", "linear_relu", "matmul",
            "max_pool2d", "no_grad", "tensor", "topological_order"]

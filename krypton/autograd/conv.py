@@ -25,6 +25,13 @@ a transposed *view* (no copy); ReLU, max-pooling and the next im2col keep or rea
 so the next im2col's copy runs along contiguous memory, and the gradients coming back have the
 same layout, so dY is a (O, N·Ho·Wo) matrix without a copy. (Check: ``y.data.base`` is the
 product; ``y.data.transpose(1, 0, 2, 3).flags.c_contiguous`` is True.)
+
+The NumPy functions below are the readable reference (the "numpy" backend and float64 run
+them). On float32 with the fused kernels on, im2col, col2im and max-pooling run in C
+(csrc/conv.c through ``krypton.fused``), one pass each, and max-pooling keeps where each
+window's maximum was, so its backward is one scatter; ``conv2d_relu_pool`` makes a Conv2d,
+ReLU and MaxPool2d one node. ``python -m krypton.train --model cnn --no-fused`` measures
+what that buys.
 """
 
 from __future__ import annotations
@@ -156,12 +163,14 @@ def _convolve(name: str, x: Tensor, weight: Tensor, bias: Tensor | None, stride:
     _check_window(name, x.shape, kernel, padding)
     n, _, h, w = x.shape
     ho, wo = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
-    cols = im2col(x.data, kernel, stride, padding)
+    # The C kernels (csrc/conv.c, csrc/fused.c) or NumPy's reference: the same values.
+    in_c = _fusable(x.data, weight.data)
+    cols = (fused.im2col(x.data, kernel, stride, padding, threads=backends.kernel_threads())
+            if in_c else im2col(x.data, kernel, stride, padding))
     weights = weight.data.reshape(out_channels, -1)  # (O, C·kh·kw): a view
     out = backends.matmul(weights, cols)  # (O, N·Ho·Wo)
     if bias is not None:
         out += bias.data[:, None]
-    in_c = _fusable(out)  # the fused C kernels' ReLU (csrc/fused.c), or NumPy's: same values
     if relu:
         if in_c:
             fused.bias_relu(out, None, out=out)
@@ -175,18 +184,81 @@ def _convolve(name: str, x: Tensor, weight: Tensor, bias: Tensor | None, stride:
         if relu:
             grad = (fused.bias_relu_backward(grad, out, with_bias=False)[0] if in_c
                     else grad * (out > 0))
-        # dWᵀ = cols @ dYᵀ rather than dW = dY @ colsᵀ: the same sums, but the small-matrix
-        # rung ran this orientation faster on the CNN's shapes (interleaved A/B of the two
-        # with kernels.matmul); dWᵀ is (C·kh·kw, O), its transpose a tiny copy.
-        gw = (backends.matmul(cols, grad.T).T.reshape(weight.shape) if weight.requires_grad
-              else None)
         gb = grad.sum(axis=1) if bias is not None and bias.requires_grad else None
-        gx = None
-        if x.requires_grad:
-            gx = col2im(backends.matmul(weights.T, grad), x.shape, kernel, stride, padding)
+        gx, gw = _products_backward(grad, cols, x, weight, stride, padding, in_c)
         return gx, gw, gb
 
     return Tensor._result(y, parents, "Conv2dReLU" if relu else "Conv2d", backward)
+
+
+def _products_backward(grad: np.ndarray, cols: np.ndarray, x: Tensor, weight: Tensor,
+                       stride: tuple[int, int], padding: tuple[int, int],
+                       in_c: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """dx and dW of a convolution from dY as an (O, N·Ho·Wo) matrix: two products and col2im,
+    each only when its input requires a gradient."""
+    weights = weight.data.reshape(weight.shape[0], -1)
+    gw = None
+    if weight.requires_grad:
+        # dW = dY @ colsᵀ, or its transpose dWᵀ = cols @ dYᵀ: the same sums, a long reduction
+        # over N·Ho·Wo to a tiny result. The small-matrix rung ran the one whose result is
+        # taller faster on both of the CNN's layers (1 thread, kernels.matmul, interleaved:
+        # conv1's (16, 9) result 1.8x, conv2's (144, 32) 1.7x); the transpose is a tiny copy.
+        if weights.shape[1] >= weights.shape[0]:  # C·kh·kw >= O: dWᵀ is the taller
+            gw = backends.matmul(cols, grad.T).T.reshape(weight.shape)
+        else:
+            gw = backends.matmul(grad, cols.T).reshape(weight.shape)
+    gx = None
+    if x.requires_grad:
+        dcols = backends.matmul(weights.T, grad)
+        gx = (fused.col2im(dcols, x.shape, weight.shape[2:], stride, padding,
+                           threads=backends.kernel_threads()) if in_c
+              else col2im(dcols, x.shape, weight.shape[2:], stride, padding))
+    return gx, gw
+
+
+def conv2d_relu_pool(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
+                     padding: Any = 0, pool_size: Any = 2, pool_stride: Any = None) -> Tensor:
+    """``max_pool2d(relu(conv2d(x, weight, bias, stride, padding)), pool_size, pool_stride)``
+    as one graph node: what ``nn.Sequential`` runs for a Conv2d, a ReLU and a MaxPool2d.
+
+    The ReLU moves after the pooling, where it sees a quarter of the values (2 x 2 windows):
+    ``max(relu(v)) = relu(max(v))``, and the window's winner gets the gradient exactly when the
+    ReLU lets it through. So the forward pass is the product, then one C pass that adds the
+    bias, takes each window's maximum (remembering where it was) and the ReLU; the backward
+    pass scatters each window's gradient, masked by the ReLU, into dY and sums it for the
+    bias, in one pass, and the full-size ReLU output and its mask are never made. The fused
+    C kernels only (csrc/conv.c); the NumPy reference is the three operations in turn.
+    """
+    pool_size = as_pair("pool_size", pool_size, 1)
+    pool_stride = pool_size if pool_stride is None else as_pair("pool_stride", pool_stride, 1)
+    stride, padding = as_pair("stride", stride, 1), as_pair("padding", padding, 0)
+    _checked("conv2d_relu_pool", x, weight, bias)
+    if not _fusable(x.data, weight.data):
+        return max_pool2d(conv2d_relu(x, weight, bias, stride, padding), pool_size, pool_stride)
+    out_channels, _, kh, kw = weight.shape
+    _check_window("conv2d_relu_pool", x.shape, (kh, kw), padding)
+    n, _, h, w = x.shape
+    ho, wo = output_size(h, kh, stride[0], padding[0]), output_size(w, kw, stride[1], padding[1])
+    _check_window("conv2d_relu_pool (its max-pooling)", (n, out_channels, ho, wo), pool_size,
+                  (0, 0))
+    threads = backends.kernel_threads()  # the C passes split planes as the products split rows
+    cols = fused.im2col(x.data, (kh, kw), stride, padding, threads=threads)
+    out = backends.matmul(weight.data.reshape(out_channels, -1), cols)  # (O, N·Ho·Wo)
+    conv = out.reshape(out_channels, n, ho, wo).transpose(1, 0, 2, 3)  # channels first
+    pooled, argmax = fused.max_pool2d(conv, pool_size, pool_stride,
+                                      None if bias is None else bias.data, relu=True,
+                                      threads=threads)
+    parents = (x, weight) if bias is None else (x, weight, bias)
+
+    def backward(g: np.ndarray):
+        want_bias = bias is not None and bias.requires_grad
+        gz, gb = fused.max_pool2d_backward(g, argmax, conv.shape, out=pooled,
+                                           with_bias=want_bias, threads=threads)
+        grad = gz.transpose(1, 0, 2, 3).reshape(out_channels, -1)  # channels first: a view
+        gx, gw = _products_backward(grad, cols, x, weight, stride, padding, True)
+        return gx, gw, gb
+
+    return Tensor._result(pooled, parents, "Conv2dReLUMaxPool2d", backward)
 
 
 def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
@@ -210,6 +282,13 @@ def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
     _check_window("max_pool2d", x.shape, kernel, (0, 0))
     (kh, kw), (sh, sw) = kernel, stride
     ho, wo = output_size(x.shape[2], kh, sh, 0), output_size(x.shape[3], kw, sw, 0)
+
+    if _fusable(x.data):  # one pass in C that keeps each window's argmax (csrc/conv.c)
+        threads = backends.kernel_threads()
+        top, argmax = fused.max_pool2d(x.data, kernel, stride, threads=threads)
+        return Tensor._result(top, (x,), "MaxPool2d", lambda g: (
+            fused.max_pool2d_backward(g, argmax, x.shape, threads=threads,
+                                      channels_first=_channels_first(x.data))[0],))
 
     def offset(array: np.ndarray, i: int, j: int) -> np.ndarray:
         return array[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
@@ -235,3 +314,9 @@ def max_pool2d(x: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:
         return (gx,)
 
     return Tensor._result(out, (x,), "MaxPool2d", backward)
+
+
+def _channels_first(array: np.ndarray) -> bool:
+    """Whether an (N, C, H, W) array has its channels outermost in memory, as conv2d's
+    outputs do (a gradient is made in its input's layout, so products read it in place)."""
+    return array.strides[0] < array.strides[1]

@@ -12,7 +12,7 @@ from typing import Any
 from krypton import autograd
 from krypton.autograd import Tensor, cross_entropy
 
-__all__ = ["conv2d", "conv2d_relu", "cross_entropy", "linear", "linear_relu", "log_softmax", "max_pool2d",
+__all__ = ["conv2d", "conv2d_relu", "conv2d_relu_pool", "cross_entropy", "linear", "linear_relu", "log_softmax", "max_pool2d",
            "mse_loss", "relu", "sigmoid", "softmax", "tanh"]
 
 
@@ -42,6 +42,15 @@ def conv2d_relu(input: Tensor, weight: Tensor, bias: Tensor | None = None, strid
     """``relu(conv2d(input, weight, bias, stride, padding))`` as one node (krypton's; PyTorch
     has none): what ``nn.Sequential`` runs for a Conv2d followed by a ReLU."""
     return autograd.conv2d_relu(input, weight, bias, stride=stride, padding=padding)
+
+
+def conv2d_relu_pool(input: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1,
+                     padding: Any = 0, pool_size: Any = 2, pool_stride: Any = None) -> Tensor:
+    """``max_pool2d(relu(conv2d(input, weight, bias, stride, padding)), pool_size,
+    pool_stride)`` as one node (krypton's; PyTorch has none): what ``nn.Sequential`` runs for a
+    Conv2d, a ReLU and a MaxPool2d."""
+    return autograd.conv2d_relu_pool(input, weight, bias, stride=stride, padding=padding,
+                                     pool_size=pool_size, pool_stride=pool_stride)
 
 
 def max_pool2d(input: Tensor, kernel_size: Any, stride: Any = None) -> Tensor:

@@ -314,6 +314,12 @@ class Conv2d(Module):
         """``relu(self(x))`` as one node (what ``Sequential`` runs for Conv2d, ReLU)."""
         return F.conv2d_relu(x, self.weight, self.bias, self.stride, self.padding)
 
+    def forward_relu_pool(self, x: Tensor, pool: MaxPool2d) -> Tensor:
+        """``pool(relu(self(x)))`` as one node (what ``Sequential`` runs for Conv2d, ReLU,
+        MaxPool2d)."""
+        return F.conv2d_relu_pool(x, self.weight, self.bias, self.stride, self.padding,
+                                  pool.kernel_size, pool.stride)
+
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
@@ -408,10 +414,15 @@ class Sequential(Module):
         while index < len(modules):
             module = modules[index]
             following = modules[index + 1] if index + 1 < len(modules) else None
+            after = modules[index + 2] if index + 2 < len(modules) else None
             # A Linear (or Conv2d) then a ReLU is one fused node (F.linear_relu,
             # F.conv2d_relu): one pass for bias and ReLU, one for their backward, one graph node
-            # instead of two. Exact types only: a subclass may have its own forward.
-            if type(module) in (Linear, Conv2d) and type(following) is ReLU:
+            # instead of two; a Conv2d, a ReLU and a MaxPool2d are one too
+            # (F.conv2d_relu_pool). Exact types only: a subclass may have its own forward.
+            if type(module) is Conv2d and type(following) is ReLU and type(after) is MaxPool2d:
+                x = module.forward_relu_pool(x, after)
+                index += 3
+            elif type(module) in (Linear, Conv2d) and type(following) is ReLU:
                 x = module.forward_relu(x)
                 index += 2
             else:
