@@ -170,3 +170,21 @@ def test_compiled_kernel_is_reused_from_the_process_cache():
     mr, nr = default_knobs("packed")["mr"], default_knobs("packed")["nr"]
     other = get_kernel("packed", mr=mr - 1, nr=nr)   # one row fewer fits on every ISA
     assert other is not get_kernel("packed") and other is get_kernel("packed", mr=mr - 1, nr=nr)
+
+
+@pytest.mark.parametrize("kernel", ["packed", "small"])
+def test_large_c_starts_on_a_cache_line_and_small_c_is_numpys(kernel, monkeypatch):
+    from krypton import kernels
+    monkeypatch.setattr(kernels, "ALIGN_C_FLOATS", 64 * 64)
+    rng = np.random.default_rng(8)
+    for m, k, n in [(64, 33, 64), (67, 5, 131), (128, 1, 40)]:  # at and above the threshold
+        a, b = S.make_operand(rng, m, k, "c"), S.make_operand(rng, k, n, "c")
+        c = krypton.matmul(a, b, kernel=kernel)
+        check(c, a, b)
+        assert c.ctypes.data % 64 == 0 and c.flags.writeable and c.flags.owndata is False
+        c[...] = 1.0  # an ordinary array: writing it touches nothing else
+        assert np.array_equal(c, np.ones((m, n), np.float32))
+    a, b = S.make_operand(rng, 63, 9, "c"), S.make_operand(rng, 9, 64, "c")  # below it
+    c = krypton.matmul(a, b, kernel=kernel)
+    check(c, a, b)
+    assert c.flags.owndata
