@@ -34,12 +34,21 @@
 #endif
 /* Packing B pays when each packed panel is read by many MR-row panels of A, ceil(M / MR) of
  * them. So a product of at most this many panels of rows reads B in place, if B's rows are
- * contiguous (vector loads need that) and B is small enough to stay in the caches (a larger B
- * comes from memory, and a packed copy is read from L2 instead). */
+ * contiguous (vector loads need that) and B is small enough to stay in the caches: a larger B
+ * comes from memory, where reading each panel's rows far apart costs more than packing. */
 #ifndef KR_B_IN_PLACE_TILES
 #  define KR_B_IN_PLACE_TILES 16
 #endif
 #define KR_B_IN_PLACE_FLOATS (1 << 20)   /* 4 MiB of B */
+/* With fewer panels of rows still, B is read in place whatever its size (a convolution's
+ * im2col matrix, K x N with N = batch x pixels, is many MB). Packing a B from memory is a
+ * pass over it that writes a copy as large, and the copy's kc x nc block is too large for L2,
+ * so the micro-kernel reads it back from L3: three passes where reading in place is one, which
+ * so few rows of A do not earn back. Measure: `python -m krypton.bench --kernels small parallel
+ * --shapes 32x144x25088` (the second convolution of notebook 11). */
+#ifndef KR_B_STREAM_TILES
+#  define KR_B_STREAM_TILES 8
+#endif
 /* A C narrower than NR / 2 (and at most this many columns: the widths the path was measured
  * on, for which B^T stays a small copy) is computed by dot products when A's rows are
  * contiguous. 0 switches the path off. */
@@ -53,7 +62,8 @@ int kr_small_thresholds(kr_small_limits *limits)
 {
     *limits = (kr_small_limits){
         .a_in_place_panels = KR_A_IN_PLACE_PANELS, .b_in_place_panels = KR_B_IN_PLACE_TILES,
-        .b_in_place_floats = KR_B_IN_PLACE_FLOATS, .dot_columns = KR_NARROW_DOT,
+        .b_in_place_floats = KR_B_IN_PLACE_FLOATS, .b_stream_panels = KR_B_STREAM_TILES,
+        .dot_columns = KR_NARROW_DOT,
         .edge_kernels = KR_EDGE_KERNELS, .min_flops_per_thread = KR_MIN_FLOPS_PER_THREAD};
     return KR_OK;
 }
@@ -78,7 +88,7 @@ int kr_small_plan(int64_t M, int64_t N, int64_t K, int64_t rsa, int64_t csa, int
     }
     plan->a_in_place = kr_reads_a_in_place(kr_round_up(kr_min(knobs->nc, N), KR_NR));
     plan->b_in_place = csb == 1 && N >= KR_NR && M <= KR_B_IN_PLACE_TILES * KR_MR
-                       && K <= KR_B_IN_PLACE_FLOATS / N;
+                       && (K <= KR_B_IN_PLACE_FLOATS / N || M <= KR_B_STREAM_TILES * KR_MR);
     plan->declined = !plan->transposed && !plan->a_in_place && !plan->b_in_place;
     return KR_OK;
 }

@@ -30,6 +30,7 @@ WIDTH = S.WIDTH
 LIMITS = small_thresholds()
 A_PANELS, B_PANELS = LIMITS["a_in_place_panels"], LIMITS["b_in_place_panels"]
 B_FLOATS, DOT_COLUMNS = LIMITS["b_in_place_floats"], LIMITS["dot_columns"]
+B_STREAM = LIMITS["b_stream_panels"]
 
 
 def _boundary_shapes() -> list[tuple[int, int, int, str, str]]:
@@ -52,9 +53,11 @@ def _boundary_shapes() -> list[tuple[int, int, int, str, str]]:
     for m in (B_PANELS * MR - 1, B_PANELS * MR, B_PANELS * MR + 1):
         cases += [(m, 3 * NR + 5, 31, "c", "c"), (m, 3 * NR + 5, 31, "c", "transposed"),
                   (m, 2 * NR, 31, "fortran", "reversed")]
-    # ... and a B of at most B_FLOATS floats
+    # ... and a B of at most B_FLOATS floats, or of any size for at most B_STREAM row panels
     k = B_FLOATS // 1024
     cases += [(MR + 1, 1024, k, "c", "c"), (MR + 1, 1025, k, "c", "c")]
+    for m in (B_STREAM * MR, B_STREAM * MR + 1):
+        cases += [(m, 1025, k, "c", "c"), (m, 1025, k, "c", "transposed")]
     return cases
 
 
@@ -116,8 +119,13 @@ def test_the_plan_reads_b_in_place_for_few_rows_and_a_small_b_with_contiguous_ro
     assert _plan(B_PANELS * MR, n, 31).b_in_place
     assert not _plan(B_PANELS * MR + 1, n, 31).b_in_place
     assert not _plan(B_PANELS * MR, n, 31, "c", "transposed").b_in_place
-    assert _plan(MR + 1, 1024, B_FLOATS // 1024).b_in_place
-    assert not _plan(MR + 1, 1024, B_FLOATS // 1024 + 1).b_in_place
+    big_k = B_FLOATS // 1024 + 1   # a 1024-wide B just over B_FLOATS
+    assert _plan(B_PANELS * MR, 1024, B_FLOATS // 1024).b_in_place
+    assert not _plan(B_PANELS * MR, 1024, big_k).b_in_place
+    assert B_STREAM < B_PANELS
+    assert _plan(B_STREAM * MR, 1024, big_k).b_in_place        # few rows: any size of B
+    assert not _plan(B_STREAM * MR + 1, 1024, big_k).b_in_place
+    assert not _plan(B_STREAM * MR, 1024, big_k, "c", "transposed").b_in_place
     assert not _plan(MR + 1, NR - 1, 31, "transposed", "c").b_in_place   # no whole panel
 
 
