@@ -20,7 +20,7 @@ typedef struct kr_knobs {
     int64_t tile_n;      /* tiled, simd, regblock: columns of C per cache tile */
     int64_t tile_k;      /* tiled, simd, regblock: depth of the A and B tiles */
     int64_t mc;          /* packed, parallel: rows of the packed A block (fits in L2) */
-    int64_t kc;          /* packed, parallel: depth of packed panels (B micro-panel: 1/8 of L2) */
+    int64_t kc;          /* packed, parallel: depth of packed panels (B micro-panel in L1) */
     int64_t nc;          /* packed, parallel: columns of the packed B block (fits in L3) */
     int64_t threads;     /* parallel: number of threads */
 } kr_knobs;
