@@ -28,9 +28,10 @@
  *     8 x 32 pad less than 24 in 6 x 64 (784 columns pad to 800, not 832). Measured on an
  *     Intel Xeon with two 512-bit pipes (Sapphire Rapids class): in interleaved A/B runs of
  *     the packed rung as fast as 12 x 32 (BLIS's Skylake-X tile, 24 accumulators) and 14 x 32;
- *     alone (operands in L1) each of 8 x 32, 12 x 32, 6 x 64 stays 10-20% short of the probe's
- *     peak, and the same loop with A's broadcasts replaced by registers reaches it: the
- *     broadcasts of A, not the tile, cost that (check: time the k loop with and without them).
+ *     alone (operands in L1, a quiet core) each of 8 x 32, 12 x 32, 14 x 32 and 6 x 64 runs
+ *     within a few percent of the probe's peak, so what the rung loses beyond that is C's
+ *     traffic and the packing, not the tile (check: notebook 04's map of the micro-kernel
+ *     alone beside the rung's).
  *   NEON 8 x 8: the model's choice, 16 accumulators (4-cycle latency x 4 pipes on the widest
  *     cores), 0.63 loads per FMA, 19 of 32 registers. 8 x 12 (24 in 28) fits on paper, but
  *     gcc 12 keeps accumulators on the stack in its k loop (check: cross-compile with
