@@ -55,6 +55,11 @@
 #ifndef KR_NARROW_DOT
 #  define KR_NARROW_DOT 16
 #endif
+/* The dot path walks k in chunks of this many floats (16 KiB of each row; a multiple of every
+ * vector width), so that what its tiles re-read stays in L2 (see kr_dot_rows). */
+#ifndef KR_DOT_CHUNK
+#  define KR_DOT_CHUNK 4096
+#endif
 
 static int kr_reads_a_in_place(int64_t nc_max) { return nc_max <= KR_A_IN_PLACE_PANELS * KR_NR; }
 
@@ -63,7 +68,7 @@ int kr_small_thresholds(kr_small_limits *limits)
     *limits = (kr_small_limits){
         .a_in_place_panels = KR_A_IN_PLACE_PANELS, .b_in_place_panels = KR_B_IN_PLACE_TILES,
         .b_in_place_floats = KR_B_IN_PLACE_FLOATS, .b_stream_panels = KR_B_STREAM_TILES,
-        .dot_columns = KR_NARROW_DOT,
+        .dot_columns = KR_NARROW_DOT, .dot_chunk = KR_DOT_CHUNK,
         .edge_kernels = KR_EDGE_KERNELS, .min_flops_per_thread = KR_MIN_FLOPS_PER_THREAD};
     return KR_OK;
 }
@@ -132,42 +137,71 @@ kr_dot_step(kr_vec acc[KR_DOT_ROWS][KR_DOT_COLS], const float *const a[KR_DOT_RO
     }
 }
 
-/* Rows [i_begin, i_end) of C = A * B, with B^T given as rows: Bt[j*ldbt + k] = B[k][j]. A tile
- * at the bottom or right edge re-reads its last row or column of A or B (clamped pointers)
- * and stores only the elements that exist. */
+/* With K long (a convolution's weight gradient sums over a whole batch of pixels), the rows of
+ * A and of B^T that a thread's tiles read again no longer fit in L2, and each tile streams
+ * them from memory anew. So k is cut into chunks of KR_DOT_CHUNK floats: every tile of the
+ * thread takes its steps through one chunk before any tile starts the next, so the chunk of
+ * B^T's rows (N of them, a few KiB each) stays in L2 while the tiles of A's rows go past.
+ * Between chunks a tile's accumulators wait in a small buffer; each lane still sums in order
+ * of k, so C is bitwise the same as with one chunk, for any thread count. Measure: time
+ * `krypton.matmul(dy, cols.T)` (dy 16 x 100352, cols 9 x 100352: the weight gradient of
+ * notebook 11's first convolution) on this rung and on one compiled with KR_DOT_CHUNK defined
+ * as 1 << 40 before `#include "small.c"`. */
+enum { KR_DOT_TILE = KR_DOT_ROWS * KR_DOT_COLS * KR_VLEN };   /* floats of one tile's sums */
+
+/* Rows [i_begin, i_end) of C = A * B, with B^T given as rows: Bt[j*ldbt + k] = B[k][j];
+ * `partial` holds the accumulators of every tile between chunks of k (NULL if K fits one). A
+ * tile at the bottom or right edge re-reads its last row or column of A or B (clamped
+ * pointers) and stores only the elements that exist. */
 static void kr_dot_rows(int64_t i_begin, int64_t i_end, int64_t N, int64_t K,
                         const float *restrict A, int64_t rsa, const float *restrict Bt,
-                        int64_t ldbt, float *restrict C, int64_t ldc)
+                        int64_t ldbt, float *restrict C, int64_t ldc, float *restrict partial)
 {
     const int64_t k_full = K - K % KR_VLEN;
-    for (int64_t i0 = i_begin; i0 < i_end; i0 += KR_DOT_ROWS) {   /* rows: one tile's worth */
-        const int64_t rows = kr_min(KR_DOT_ROWS, i_end - i0);
-        const float *a[KR_DOT_ROWS];
-        for (int r = 0; r < KR_DOT_ROWS; ++r)
-            a[r] = A + (i0 + kr_min(r, rows - 1)) * rsa;
-        for (int64_t j0 = 0; j0 < N; j0 += KR_DOT_COLS) {         /* columns: one tile's worth */
-            const int64_t cols = kr_min(KR_DOT_COLS, N - j0);
-            const float *b[KR_DOT_COLS];
-            for (int c = 0; c < KR_DOT_COLS; ++c)
-                b[c] = Bt + (j0 + kr_min(c, cols - 1)) * ldbt;
-            kr_vec acc[KR_DOT_ROWS][KR_DOT_COLS];
-#pragma GCC unroll 8
+    for (int64_t k0 = 0; k0 == 0 || k0 < k_full; k0 += KR_DOT_CHUNK) {   /* depth: chunks */
+        const int64_t k1 = kr_min(k0 + KR_DOT_CHUNK, k_full);
+        const int last = k1 == k_full;
+        int64_t tile = 0;   /* which tile's sums in `partial` */
+        for (int64_t i0 = i_begin; i0 < i_end; i0 += KR_DOT_ROWS) {   /* rows: one tile's */
+            const int64_t rows = kr_min(KR_DOT_ROWS, i_end - i0);
+            const float *a[KR_DOT_ROWS];
             for (int r = 0; r < KR_DOT_ROWS; ++r)
-#pragma GCC unroll 8
+                a[r] = A + (i0 + kr_min(r, rows - 1)) * rsa;
+            for (int64_t j0 = 0; j0 < N; j0 += KR_DOT_COLS) {     /* columns: one tile's */
+                const int64_t cols = kr_min(KR_DOT_COLS, N - j0);
+                const float *b[KR_DOT_COLS];
                 for (int c = 0; c < KR_DOT_COLS; ++c)
-                    acc[r][c] = kr_zero();
-            for (int64_t k = 0; k < k_full; k += KR_VLEN)         /* depth: a vector at a time */
-                kr_dot_step(acc, a, b, k, KR_VLEN);
-            if (k_full < K)
-                kr_dot_step(acc, a, b, k_full, K - k_full);
-            /* A constant trip count, so acc[.][c] names registers: indexed by a variable,
-             * the accumulators would have to live in memory (gcc spills all 20 to the stack). */
+                    b[c] = Bt + (j0 + kr_min(c, cols - 1)) * ldbt;
+                const int64_t at = tile++ * KR_DOT_TILE;   /* its sums in `partial` */
+                kr_vec acc[KR_DOT_ROWS][KR_DOT_COLS];
 #pragma GCC unroll 8
-            for (int c = 0; c < KR_DOT_COLS; ++c) {
-                float sums[KR_DOT_ROWS];
-                kr_sum4(acc[0][c], acc[1][c], acc[2][c], acc[3][c], sums);
-                for (int64_t r = 0; r < rows && c < cols; ++r)
-                    C[(i0 + r) * ldc + j0 + c] = sums[r];
+                for (int r = 0; r < KR_DOT_ROWS; ++r)
+#pragma GCC unroll 8
+                    for (int c = 0; c < KR_DOT_COLS; ++c)
+                        acc[r][c] = k0 == 0 ? kr_zero()
+                                  : kr_load(partial + at + (r * KR_DOT_COLS + c) * KR_VLEN);
+                for (int64_t k = k0; k < k1; k += KR_VLEN)        /* depth: a vector at a time */
+                    kr_dot_step(acc, a, b, k, KR_VLEN);
+                if (!last) {   /* the next chunk goes on from here */
+#pragma GCC unroll 8
+                    for (int r = 0; r < KR_DOT_ROWS; ++r)
+#pragma GCC unroll 8
+                        for (int c = 0; c < KR_DOT_COLS; ++c)
+                            kr_store(partial + at + (r * KR_DOT_COLS + c) * KR_VLEN, acc[r][c]);
+                    continue;
+                }
+                if (k_full < K)
+                    kr_dot_step(acc, a, b, k_full, K - k_full);
+                /* A constant trip count, so acc[.][c] names registers: indexed by a variable,
+                 * the accumulators would have to live in memory (gcc spills all 20 to the
+                 * stack). */
+#pragma GCC unroll 8
+                for (int c = 0; c < KR_DOT_COLS; ++c) {
+                    float sums[KR_DOT_ROWS];
+                    kr_sum4(acc[0][c], acc[1][c], acc[2][c], acc[3][c], sums);
+                    for (int64_t r = 0; r < rows && c < cols; ++r)
+                        C[(i0 + r) * ldc + j0 + c] = sums[r];
+                }
             }
         }
     }
@@ -178,14 +212,24 @@ typedef struct kr_dot_job {
     const float *A; int64_t rsa;
     const float *Bt; int64_t ldbt;
     float *C; int64_t ldc;
+    int status;   /* KR_OK, or KR_ENOMEM from any thread */
 } kr_dot_job;
 
 static void kr_dot_worker(void *opaque, int64_t tid, int64_t threads)
 {
-    const kr_dot_job *job = opaque;
+    kr_dot_job *job = opaque;
     const kr_range rows = kr_thread_range(job->M, KR_DOT_ROWS, tid, threads);
+    float *partial = NULL;
+    if (job->K - job->K % KR_VLEN > KR_DOT_CHUNK && rows.end > rows.begin) {
+        const int64_t tiles = kr_ceil_div(rows.end - rows.begin, KR_DOT_ROWS)
+                              * kr_ceil_div(job->N, KR_DOT_COLS);
+        if (!(partial = kr_thread_buffer(KR_BUFFER_A, tiles, KR_DOT_TILE))) {
+            __atomic_store_n(&job->status, KR_ENOMEM, __ATOMIC_RELAXED);
+            return;
+        }
+    }
     kr_dot_rows(rows.begin, rows.end, job->N, job->K, job->A, job->rsa, job->Bt, job->ldbt,
-                job->C, job->ldc);
+                job->C, job->ldc, partial);
 }
 
 /* C = A*B by dot products on `threads` threads, each a range of rows. B^T as rows: B itself
@@ -195,19 +239,22 @@ static int kr_small_dot(int64_t M, int64_t N, int64_t K, const float *restrict A
                         int64_t ldc, int64_t threads)
 {
     kr_dot_job job = {.M = M, .N = N, .K = K, .A = A, .rsa = rsa, .Bt = B, .ldbt = csb,
-                      .C = C, .ldc = ldc};
+                      .C = C, .ldc = ldc, .status = KR_OK};
     if (rsb != 1) {
         float *Bt = kr_thread_buffer(KR_BUFFER_B, N, K);
         if (!Bt)
             return KR_ENOMEM;
-        for (int64_t j = 0; j < N; ++j)      /* writes in order; reads walk down one column */
-            for (int64_t k = 0; k < K; ++k)
+        /* B's rows in order; the writes go to the N (at most KR_NARROW_DOT) rows of B^T at
+         * once, a few streams the caches follow. Column by column, each pass would walk the
+         * whole of B again for one float per row. */
+        for (int64_t k = 0; k < K; ++k)
+            for (int64_t j = 0; j < N; ++j)
                 Bt[j * K + k] = B[k * rsb + j * csb];
         job.Bt = Bt;
         job.ldbt = K;
     }
     kr_fork_join(threads, kr_dot_worker, &job);
-    return KR_OK;
+    return job.status;
 }
 
 int kr_sgemm_small(int64_t M, int64_t N, int64_t K,

@@ -30,7 +30,7 @@ WIDTH = S.WIDTH
 LIMITS = small_thresholds()
 A_PANELS, B_PANELS = LIMITS["a_in_place_panels"], LIMITS["b_in_place_panels"]
 B_FLOATS, DOT_COLUMNS = LIMITS["b_in_place_floats"], LIMITS["dot_columns"]
-B_STREAM = LIMITS["b_stream_panels"]
+B_STREAM, DOT_CHUNK = LIMITS["b_stream_panels"], LIMITS["dot_chunk"]
 
 
 def _boundary_shapes() -> list[tuple[int, int, int, str, str]]:
@@ -43,6 +43,9 @@ def _boundary_shapes() -> list[tuple[int, int, int, str, str]]:
                 cases.append((m, n, k, "c", "c"))
         cases += [(37, n, 29, "transposed", "c"), (37, n, 29, "c", "transposed"),
                   (37, n, 29, "sliced", "sliced"), (37, n, 29, "reversed", "fortran")]
+    # dot products through k in chunks: one chunk, a chunk and a tail, several chunks
+    for k in (DOT_CHUNK - 1, DOT_CHUNK, DOT_CHUNK + 1, DOT_CHUNK + WIDTH, 2 * DOT_CHUNK + 3):
+        cases += [(5, 9, k, "c", "c"), (37, 1, k, "c", "transposed"), (9, 7, k, "sliced", "c")]
     # edge tiles: every row count up to one past two micro-tiles
     for m in range(1, 2 * MR + 2):
         cases += [(m, NR + 3, 19, "c", "c"), (m, 2 * NR, 40, "transposed", "sliced")]
