@@ -54,25 +54,30 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
      * NR floats fill: asking for every line-step and for the row's last float covers them
      * all. */
     const int64_t k_prefetch = kc > KR_PREFETCH_C_STEPS ? kc - KR_PREFETCH_C_STEPS : 0;
+    int64_t k = 0;
+#pragma GCC unroll 1
+    for (int stretch = 0; stretch < 2; ++stretch) {   /* up to k_prefetch, then the rest */
+        const int64_t k_end = stretch == 0 ? k_prefetch : kc;
 #pragma GCC unroll 4
-    for (int64_t k = 0; k < kc; ++k) {                 /* depth: one rank-1 update per step */
-        if (KR_PREFETCH_C && csc == 1 && k == k_prefetch)
+        for (; k < k_end; ++k) {                       /* depth: one rank-1 update per step */
+            kr_vec b[KR_NV];
+#pragma GCC unroll 8
+            for (int v = 0; v < KR_NV; ++v)
+                b[v] = kr_load(B + k * rsb + v * KR_VLEN);
+#pragma GCC unroll 32
+            for (int r = 0; r < rows; ++r) {
+                const kr_vec a = kr_set1(row[r][k * csa]);
+#pragma GCC unroll 8
+                for (int v = 0; v < KR_NV; ++v)
+                    acc[r][v] = kr_fma(a, b[v], acc[r][v]);
+            }
+        }
+        if (stretch == 0 && KR_PREFETCH_C && csc == 1)
             for (int r = 0; r < rows; ++r) {
                 for (int j = 0; j < KR_NR; j += KR_ALIGN / (int)sizeof(float))
                     __builtin_prefetch(C + r * rsc + j, 1, 3);
                 __builtin_prefetch(C + r * rsc + KR_NR - 1, 1, 3);
             }
-        kr_vec b[KR_NV];
-#pragma GCC unroll 8
-        for (int v = 0; v < KR_NV; ++v)
-            b[v] = kr_load(B + k * rsb + v * KR_VLEN);
-#pragma GCC unroll 32
-        for (int r = 0; r < rows; ++r) {
-            const kr_vec a = kr_set1(row[r][k * csa]);
-#pragma GCC unroll 8
-            for (int v = 0; v < KR_NV; ++v)
-                acc[r][v] = kr_fma(a, b[v], acc[r][v]);
-        }
     }
 
     if (mr == rows && nr == KR_NR && csc == 1) {
