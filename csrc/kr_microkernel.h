@@ -55,7 +55,7 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
      * all. */
     const int64_t k_prefetch = kc > KR_PREFETCH_C_STEPS ? kc - KR_PREFETCH_C_STEPS : 0;
     int64_t k = 0;
-#pragma GCC unroll 1
+#pragma GCC unroll 1   /* a loop of two, so that the k loop below is compiled once */
     for (int stretch = 0; stretch < 2; ++stretch) {   /* up to k_prefetch, then the rest */
         const int64_t k_end = stretch == 0 ? k_prefetch : kc;
 #pragma GCC unroll 4
