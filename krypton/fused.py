@@ -30,13 +30,16 @@ import numpy as np
 from krypton import seam
 
 FUNCTIONS = ("kr_bias_relu_forward", "kr_bias_relu_backward", "kr_softmax_xent_forward",
-             "kr_softmax_xent_backward", "kr_sgd_step", "kr_adam_step")
+             "kr_softmax_xent_backward", "kr_sgd_step", "kr_adam_step", "kr_gather_rows")
 SOURCE = seam.CSRC / "fused.c"
 HEADER = seam.CSRC / "kr_fused.h"
 FLAGS = ("-ffp-contract=off", "-fno-math-errno")
 """a*b + c rounded twice, as NumPy computes it, not fused into one FMA: the C and NumPy paths
 then give the same float32 numbers (up to the order of sums). Without errno to set, sqrtf is
 one vector instruction and the Adam loop vectorizes."""
+
+
+_FLOAT32 = np.dtype(np.float32)
 
 
 @functools.lru_cache(maxsize=None)
@@ -51,6 +54,11 @@ def compiled() -> seam.CompiledModule:
 
 
 def _float32(name: str, array: Any, writable: bool = False) -> np.ndarray:
+    # The common case, a float32 array C can use as it is, passes a few identity tests (each
+    # step makes a dozen of these calls); anything else takes the checks below, with messages.
+    if type(array) is np.ndarray and array.dtype is _FLOAT32 and array.flags.c_contiguous \
+            and (array.flags.writeable or not writable):
+        return array
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(array).__name__}")
     if array.dtype != np.float32:
@@ -233,16 +241,27 @@ def softmax_cross_entropy_backward_numpy(probs: np.ndarray, labels: Any,
 # Optimizer updates, in place: PyTorch's rules (krypton/optim.py states them)
 
 
-def _update_operands(param: np.ndarray, grad: np.ndarray,
-                     **state: np.ndarray | None) -> np.ndarray:
-    _float32("param", param, writable=True)
-    grad = _float32("grad", grad)
-    _same_shape("grad", grad, param.shape)
-    for name, array in state.items():
-        if array is not None:
-            _float32(name, array, writable=True)
-            _same_shape(name, array, param.shape)
-    return grad
+def _update_operands(params: Any, grads: Any, **states: Any) -> list[np.ndarray]:
+    """Check the lists of an update (one entry per parameter); return the gradients as C
+    reads them (C-contiguous: a strided one is copied once)."""
+    grads = [_float32("grad", grad) for grad in grads]
+    for name, arrays in (("grads", grads), *states.items()):
+        if len(arrays) != len(params):
+            raise ValueError(f"{name} has {len(arrays)} entries for {len(params)} parameters")
+    for index, (param, grad) in enumerate(zip(params, grads)):
+        _float32("param", param, writable=True)
+        _same_shape("grad", grad, param.shape)
+        for name, arrays in states.items():
+            if arrays[index] is not None:
+                _float32(name[:-1], arrays[index], writable=True)
+                _same_shape(name[:-1], arrays[index], param.shape)
+    return grads
+
+
+def _pointers(ffi: Any, arrays: Any) -> Any:
+    """A C array of pointers to the float32 data of ``arrays`` (NULL for None)."""
+    return ffi.new("float *[]", [ffi.NULL if a is None else ffi.from_buffer("float[]", a)
+                                 for a in arrays])
 
 
 def _threads(threads: Any) -> int:
@@ -251,24 +270,48 @@ def _threads(threads: Any) -> int:
     return int(threads)
 
 
+def sgd_steps(params: Any, grads: Any, buffers: Any, firsts: Any, lr: float,
+              momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
+              nesterov: bool = False, threads: int = 1) -> None:
+    """One SGD step on each parameter of a list, in place, in one C call (what
+    ``optim.SGD.step`` makes for a group): ``buffers[i]`` is parameter i's momentum (updated in
+    place; needed when ``momentum`` > 0, else None) and ``firsts[i]`` says it holds nothing yet.
+    The large parameters are split over up to ``threads`` threads (the results are the same)."""
+    params, buffers = list(params), list(buffers)
+    grads = _update_operands(params, grads, buffers=buffers)
+    threads = _threads(threads)
+    firsts = [bool(first) for first in firsts]
+    if momentum and any(buffer is None for buffer in buffers):
+        raise ValueError("sgd_step with momentum needs a buffer: pass np.empty_like(param) "
+                         "and first=True on the first step")
+    if len(firsts) != len(grads):
+        raise ValueError(f"firsts has {len(firsts)} entries for {len(grads)} parameters")
+    module = compiled()
+    ffi = module.ffi
+    _check(module.lib.kr_sgd_step(len(grads), ffi.new("int64_t[]", [g.size for g in grads]),
+                                  _pointers(ffi, params), _pointers(ffi, grads),
+                                  _pointers(ffi, buffers), ffi.new("int32_t[]", firsts), lr,
+                                  momentum, dampening, weight_decay, bool(nesterov), threads),
+           "kr_sgd_step")
+
+
+def sgd_steps_numpy(params: Any, grads: Any, buffers: Any, firsts: Any, lr: float,
+                    momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
+                    nesterov: bool = False, threads: int = 1) -> None:
+    """The NumPy reference of ``sgd_steps``: ``sgd_step_numpy`` on each parameter."""
+    for param, grad, buffer, first in zip(params, grads, buffers, firsts):
+        sgd_step_numpy(param, grad, buffer, lr, momentum, dampening, weight_decay, nesterov,
+                       first)
+
+
 def sgd_step(param: np.ndarray, grad: np.ndarray, buffer: np.ndarray | None, lr: float,
              momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
              nesterov: bool = False, first: bool = False, threads: int = 1) -> None:
     """One SGD step on ``param`` in place, one pass; ``buffer`` (the momentum, updated in
     place) is needed when ``momentum`` > 0, and ``first`` says it holds nothing yet. A large
     parameter is split over up to ``threads`` threads (the result is the same)."""
-    grad = _update_operands(param, grad, buffer=buffer)
-    threads = _threads(threads)
-    if momentum and buffer is None:
-        raise ValueError("sgd_step with momentum needs a buffer: pass np.empty_like(param) "
-                         "and first=True on the first step")
-    module = compiled()
-    ffi = module.ffi
-    _check(module.lib.kr_sgd_step(param.size, _pointer(ffi, "float *", param),
-                                  _pointer(ffi, "float *", grad),
-                                  _pointer(ffi, "float *", buffer), lr, momentum, dampening,
-                                  weight_decay, bool(nesterov), bool(first), threads),
-           "kr_sgd_step")
+    sgd_steps([param], [grad], [buffer], [first], lr, momentum, dampening, weight_decay,
+              nesterov, threads)
 
 
 def sgd_step_numpy(param: np.ndarray, grad: np.ndarray, buffer: np.ndarray | None,
@@ -289,25 +332,49 @@ def sgd_step_numpy(param: np.ndarray, grad: np.ndarray, buffer: np.ndarray | Non
     param -= lr * grad
 
 
+def adam_steps(params: Any, grads: Any, exp_avgs: Any, exp_avg_sqs: Any, steps: Any,
+               lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 0.0, threads: int = 1) -> None:
+    """Adam's step on each parameter of a list and its two moments, in place, in one C call
+    (what ``optim.Adam.step`` makes for a group); ``steps[i]`` is parameter i's step number
+    (from 1). The bias corrections are computed here in double precision."""
+    params, exp_avgs, exp_avg_sqs = list(params), list(exp_avgs), list(exp_avg_sqs)
+    grads = _update_operands(params, grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs)
+    threads = _threads(threads)
+    steps = list(steps)
+    if len(steps) != len(grads):
+        raise ValueError(f"steps has {len(steps)} entries for {len(grads)} parameters")
+    for step in steps:
+        if not isinstance(step, (int, np.integer)) or step < 1:
+            raise ValueError(f"step counts from 1, got {step!r}")
+    module = compiled()
+    ffi = module.ffi
+    _check(module.lib.kr_adam_step(
+        len(grads), ffi.new("int64_t[]", [g.size for g in grads]), _pointers(ffi, params),
+        _pointers(ffi, grads), _pointers(ffi, exp_avgs), _pointers(ffi, exp_avg_sqs),
+        ffi.new("double[]", [lr / (1 - beta1 ** step) for step in steps]),
+        ffi.new("double[]", [math.sqrt(1 - beta2 ** step) for step in steps]), beta1, beta2,
+        eps, weight_decay, threads), "kr_adam_step")
+
+
+def adam_steps_numpy(params: Any, grads: Any, exp_avgs: Any, exp_avg_sqs: Any, steps: Any,
+                     lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                     weight_decay: float = 0.0, threads: int = 1) -> None:
+    """The NumPy reference of ``adam_steps``: ``adam_step_numpy`` on each parameter."""
+    for param, grad, exp_avg, exp_avg_sq, step in zip(params, grads, exp_avgs, exp_avg_sqs,
+                                                      steps):
+        adam_step_numpy(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
+                        weight_decay)
+
+
 def adam_step(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
               exp_avg_sq: np.ndarray, step: int, lr: float, beta1: float = 0.9,
               beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
               threads: int = 1) -> None:
     """Adam's step number ``step`` (from 1) on ``param`` and its two moments, in place, one
-    pass (a large parameter split over up to ``threads`` threads); the bias corrections are
-    computed here in double precision."""
-    grad = _update_operands(param, grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
-    threads = _threads(threads)
-    if not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"step counts from 1, got {step!r}")
-    module = compiled()
-    ffi = module.ffi
-    _check(module.lib.kr_adam_step(param.size, _pointer(ffi, "float *", param),
-                                   _pointer(ffi, "float *", grad),
-                                   _pointer(ffi, "float *", exp_avg),
-                                   _pointer(ffi, "float *", exp_avg_sq), beta1, beta2, eps,
-                                   weight_decay, lr / (1 - beta1 ** step),
-                                   math.sqrt(1 - beta2 ** step), threads), "kr_adam_step")
+    pass (a large parameter split over up to ``threads`` threads)."""
+    adam_steps([param], [grad], [exp_avg], [exp_avg_sq], [step], lr, beta1, beta2, eps,
+               weight_decay, threads)
 
 
 def adam_step_numpy(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
@@ -325,6 +392,45 @@ def adam_step_numpy(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
     step_size = lr / (1 - beta1 ** step)
     denominator = np.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step) + eps
     param -= step_size * (exp_avg / denominator)
+
+
+# --------------------------------------------------------------------------------------------
+# The batch gather (krypton.data.DataLoader's copy of a mini-batch)
+
+
+def gather_rows(array: np.ndarray, indices: Any, threads: int = 1) -> np.ndarray:
+    """``array[indices]`` for a C-contiguous ``array`` and 1-D integer ``indices`` in
+    ``0..len(array)-1``: a new array, its rows copied in one pass (a large batch split over up
+    to ``threads`` threads; the result is the same)."""
+    if not isinstance(array, np.ndarray) or not array.flags.c_contiguous or array.ndim < 1:
+        raise ValueError("gather_rows takes a C-contiguous NumPy array of at least one "
+                         "dimension: pass np.ascontiguousarray(array), or index it with NumPy")
+    if array.dtype.hasobject:  # copying the bytes of Python objects would skip their counts
+        raise TypeError(f"gather_rows copies numbers, not Python objects (dtype "
+                        f"{array.dtype}): index the array with NumPy")
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or (indices.dtype.kind not in "iu" and indices.size):
+        raise TypeError(f"indices must be a 1-D array of integers, got dtype {indices.dtype} "
+                        f"and shape {indices.shape}")
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    out = np.empty((len(indices),) + array.shape[1:], dtype=array.dtype)
+    module = compiled()
+    ffi = module.ffi
+    code = module.lib.kr_gather_rows(len(indices), array.itemsize * math.prod(array.shape[1:]),
+                                     ffi.from_buffer(array), len(array),
+                                     _pointer(ffi, "int64_t *", indices), ffi.from_buffer(out),
+                                     _threads(threads))
+    if code != 0 and len(indices):
+        bad = indices[(indices < 0) | (indices >= len(array))]
+        raise IndexError(f"index {bad[0] if len(bad) else '?'} is out of range for an array of "
+                         f"{len(array)} rows (indices must be 0..{len(array) - 1})")
+    _check(code, "kr_gather_rows")
+    return out
+
+
+def gather_rows_numpy(array: np.ndarray, indices: Any, threads: int = 1) -> np.ndarray:
+    """The NumPy reference of ``gather_rows`` (``threads`` unused)."""
+    return array[np.asarray(indices)]
 
 
 # --------------------------------------------------------------------------------------------
