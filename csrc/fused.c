@@ -14,6 +14,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 #include "kr_fused.h"
 
 int kr_bias_relu_forward(int64_t rows, int64_t cols, const float *x, const float *bias,
@@ -63,6 +64,31 @@ static int labels_in_range(int64_t rows, int64_t cols, const int64_t *labels)
     return 1;
 }
 
+/* exp(x) for a shifted logit (x <= 0, or NaN), written so that the compiler vectorizes it:
+ * glibc's expf is a call per element, which made this pass slower than NumPy's vectorized
+ * np.exp (measure: fused.softmax_cross_entropy against its reference on 128 x 10 logits).
+ * Cephes' method: x = n ln2 + r with |r| <= ln2/2 (ln2 in two parts, so n ln2 is exact),
+ * exp(r) by a degree-6 polynomial (within 2 float32 ulps of the true value), and 2^n written
+ * into the exponent bits. Below -87.3 the true value is under FLT_MIN: this gives 0 (NumPy the
+ * subnormal, less than 1.2e-38 away). NaN stays NaN. */
+static inline float kr_exp_nonpositive(float x)
+{
+    float t = x < -87.3f ? -87.3f : (x != x ? 0.0f : x);
+    float n = rintf(t * 1.44269504088896341f);     /* t / ln2, to the nearest integer */
+    float r = (t - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    int32_t bits = ((int32_t)n + 127) << 23;        /* 2^n, n in -126..0 */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    float y = (p * r * r + r + 1.0f) * scale;
+    return x != x ? x : (x < -87.3f ? 0.0f : y);
+}
+
 int kr_softmax_xent_forward(int64_t rows, int64_t cols, const float *logits,
                             const int64_t *labels, float *probs, float *losses)
 {
@@ -71,6 +97,8 @@ int kr_softmax_xent_forward(int64_t rows, int64_t cols, const float *logits,
         return KR_FUSED_EINVAL;
     if (!labels_in_range(rows, cols, labels))
         return KR_FUSED_EINVAL;
+    /* Three passes, so that the exponentials (most of the work) run over the whole batch in
+     * one loop the compiler vectorizes, not over rows of a few classes each. */
     for (int64_t i = 0; i < rows; ++i) {           /* one row: one sample's logits */
         const float *z = logits + i * cols;
         float *p = probs + i * cols;
@@ -80,14 +108,20 @@ int kr_softmax_xent_forward(int64_t rows, int64_t cols, const float *logits,
             top = (z[j] > top || z[j] != z[j]) ? z[j] : top;
         if (top != top)
             top = NAN;
+        for (int64_t j = 0; j < cols; ++j)
+            p[j] = z[j] - top;
+        losses[i] = p[labels[i]];                  /* the label's shifted logit, kept */
+    }
+    for (int64_t k = 0; k < rows * cols; ++k)      /* every element of the batch */
+        probs[k] = kr_exp_nonpositive(probs[k]);
+    for (int64_t i = 0; i < rows; ++i) {           /* normalize: one division, no second exp */
+        float *p = probs + i * cols;
         float total = 0.0f;
-        for (int64_t j = 0; j < cols; ++j) {
-            p[j] = expf(z[j] - top);
+        for (int64_t j = 0; j < cols; ++j)
             total += p[j];
-        }
-        for (int64_t j = 0; j < cols; ++j)         /* normalize: one division, no second exp */
+        for (int64_t j = 0; j < cols; ++j)
             p[j] /= total;
-        losses[i] = -((z[labels[i]] - top) - logf(total));
+        losses[i] = -(losses[i] - logf(total));
     }
     return KR_FUSED_OK;
 }
@@ -306,8 +340,6 @@ int kr_adam_step(int64_t count, const int64_t *sizes, float **params, const floa
  * Below KR_GATHER_SPLIT_MIN bytes one thread copies it all: waking a team costs more. */
 #define KR_GATHER_SPLIT_MIN 65536
 #define KR_GATHER_AHEAD 2                          /* rows prefetched ahead of the copy */
-
-#include <string.h>
 
 int kr_gather_rows(int64_t count, int64_t row_bytes, const void *src, int64_t src_rows,
                    const int64_t *indices, void *dst, int64_t threads)

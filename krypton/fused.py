@@ -87,18 +87,25 @@ def _matrix(name: str, array: np.ndarray) -> np.ndarray:
 
 
 def _labels(labels: Any, rows: int, cols: int) -> np.ndarray:
+    """Integer class indices as C reads them; their range is C's to check (one pass there),
+    and ``_labels_refused`` names the culprit when C refuses them."""
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
         raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
     _same_shape("labels", labels, (rows,))
-    if labels.size and (labels.min() < 0 or labels.max() >= cols):
-        raise ValueError(f"labels must be class indices in 0..{cols - 1}, got values from "
-                         f"{labels.min()} to {labels.max()}")
     return np.ascontiguousarray(labels, dtype=np.int64)
 
 
+def _labels_refused(code: int, labels: np.ndarray, cols: int, function: str) -> None:
+    if code != 0 and labels.size and (labels.min() < 0 or labels.max() >= cols):
+        raise ValueError(f"labels must be class indices in 0..{cols - 1}, got values from "
+                         f"{labels.min()} to {labels.max()}")
+    _check(code, function)
+
+
 def _pointer(ffi: Any, ctype: str, array: np.ndarray | None) -> Any:
-    return ffi.NULL if array is None else ffi.cast(ctype, ffi.from_buffer(array))
+    """``array``'s data as C reads it, typed (``ctype`` "float[]": C sees a ``float *``)."""
+    return ffi.NULL if array is None else ffi.from_buffer(ctype, array)
 
 
 def _check(code: int, function: str) -> None:
@@ -132,9 +139,9 @@ def bias_relu(x: np.ndarray, bias: np.ndarray | None = None,
     y = _out("out", out, x.shape)
     module = compiled()
     ffi = module.ffi
-    _check(module.lib.kr_bias_relu_forward(rows, cols, _pointer(ffi, "float *", x),
-                                           _pointer(ffi, "float *", bias),
-                                           _pointer(ffi, "float *", y)), "kr_bias_relu_forward")
+    _check(module.lib.kr_bias_relu_forward(rows, cols, _pointer(ffi, "float[]", x),
+                                           _pointer(ffi, "float[]", bias),
+                                           _pointer(ffi, "float[]", y)), "kr_bias_relu_forward")
     return y
 
 
@@ -156,10 +163,10 @@ def bias_relu_backward(grad: np.ndarray, y: np.ndarray,
     grad_bias = np.empty(cols, dtype=np.float32) if with_bias else None
     module = compiled()
     ffi = module.ffi
-    _check(module.lib.kr_bias_relu_backward(rows, cols, _pointer(ffi, "float *", grad),
-                                            _pointer(ffi, "float *", y),
-                                            _pointer(ffi, "float *", grad_x),
-                                            _pointer(ffi, "float *", grad_bias)),
+    _check(module.lib.kr_bias_relu_backward(rows, cols, _pointer(ffi, "float[]", grad),
+                                            _pointer(ffi, "float[]", y),
+                                            _pointer(ffi, "float[]", grad_x),
+                                            _pointer(ffi, "float[]", grad_bias)),
            "kr_bias_relu_backward")
     return grad_x, grad_bias
 
@@ -187,11 +194,10 @@ def softmax_cross_entropy(logits: np.ndarray, labels: Any) -> tuple[np.ndarray, 
     losses = np.empty(rows, dtype=np.float32)
     module = compiled()
     ffi = module.ffi
-    _check(module.lib.kr_softmax_xent_forward(rows, cols, _pointer(ffi, "float *", logits),
-                                              _pointer(ffi, "int64_t *", labels),
-                                              _pointer(ffi, "float *", probs),
-                                              _pointer(ffi, "float *", losses)),
-           "kr_softmax_xent_forward")
+    _labels_refused(module.lib.kr_softmax_xent_forward(
+        rows, cols, _pointer(ffi, "float[]", logits), _pointer(ffi, "int64_t[]", labels),
+        _pointer(ffi, "float[]", probs), _pointer(ffi, "float[]", losses)), labels, cols,
+        "kr_softmax_xent_forward")
     return losses, probs
 
 
@@ -218,12 +224,10 @@ def softmax_cross_entropy_backward(probs: np.ndarray, labels: Any, scale: Any) -
     grad = np.empty_like(probs)
     module = compiled()
     ffi = module.ffi
-    _check(module.lib.kr_softmax_xent_backward(rows, cols, _pointer(ffi, "float *", probs),
-                                               _pointer(ffi, "int64_t *", labels),
-                                               _pointer(ffi, "float *",
-                                                        np.ascontiguousarray(scale)),
-                                               stride, _pointer(ffi, "float *", grad)),
-           "kr_softmax_xent_backward")
+    _labels_refused(module.lib.kr_softmax_xent_backward(
+        rows, cols, _pointer(ffi, "float[]", probs), _pointer(ffi, "int64_t[]", labels),
+        _pointer(ffi, "float[]", np.ascontiguousarray(scale)), stride,
+        _pointer(ffi, "float[]", grad)), labels, cols, "kr_softmax_xent_backward")
     return grad
 
 
@@ -418,7 +422,7 @@ def gather_rows(array: np.ndarray, indices: Any, threads: int = 1) -> np.ndarray
     ffi = module.ffi
     code = module.lib.kr_gather_rows(len(indices), array.itemsize * math.prod(array.shape[1:]),
                                      ffi.from_buffer(array), len(array),
-                                     _pointer(ffi, "int64_t *", indices), ffi.from_buffer(out),
+                                     _pointer(ffi, "int64_t[]", indices), ffi.from_buffer(out),
                                      _threads(threads))
     if code != 0 and len(indices):
         bad = indices[(indices < 0) | (indices >= len(array))]
