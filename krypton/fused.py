@@ -245,27 +245,29 @@ def softmax_cross_entropy_backward_numpy(probs: np.ndarray, labels: Any,
 # Optimizer updates, in place: PyTorch's rules (krypton/optim.py states them)
 
 
-def _update_operands(params: Any, grads: Any, **states: Any) -> list[np.ndarray]:
-    """Check the lists of an update (one entry per parameter); return the gradients as C
-    reads them (C-contiguous: a strided one is copied once)."""
-    grads = [_float32("grad", grad) for grad in grads]
+def _update_operands(ffi: Any, params: Any, grads: Any, **states: Any) -> tuple[Any, ...]:
+    """Check the lists of an update (one entry per parameter, a state entry None where it is
+    not needed) and return what C reads: the sizes, then one C array of pointers per list.
+    A strided gradient is copied once; the copies are returned last, to live through the call."""
     for name, arrays in (("grads", grads), *states.items()):
         if len(arrays) != len(params):
             raise ValueError(f"{name} has {len(arrays)} entries for {len(params)} parameters")
-    for index, (param, grad) in enumerate(zip(params, grads)):
-        _float32("param", param, writable=True)
-        _same_shape("grad", grad, param.shape)
+    copies, lists = [], {name: [] for name in ("params", "grads", *states)}
+    for index, param in enumerate(params):
+        shape = _float32("param", param, writable=True).shape
+        grad = _float32("grad", grads[index])
+        if grad is not grads[index]:
+            copies.append(grad)
+        _same_shape("grad", grad, shape)
+        lists["params"].append(ffi.from_buffer("float[]", param))
+        lists["grads"].append(ffi.from_buffer("float[]", grad))
         for name, arrays in states.items():
-            if arrays[index] is not None:
-                _float32(name[:-1], arrays[index], writable=True)
-                _same_shape(name[:-1], arrays[index], param.shape)
-    return grads
-
-
-def _pointers(ffi: Any, arrays: Any) -> Any:
-    """A C array of pointers to the float32 data of ``arrays`` (NULL for None)."""
-    return ffi.new("float *[]", [ffi.NULL if a is None else ffi.from_buffer("float[]", a)
-                                 for a in arrays])
+            array = arrays[index]
+            if array is not None:
+                _same_shape(name[:-1], _float32(name[:-1], array, writable=True), shape)
+            lists[name].append(ffi.NULL if array is None else ffi.from_buffer("float[]", array))
+    sizes = ffi.new("int64_t[]", [param.size for param in params])
+    return (sizes, *(ffi.new("float *[]", pointers) for pointers in lists.values()), copies)
 
 
 def _threads(threads: Any) -> int:
@@ -281,22 +283,19 @@ def sgd_steps(params: Any, grads: Any, buffers: Any, firsts: Any, lr: float,
     ``optim.SGD.step`` makes for a group): ``buffers[i]`` is parameter i's momentum (updated in
     place; needed when ``momentum`` > 0, else None) and ``firsts[i]`` says it holds nothing yet.
     The large parameters are split over up to ``threads`` threads (the results are the same)."""
-    params, buffers = list(params), list(buffers)
-    grads = _update_operands(params, grads, buffers=buffers)
+    params, buffers, firsts = list(params), list(buffers), [bool(first) for first in firsts]
     threads = _threads(threads)
-    firsts = [bool(first) for first in firsts]
     if momentum and any(buffer is None for buffer in buffers):
         raise ValueError("sgd_step with momentum needs a buffer: pass np.empty_like(param) "
                          "and first=True on the first step")
-    if len(firsts) != len(grads):
-        raise ValueError(f"firsts has {len(firsts)} entries for {len(grads)} parameters")
+    if len(firsts) != len(params):
+        raise ValueError(f"firsts has {len(firsts)} entries for {len(params)} parameters")
     module = compiled()
-    ffi = module.ffi
-    _check(module.lib.kr_sgd_step(len(grads), ffi.new("int64_t[]", [g.size for g in grads]),
-                                  _pointers(ffi, params), _pointers(ffi, grads),
-                                  _pointers(ffi, buffers), ffi.new("int32_t[]", firsts), lr,
-                                  momentum, dampening, weight_decay, bool(nesterov), threads),
-           "kr_sgd_step")
+    sizes, param_list, grad_list, buffer_list, copies = _update_operands(
+        module.ffi, params, list(grads), buffers=buffers)
+    _check(module.lib.kr_sgd_step(len(params), sizes, param_list, grad_list, buffer_list,
+                                  module.ffi.new("int32_t[]", firsts), lr, momentum, dampening,
+                                  weight_decay, bool(nesterov), threads), "kr_sgd_step")
 
 
 def sgd_steps_numpy(params: Any, grads: Any, buffers: Any, firsts: Any, lr: float,
@@ -342,20 +341,19 @@ def adam_steps(params: Any, grads: Any, exp_avgs: Any, exp_avg_sqs: Any, steps: 
     """Adam's step on each parameter of a list and its two moments, in place, in one C call
     (what ``optim.Adam.step`` makes for a group); ``steps[i]`` is parameter i's step number
     (from 1). The bias corrections are computed here in double precision."""
-    params, exp_avgs, exp_avg_sqs = list(params), list(exp_avgs), list(exp_avg_sqs)
-    grads = _update_operands(params, grads, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs)
+    params, steps = list(params), list(steps)
     threads = _threads(threads)
-    steps = list(steps)
-    if len(steps) != len(grads):
-        raise ValueError(f"steps has {len(steps)} entries for {len(grads)} parameters")
+    if len(steps) != len(params):
+        raise ValueError(f"steps has {len(steps)} entries for {len(params)} parameters")
     for step in steps:
         if not isinstance(step, (int, np.integer)) or step < 1:
             raise ValueError(f"step counts from 1, got {step!r}")
     module = compiled()
     ffi = module.ffi
+    sizes, param_list, grad_list, moment_list, square_list, copies = _update_operands(
+        ffi, params, list(grads), exp_avgs=list(exp_avgs), exp_avg_sqs=list(exp_avg_sqs))
     _check(module.lib.kr_adam_step(
-        len(grads), ffi.new("int64_t[]", [g.size for g in grads]), _pointers(ffi, params),
-        _pointers(ffi, grads), _pointers(ffi, exp_avgs), _pointers(ffi, exp_avg_sqs),
+        len(params), sizes, param_list, grad_list, moment_list, square_list,
         ffi.new("double[]", [lr / (1 - beta1 ** step) for step in steps]),
         ffi.new("double[]", [math.sqrt(1 - beta2 ** step) for step in steps]), beta1, beta2,
         eps, weight_decay, threads), "kr_adam_step")
