@@ -85,6 +85,17 @@ def test_softmax_cross_entropy_equals_the_numpy_reference(shape, strided):
             rtol=1e-5, atol=1e-7)
 
 
+def test_softmax_exponentials_are_accurate_over_the_whole_float32_range():
+    # csrc/fused.c computes exp itself (vectorized): against float64 over every scale a
+    # shifted logit can take, down to where exp underflows.
+    shifted = -np.geomspace(1e-6, 100, 4001).astype(np.float32)
+    logits = np.stack([shifted, np.zeros_like(shifted)], axis=1)
+    losses, probs = fused.softmax_cross_entropy(logits, np.zeros(len(shifted), np.int64))
+    e = np.exp(shifted.astype(np.float64))
+    np.testing.assert_allclose(probs[:, 0], e / (1 + e), rtol=1e-6, atol=1e-37)
+    np.testing.assert_allclose(losses, np.log1p(e) - shifted.astype(np.float64), rtol=1e-6)
+
+
 def test_softmax_cross_entropy_of_huge_logits_is_finite():
     logits = np.array([[3e38, -3e38, 0.0], [1e30, 1e30, -1e30]], dtype=np.float32)
     losses, probs = fused.softmax_cross_entropy(logits, np.array([1, 0]))
@@ -246,6 +257,33 @@ def test_adam_steps_on_a_group_equal_the_reference_on_each_parameter(threads):
         for ours, reference in zip(states[0], states[1]):
             for a, b in zip(ours, reference):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_group_updates_take_strided_gradients_and_propagate_nan_and_inf_as_numpy():
+    shapes = [(7, 3), (257, 131), (5,)]
+    grads = [floats(shape, 30 + i) for i, shape in enumerate(shapes)]
+    grads[0] = non_contiguous(grads[0])                  # a strided view: copied once
+    grads[1][0, :3] = [np.nan, np.inf, -np.inf]
+    grads[2][1] = np.nan
+    for momentum in (0.0, 0.9):
+        groups = [[floats(shape, i) for i, shape in enumerate(shapes)] for _ in range(2)]
+        buffers = [[np.empty_like(p) if momentum else None for p in g] for g in groups]
+        firsts = [True] * len(shapes)
+        fused.sgd_steps(groups[0], grads, buffers[0], firsts, 0.1, momentum, threads=2)
+        fused.sgd_steps_numpy(groups[1], grads, buffers[1], firsts, 0.1, momentum)
+        for ours, reference in zip(*groups):
+            np.testing.assert_array_equal(np.isnan(ours), np.isnan(reference))
+            np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-7)
+    states = [[[floats(shape, i), np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
+               for i, shape in enumerate(shapes)] for _ in range(2)]
+    for update, group in zip((fused.adam_steps, fused.adam_steps_numpy), states):
+        params, moments, squares = ([entry[k] for entry in group] for k in range(3))
+        with np.errstate(invalid="ignore"):  # inf / inf in the reference, as in C
+            update(params, grads, moments, squares, [1] * len(shapes), 1e-2)
+    for ours, reference in zip(states[0], states[1]):
+        for a, b in zip(ours, reference):
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_group_updates_refuse_lists_that_do_not_match():
@@ -459,7 +497,8 @@ one = ffi.new("float[4]")
 labels = ffi.new("int64_t[2]", [0, 9])
 sizes, sizes2 = ffi.new("int64_t[]", [4]), ffi.new("int64_t[]", [4, 4])
 zero = ffi.new("int64_t[]", [0])
-negative = ffi.new("int64_t[]", [-4])
+negative = ffi.new("int64_t[]", [-4, 0])
+rows = ffi.new("int64_t[]", [1, 0])
 params, grads = ffi.new("float *[]", [one]), ffi.new("float *[]", [one])
 params2, holes = ffi.new("float *[]", [one, one]), ffi.new("float *[]", [one, NULL])
 nothing = ffi.new("float *[]", [NULL])
@@ -491,11 +530,18 @@ codes = [
                      0.0, 1),
     lib.kr_adam_step(1, sizes, params, grads, params, params, NULL, rates, 0.9, 0.999, 1e-8,
                      0.0, 1),
+    lib.kr_gather_rows(-1, 4, one, 2, rows, one, 1),
+    lib.kr_gather_rows(2, 4, NULL, 2, rows, one, 1),
+    lib.kr_gather_rows(2, 4, one, 2, NULL, one, 1),
+    lib.kr_gather_rows(2, 4, one, 1, rows, one, 1),    # row 1 of a 1-row source
+    lib.kr_gather_rows(2, 4, one, 2, negative, one, 1),
+    lib.kr_gather_rows(2, 4, one, 2, rows, one, 0),    # no threads
 ]
 empty = [lib.kr_bias_relu_forward(0, 0, NULL, NULL, NULL),
          lib.kr_softmax_xent_forward(0, 3, NULL, NULL, NULL, NULL),
          lib.kr_sgd_step(0, NULL, NULL, NULL, NULL, NULL, 0.1, 0.9, 0.0, 0.0, 0, 2),
-         lib.kr_sgd_step(1, zero, holes, holes, NULL, NULL, 0.1, 0.0, 0.0, 0.0, 0, 2)]
+         lib.kr_sgd_step(1, zero, holes, holes, NULL, NULL, 0.1, 0.0, 0.0, 0.0, 0, 2),
+         lib.kr_gather_rows(0, 4, NULL, 0, NULL, NULL, 2)]
 print(codes, empty)
 assert codes == [2] * len(codes) and empty == [0] * len(empty), (codes, empty)
 print("refused")
