@@ -73,7 +73,9 @@ static int labels_in_range(int64_t rows, int64_t cols, const int64_t *labels)
  * subnormal, less than 1.2e-38 away). NaN stays NaN. */
 static inline float kr_exp_nonpositive(float x)
 {
-    float t = x < -87.3f ? -87.3f : (x != x ? 0.0f : x);
+    /* x > 0 cannot come (a logit minus its row's maximum); clamped all the same, so that
+     * no input overflows the exponent bits below. */
+    float t = x < -87.3f ? -87.3f : (x > 0.0f || x != x ? 0.0f : x);
     float n = rintf(t * 1.44269504088896341f);     /* t / ln2, to the nearest integer */
     float r = (t - n * 0.693359375f) - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
