@@ -36,18 +36,29 @@ int kr_softmax_xent_backward(int64_t rows, int64_t cols, const float *probs,
                              const int64_t *labels, const float *scale, int64_t scale_stride,
                              float *grad);
 
-/* One SGD step on n parameters, PyTorch's rule; buffer (the momentum) may be NULL when
- * momentum is 0. first: the buffer holds nothing yet (it is set to the gradient). threads
- * (>= 1): at most this many threads share a large parameter; the result does not depend on it. */
-int kr_sgd_step(int64_t n, float *param, const float *grad, float *buffer, double lr,
-                double momentum, double dampening, double weight_decay, int32_t nesterov,
-                int32_t first, int64_t threads);
-/* One Adam step on n parameters, PyTorch's rule; step_size = lr / (1 - beta1^t) and
- * correction2_sqrt = sqrt(1 - beta2^t) are computed by the caller in double precision;
- * threads as for kr_sgd_step. */
-int kr_adam_step(int64_t n, float *param, const float *grad, float *exp_avg,
-                 float *exp_avg_sq, double beta1, double beta2, double eps,
-                 double weight_decay, double step_size, double correction2_sqrt,
-                 int64_t threads);
+/* One SGD step on `count` parameters, PyTorch's rule, in one call (one crossing from Python
+ * per step, not one per parameter): parameter p has sizes[p] elements at params[p], its
+ * gradient at grads[p] and its momentum at buffers[p]; buffers and firsts may be NULL when
+ * momentum is 0. firsts[p]: that buffer holds nothing yet (it is set to the gradient).
+ * threads (>= 1): at most this many threads share the large parameters; the result does not
+ * depend on it. */
+int kr_sgd_step(int64_t count, const int64_t *sizes, float **params, const float **grads,
+                float **buffers, const int32_t *firsts, double lr, double momentum,
+                double dampening, double weight_decay, int32_t nesterov, int64_t threads);
+/* One Adam step on `count` parameters, PyTorch's rule, in one call: exp_avgs[p] and
+ * exp_avg_sqs[p] are parameter p's moments; its step_sizes[p] = lr / (1 - beta1^t) and
+ * corrections2_sqrt[p] = sqrt(1 - beta2^t), for its own step count t, are computed by the
+ * caller in double precision; threads as for kr_sgd_step. */
+int kr_adam_step(int64_t count, const int64_t *sizes, float **params, const float **grads,
+                 float **exp_avgs, float **exp_avg_sqs, const double *step_sizes,
+                 const double *corrections2_sqrt, double beta1, double beta2, double eps,
+                 double weight_decay, int64_t threads);
+
+/* Gather a mini-batch: row r of dst (row_bytes bytes) is row indices[r] of src, which has
+ * src_rows rows; any element type (rows are copied as bytes). An index outside 0..src_rows-1
+ * is refused before anything is copied. threads (>= 1): at most this many threads share a
+ * large batch; the result does not depend on it. */
+int kr_gather_rows(int64_t count, int64_t row_bytes, const void *src, int64_t src_rows,
+                   const int64_t *indices, void *dst, int64_t threads);
 
 #endif

@@ -33,6 +33,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from krypton import backends, fused
 from krypton.checks import positive_int
 from krypton.files import download_verified
 
@@ -553,9 +554,20 @@ class DataLoader:
         return self._batches_in(order)
 
     def _batches_in(self, order: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        gather = self._gather()
         for batch in range(len(self)):
             indices = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-            yield self.images[indices], self.labels[indices]
+            yield gather(self.images, indices), self.labels[indices]
+
+    def _gather(self):
+        """How a batch of images is copied: in C on the backend's threads (``fused.gather_rows``:
+        more cache misses in flight) where the fused kernels run, else by NumPy's indexing."""
+        images = self.images
+        if backends.uses_fused() and isinstance(images, np.ndarray) \
+                and images.flags.c_contiguous and images.dtype.kind in "biuf":
+            threads = backends.kernel_threads()
+            return lambda array, indices: fused.gather_rows(array, indices, threads)
+        return fused.gather_rows_numpy
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,16 +5,17 @@
 
 Updates are written in place into each parameter's array (``p.data``), so the model sees the
 new values at once. On a backend that uses the fused kernels (``krypton.backends.uses_fused``:
-every rung, unless turned off) a float32 parameter is updated by one C pass over it
-(``krypton.fused.sgd_step``, ``adam_step``), a large one split over the threads the backend's
-products use (``krypton.backends.kernel_threads``); otherwise by their NumPy references, the same
-formulas in a few in-place NumPy operations.
+every rung, unless turned off) a group of float32 parameters is updated by one C call, one pass
+over each parameter (``krypton.fused.sgd_steps``, ``adam_steps``), a large parameter split over
+the threads the backend's products use (``krypton.backends.kernel_threads``); otherwise by their
+NumPy references, the same formulas in a few in-place NumPy operations per parameter.
 
 Each parameter is updated once per ``step``, however often it was passed: a parameter listed
 twice in a group is kept once, with a warning (PyTorch warns too, but then steps it twice), and
 a parameter in two groups is refused, as in PyTorch, since it would have two learning rates.
-Hyper-parameters are checked when a group is added and again at every ``step``, so a schedule
-that sets ``group["lr"]`` to NaN is stopped at once, not after a run of NaN losses.
+Hyper-parameters are checked when a group is added and again at every ``step`` where they
+changed, so a schedule that sets ``group["lr"]`` to NaN is stopped at once, not after a run of
+NaN losses.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Optimizer:
         self.defaults = defaults
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[int, dict[str, Any]] = {}
+        self._checked: dict[int, tuple[dict[str, Any], tuple]] = {}  # id(group) -> values
         if isinstance(params, (set, frozenset)):
             self.add_param_group({"params": params})  # refused there, with the reason
         items = list(params)
@@ -81,16 +83,30 @@ class Optimizer:
                     np.zeros_like(p.data))
 
     def _gradients(self):
-        """(group, parameter, gradient array) for every parameter that has a gradient."""
+        """(group, parameters, their gradient arrays) for every group, leaving out the
+        parameters that have no gradient; every group's hyper-parameters checked first."""
         for group in self.param_groups:
-            self._check(group)
+            self._check_if_changed(group)
         for group in self.param_groups:
+            params, grads = [], []
             for p in group["params"]:
                 if p.grad is not None:
                     if p.grad.shape != p.shape:
                         raise ValueError(f"a gradient of shape {p.grad.shape} for a parameter of "
                                          f"shape {p.shape}")
-                    yield group, p, p.grad.data
+                    params.append(p)
+                    grads.append(p.grad.data)
+            yield group, params, grads
+
+    def _check_if_changed(self, group: dict[str, Any]) -> None:
+        """``_check`` the group's hyper-parameters unless they are the values it last passed
+        (a step then costs no checks; a schedule's new lr, or a NaN, is checked at once)."""
+        values = tuple(tuple(group[k]) if isinstance(group[k], list) else group[k]
+                       for k in self.defaults)
+        last = self._checked.get(id(group))
+        if last is None or last[0] is not group or last[1] != values:
+            self._check(group)
+            self._checked[id(group)] = group, values
 
     def step(self) -> None:
         raise NotImplementedError
@@ -143,15 +159,20 @@ class SGD(Optimizer):
 
     def step(self) -> None:
         threads = backends.kernel_threads()
-        for group, p, g in self._gradients():
-            state = self.state.setdefault(id(p), {})
-            buffer, first = state.get("momentum_buffer"), False
-            if group["momentum"] and buffer is None:
-                buffer = state["momentum_buffer"] = np.empty_like(p.data)
-                first = True
-            update = fused.sgd_step if _fusable(p.data, g) else fused.sgd_step_numpy
-            update(p.data, g, buffer, group["lr"], group["momentum"], group["dampening"],
-                   group["weight_decay"], group["nesterov"], first, threads)
+        for group, params, grads in self._gradients():
+            buffers, firsts = [], []
+            for p in params:
+                state = self.state.setdefault(id(p), {})
+                buffer, first = state.get("momentum_buffer"), False
+                if group["momentum"] and buffer is None:
+                    buffer = state["momentum_buffer"] = np.empty_like(p.data)
+                    first = True
+                buffers.append(buffer)
+                firsts.append(first)
+            update = fused.sgd_steps if _fusable(params, grads) else fused.sgd_steps_numpy
+            update([p.data for p in params], grads, buffers, firsts, group["lr"],
+                   group["momentum"], group["dampening"], group["weight_decay"],
+                   group["nesterov"], threads)
 
 
 class Adam(Optimizer):
@@ -178,20 +199,27 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         threads = backends.kernel_threads()
-        for group, p, g in self._gradients():
+        for group, params, grads in self._gradients():
+            moments, squares, steps = [], [], []
+            for p in params:
+                state = self.state.setdefault(id(p), {})
+                if not state:
+                    state.update(step=0, exp_avg=np.zeros_like(p.data),
+                                 exp_avg_sq=np.zeros_like(p.data))
+                state["step"] += 1
+                moments.append(state["exp_avg"])
+                squares.append(state["exp_avg_sq"])
+                steps.append(state["step"])
             beta1, beta2 = group["betas"]
-            state = self.state.setdefault(id(p), {})
-            if not state:
-                state.update(step=0, exp_avg=np.zeros_like(p.data),
-                             exp_avg_sq=np.zeros_like(p.data))
-            state["step"] += 1
-            update = fused.adam_step if _fusable(p.data, g) else fused.adam_step_numpy
-            update(p.data, g, state["exp_avg"], state["exp_avg_sq"], state["step"],
-                   group["lr"], beta1, beta2, group["eps"], group["weight_decay"], threads)
+            update = fused.adam_steps if _fusable(params, grads) else fused.adam_steps_numpy
+            update([p.data for p in params], grads, moments, squares, steps, group["lr"], beta1,
+                   beta2, group["eps"], group["weight_decay"], threads)
 
 
-def _fusable(param: np.ndarray, grad: np.ndarray) -> bool:
-    """The fused C update takes float32 parameters it can write in place (a parameter is a
-    C-contiguous array unless the learner made it a view)."""
-    return (param.dtype == np.float32 and grad.dtype == np.float32
-            and param.flags.c_contiguous and param.flags.writeable and backends.uses_fused())
+def _fusable(params: list[Tensor], grads: list[np.ndarray]) -> bool:
+    """The fused C update takes a group of float32 parameters it can write in place (a
+    parameter is a C-contiguous array unless the learner made it a view); a group with any
+    other goes through the NumPy references, parameter by parameter."""
+    return backends.uses_fused() and all(
+        p.data.dtype == np.float32 and g.dtype == np.float32 and p.data.flags.c_contiguous
+        and p.data.flags.writeable for p, g in zip(params, grads))

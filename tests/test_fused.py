@@ -85,6 +85,17 @@ def test_softmax_cross_entropy_equals_the_numpy_reference(shape, strided):
             rtol=1e-5, atol=1e-7)
 
 
+def test_softmax_exponentials_are_accurate_over_the_whole_float32_range():
+    # csrc/fused.c computes exp itself (vectorized): against float64 over every scale a
+    # shifted logit can take, down to where exp underflows.
+    shifted = -np.geomspace(1e-6, 100, 4001).astype(np.float32)
+    logits = np.stack([shifted, np.zeros_like(shifted)], axis=1)
+    losses, probs = fused.softmax_cross_entropy(logits, np.zeros(len(shifted), np.int64))
+    e = np.exp(shifted.astype(np.float64))
+    np.testing.assert_allclose(probs[:, 0], e / (1 + e), rtol=1e-6, atol=1e-37)
+    np.testing.assert_allclose(losses, np.log1p(e) - shifted.astype(np.float64), rtol=1e-6)
+
+
 def test_softmax_cross_entropy_of_huge_logits_is_finite():
     logits = np.array([[3e38, -3e38, 0.0], [1e30, 1e30, -1e30]], dtype=np.float32)
     losses, probs = fused.softmax_cross_entropy(logits, np.array([1, 0]))
@@ -211,6 +222,148 @@ def test_adam_step_equals_the_numpy_reference_over_several_steps(weight_decay, s
             update(param, grad, m, v, step, 1e-2, 0.8, 0.99, 1e-8, weight_decay)
         for ours, reference in zip(*states):
             np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-7)
+
+
+# One call for a whole group (what optim makes): every parameter as its own call would update it
+
+GROUP_SHAPES = [(1,), (7, 3), (1, 1), (257, 131), (0,), (5,)]  # one above the split threshold
+
+
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=str)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sgd_steps_on_a_group_equal_the_reference_on_each_parameter(settings, threads):
+    params = [[floats(shape, i) for i, shape in enumerate(GROUP_SHAPES)] for _ in range(2)]
+    buffers = [[np.empty_like(p) if settings.get("momentum") else None for p in group]
+               for group in params]
+    for step in range(3):
+        grads = [floats(shape, 10 * step + i) for i, shape in enumerate(GROUP_SHAPES)]
+        firsts = [step == 0] * len(grads)
+        fused.sgd_steps(params[0], grads, buffers[0], firsts, 0.05, threads=threads, **settings)
+        fused.sgd_steps_numpy(params[1], grads, buffers[1], firsts, 0.05, **settings)
+        for ours, reference in zip(params[0], params[1]):
+            np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_adam_steps_on_a_group_equal_the_reference_on_each_parameter(threads):
+    states = [[[floats(shape, i), np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
+               for i, shape in enumerate(GROUP_SHAPES)] for _ in range(2)]
+    for step in range(1, 4):
+        grads = [floats(shape, 10 * step + i) for i, shape in enumerate(GROUP_SHAPES)]
+        steps = [step + i % 2 for i in range(len(grads))]  # parameters at different steps
+        for update, group in zip((fused.adam_steps, fused.adam_steps_numpy), states):
+            update([s[0] for s in group], grads, [s[1] for s in group], [s[2] for s in group],
+                   steps, 1e-2, 0.8, 0.99, 1e-8, 1e-2, threads=threads)
+        for ours, reference in zip(states[0], states[1]):
+            for a, b in zip(ours, reference):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_group_updates_take_strided_gradients_and_propagate_nan_and_inf_as_numpy():
+    shapes = [(7, 3), (257, 131), (5,)]
+    grads = [floats(shape, 30 + i) for i, shape in enumerate(shapes)]
+    grads[0] = non_contiguous(grads[0])                  # a strided view: copied once
+    grads[1][0, :3] = [np.nan, np.inf, -np.inf]
+    grads[2][1] = np.nan
+    for momentum in (0.0, 0.9):
+        groups = [[floats(shape, i) for i, shape in enumerate(shapes)] for _ in range(2)]
+        buffers = [[np.empty_like(p) if momentum else None for p in g] for g in groups]
+        firsts = [True] * len(shapes)
+        fused.sgd_steps(groups[0], grads, buffers[0], firsts, 0.1, momentum, threads=2)
+        fused.sgd_steps_numpy(groups[1], grads, buffers[1], firsts, 0.1, momentum)
+        for ours, reference in zip(*groups):
+            np.testing.assert_array_equal(np.isnan(ours), np.isnan(reference))
+            np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-7)
+    states = [[[floats(shape, i), np.zeros(shape, np.float32), np.zeros(shape, np.float32)]
+               for i, shape in enumerate(shapes)] for _ in range(2)]
+    for update, group in zip((fused.adam_steps, fused.adam_steps_numpy), states):
+        params, moments, squares = ([entry[k] for entry in group] for k in range(3))
+        with np.errstate(invalid="ignore"):  # inf / inf in the reference, as in C
+            update(params, grads, moments, squares, [1] * len(shapes), 1e-2)
+    for ours, reference in zip(states[0], states[1]):
+        for a, b in zip(ours, reference):
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_group_updates_refuse_lists_that_do_not_match():
+    p, g = floats((3,)), floats((3,), 1)
+    with pytest.raises(ValueError, match="grads has 2 entries for 1 parameters"):
+        fused.sgd_steps([p], [g, g], [None], [False], 0.1)
+    with pytest.raises(ValueError, match="firsts has 0 entries"):
+        fused.sgd_steps([p], [g], [None], [], 0.1)
+    with pytest.raises(ValueError, match="steps has 2 entries"):
+        fused.adam_steps([p], [g], [np.zeros(3, np.float32)], [np.zeros(3, np.float32)],
+                         [1, 2], 0.1)
+    with pytest.raises(ValueError, match=r"grad has shape \(4,\), expected \(3,\)"):
+        fused.sgd_steps([p, p], [g, floats((4,))], [None, None], [False, False], 0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# The batch gather (DataLoader): the same rows as NumPy's indexing
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (9, 1), (1, 7), (300, 257), (50, 3, 5), (11,)],
+                         ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int64])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gather_rows_equals_numpy_indexing(shape, dtype, threads):
+    array = (np.arange(np.prod(shape)) % 251).astype(dtype).reshape(shape)
+    rng = np.random.default_rng(0)
+    for indices in (rng.integers(0, shape[0], 2 * shape[0] + 1), np.arange(shape[0])[::-1],
+                    rng.permutation(shape[0])[::2], np.zeros(0, np.int64)):
+        ours = fused.gather_rows(array, indices, threads)
+        reference = fused.gather_rows_numpy(array, indices)
+        assert ours.dtype == reference.dtype and ours.shape == reference.shape
+        np.testing.assert_array_equal(ours, reference)
+        assert ours.flags.c_contiguous and not np.shares_memory(ours, array)
+
+
+def test_gather_rows_keeps_nan_and_inf_bit_for_bit():
+    array = np.array([[np.nan, np.inf], [-np.inf, -0.0]], np.float32)
+    ours = fused.gather_rows(array, [1, 0, 1])
+    assert ours.tobytes() == array[[1, 0, 1]].tobytes()
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: fused.gather_rows(np.zeros((4, 3), np.float32), [4]), IndexError,
+     "index 4 is out of range for an array of 4 rows"),
+    (lambda: fused.gather_rows(np.zeros((4, 3), np.float32), [0, -1]), IndexError,
+     "index -1 is out of range"),
+    (lambda: fused.gather_rows(np.zeros((4, 3), np.float32), [0.5]), TypeError,
+     "indices must be a 1-D array of integers"),
+    (lambda: fused.gather_rows(np.zeros((4, 3), np.float32), [[0]]), TypeError,
+     "1-D array of integers"),
+    (lambda: fused.gather_rows(np.zeros((4, 6), np.float32)[:, ::2], [0]), ValueError,
+     "C-contiguous"),
+    (lambda: fused.gather_rows(np.array([None, 1], dtype=object), [0]), TypeError,
+     "not Python objects"),
+    (lambda: fused.gather_rows([[1.0]], [0]), ValueError, "NumPy array"),
+    (lambda: fused.gather_rows(np.zeros((4, 3), np.float32), [0], threads=0), ValueError,
+     "threads"),
+])
+def test_gather_rows_refuses_bad_arguments_by_name(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_the_data_loader_gathers_in_c_only_where_the_fused_kernels_run(monkeypatch):
+    images, labels = floats((50, 6)), labels_for(50, 10)
+    calls = []
+    monkeypatch.setattr(fused, "gather_rows",
+                        lambda *a: calls.append(a[2]) or fused.gather_rows_numpy(*a))
+    batches = {}
+    for name in ("small", "numpy"):
+        with krypton.backend(name):
+            loader = krypton.data.DataLoader(images, labels, batch_size=16, seed=2)
+            batches[name] = [(x.copy(), y.copy()) for x, y in loader]
+    assert len(calls) == 4 and set(calls) == {backends.machine.cpu_count()}
+    for (x, y), (x_ref, y_ref) in zip(batches["small"], batches["numpy"]):
+        np.testing.assert_array_equal(x, x_ref)
+        np.testing.assert_array_equal(y, y_ref)
+    with krypton.backend("small"), backends.fused_kernels(False):
+        list(krypton.data.DataLoader(images, labels, batch_size=16))
+    assert len(calls) == 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,6 +495,14 @@ lib, ffi = module.lib, module.ffi
 NULL = ffi.NULL
 one = ffi.new("float[4]")
 labels = ffi.new("int64_t[2]", [0, 9])
+sizes, sizes2 = ffi.new("int64_t[]", [4]), ffi.new("int64_t[]", [4, 4])
+zero = ffi.new("int64_t[]", [0])
+negative = ffi.new("int64_t[]", [-4, 0])
+rows = ffi.new("int64_t[]", [1, 0])
+params, grads = ffi.new("float *[]", [one]), ffi.new("float *[]", [one])
+params2, holes = ffi.new("float *[]", [one, one]), ffi.new("float *[]", [one, NULL])
+nothing = ffi.new("float *[]", [NULL])
+firsts, rates = ffi.new("int32_t[]", [1]), ffi.new("double[]", [0.1])
 codes = [
     lib.kr_bias_relu_forward(-1, 3, one, NULL, one),
     lib.kr_bias_relu_forward(2, 2, NULL, NULL, one),
@@ -352,18 +513,37 @@ codes = [
     lib.kr_softmax_xent_forward(1, 2, NULL, labels, one, one),
     lib.kr_softmax_xent_backward(2, 2, one, labels, one, 0, one),
     lib.kr_softmax_xent_backward(1, 2, one, labels, one, -1, one),
-    lib.kr_sgd_step(-3, one, one, NULL, 0.1, 0.0, 0.0, 0.0, 0, 0, 1),
-    lib.kr_sgd_step(4, one, one, NULL, 0.1, 0.0, 0.0, 0.0, 0, 0, 0),  # no threads
-    lib.kr_sgd_step(4, one, one, NULL, 0.1, 0.9, 0.0, 0.0, 0, 0, 1),  # momentum, no buffer
-    lib.kr_adam_step(4, one, NULL, one, one, 0.9, 0.999, 1e-8, 0.0, 0.1, 1.0, 1),
-    lib.kr_adam_step(4, one, one, one, one, 0.9, 0.999, 1e-8, 0.0, 0.1, 1.0, -2),
-    lib.kr_adam_step(-1, one, one, one, one, 0.9, 0.999, 1e-8, 0.0, 0.1, 1.0, 1),
+    lib.kr_sgd_step(-3, sizes, params, grads, NULL, NULL, 0.1, 0.0, 0.0, 0.0, 0, 1),
+    lib.kr_sgd_step(1, sizes, params, grads, NULL, NULL, 0.1, 0.0, 0.0, 0.0, 0, 0),  # threads
+    lib.kr_sgd_step(1, sizes, params, grads, NULL, firsts, 0.1, 0.9, 0.0, 0.0, 0, 1),  # buffer
+    lib.kr_sgd_step(1, sizes, params, grads, params, NULL, 0.1, 0.9, 0.0, 0.0, 0, 1),  # firsts
+    lib.kr_sgd_step(1, NULL, params, grads, NULL, NULL, 0.1, 0.0, 0.0, 0.0, 0, 1),  # no sizes
+    lib.kr_sgd_step(1, negative, params, grads, NULL, NULL, 0.1, 0.0, 0.0, 0.0, 0, 1),
+    lib.kr_sgd_step(2, sizes2, params2, holes, NULL, NULL, 0.1, 0.0, 0.0, 0.0, 0, 1),  # NULL
+    lib.kr_adam_step(1, sizes, params, NULL, params, params, rates, rates, 0.9, 0.999, 1e-8,
+                     0.0, 1),
+    lib.kr_adam_step(1, sizes, params, grads, params, params, rates, rates, 0.9, 0.999, 1e-8,
+                     0.0, -2),
+    lib.kr_adam_step(-1, sizes, params, grads, params, params, rates, rates, 0.9, 0.999, 1e-8,
+                     0.0, 1),
+    lib.kr_adam_step(1, sizes, params, grads, params, nothing, rates, rates, 0.9, 0.999, 1e-8,
+                     0.0, 1),
+    lib.kr_adam_step(1, sizes, params, grads, params, params, NULL, rates, 0.9, 0.999, 1e-8,
+                     0.0, 1),
+    lib.kr_gather_rows(-1, 4, one, 2, rows, one, 1),
+    lib.kr_gather_rows(2, 4, NULL, 2, rows, one, 1),
+    lib.kr_gather_rows(2, 4, one, 2, NULL, one, 1),
+    lib.kr_gather_rows(2, 4, one, 1, rows, one, 1),    # row 1 of a 1-row source
+    lib.kr_gather_rows(2, 4, one, 2, negative, one, 1),
+    lib.kr_gather_rows(2, 4, one, 2, rows, one, 0),    # no threads
 ]
 empty = [lib.kr_bias_relu_forward(0, 0, NULL, NULL, NULL),
          lib.kr_softmax_xent_forward(0, 3, NULL, NULL, NULL, NULL),
-         lib.kr_sgd_step(0, NULL, NULL, NULL, 0.1, 0.9, 0.0, 0.0, 0, 1, 2)]
+         lib.kr_sgd_step(0, NULL, NULL, NULL, NULL, NULL, 0.1, 0.9, 0.0, 0.0, 0, 2),
+         lib.kr_sgd_step(1, zero, holes, holes, NULL, NULL, 0.1, 0.0, 0.0, 0.0, 0, 2),
+         lib.kr_gather_rows(0, 4, NULL, 0, NULL, NULL, 2)]
 print(codes, empty)
-assert codes == [2] * len(codes) and empty == [0, 0, 0], (codes, empty)
+assert codes == [2] * len(codes) and empty == [0] * len(empty), (codes, empty)
 print("refused")
 """
 
@@ -619,7 +799,7 @@ empty = [lib.kr_im2col(0, 3, 4, 4, NULL, 16, 16, 3, 3, 1, 1, 1, 1, 4, 4, NULL, 2
          lib.kr_maxpool2d_forward(2, 0, 4, 4, NULL, 16, 16, 2, 2, 2, 2, 2, 2, NULL, 1, NULL,
                                   NULL, 4, 4, 2)]
 print(codes, empty)
-assert codes == [2] * len(codes) and empty == [0, 0, 0], (codes, empty)
+assert codes == [2] * len(codes) and empty == [0] * len(empty), (codes, empty)
 print("refused")
 """
 

@@ -151,6 +151,25 @@ def test_a_schedule_that_sets_a_bad_lr_is_stopped_at_the_next_step():
     np.testing.assert_array_equal(w.data, [1, 1])
 
 
+def test_hyper_parameters_changed_between_steps_are_checked_again():
+    # A step checks only what changed since the last check passed: a new value, a value
+    # changed in place in a list, or a second group, is checked before anything is updated.
+    w, v = nn.Parameter(np.ones(2, np.float32)), nn.Parameter(np.ones(2, np.float32))
+    opt = optim.Adam([{"params": [w], "betas": [0.9, 0.999]}, {"params": [v]}], lr=0.1)
+    w.grad, v.grad = Tensor(np.ones(2, np.float32)), Tensor(np.ones(2, np.float32))
+    opt.step()
+    before = w.data.copy(), v.data.copy()
+    opt.param_groups[0]["betas"][0] = 1.5
+    with pytest.raises(ValueError, match=r"betas\[0\] must be a finite number"):
+        opt.step()
+    opt.param_groups[0]["betas"][0] = 0.9
+    opt.param_groups[1]["eps"] = -1.0
+    with pytest.raises(ValueError, match="eps must be a finite number"):
+        opt.step()
+    np.testing.assert_array_equal(w.data, before[0])  # refused before either group moved
+    np.testing.assert_array_equal(v.data, before[1])
+
+
 def test_linear_refuses_a_dtype_it_cannot_hold():
     with pytest.raises(TypeError, match="float32 or float64.*int32"):
         nn.Linear(2, 2, dtype=np.int32)

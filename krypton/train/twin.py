@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from krypton import machine, nn
+from krypton import backends, machine, nn
 from krypton.data import Data
 from krypton.train.history import History
 from krypton.train.loop import EVAL_BATCH, make_plan, run_epochs, timed_step
@@ -62,7 +62,8 @@ def train_torch(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
                 callback: Callable[[int, int, float], None] | None = None) -> History:
     """``train``'s twin in PyTorch: same initial weights (copied from ``model``, which is not
     changed), same batches in the same order, same hyper-parameters and schedule, and
-    ``torch.set_num_threads(threads)``. Matmul time is not split out (``None``)."""
+    ``torch.set_num_threads(threads)``. Matmul time is not split out (``None``); the batches are
+    the same, gathered by NumPy's indexing."""
     import torch  # optional dependency
 
     plan = make_plan(epochs, batch_size, optimizer, lr, momentum, schedule, seed, max_batches)
@@ -89,8 +90,11 @@ def train_torch(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
     try:
         with torch.no_grad():
             twin(torch.from_numpy(data.train_images[:plan.batch_size]))
-        run_epochs(history, plan, data, training_step, test_accuracy, None, progress,
-                   evaluate_each_epoch, log, callback)
+        # The batches are gathered by NumPy's indexing, as a PyTorch user's loop gathers them,
+        # not by krypton's threaded C copy (whose idle threads would spin beside PyTorch's).
+        with backends.fused_kernels(False):
+            run_epochs(history, plan, data, training_step, test_accuracy, None, progress,
+                       evaluate_each_epoch, log, callback)
     except KeyboardInterrupt:  # landed between two epochs: keep the ones that finished
         history.interrupted = True
     finally:
