@@ -14,9 +14,6 @@
 #ifndef KR_PREFETCH_C
 #  define KR_PREFETCH_C 1
 #endif
-#ifndef KR_PREFETCH_C_STEPS
-#  define KR_PREFETCH_C_STEPS 64   /* steps of k before the end (see kr_microkernel_rows) */
-#endif
 
 /* A rows x NR block of A*B over depth kc, held in registers; rows is a compile-time constant
  * wherever this is inlined, so each value gets its own code with exactly rows x NV
@@ -42,42 +39,32 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
 #pragma GCC unroll 8
         for (int v = 0; v < KR_NV; ++v)
             acc[r][v] = kr_zero();
-    /* C is touched only after the k loop. Ask for its lines KR_PREFETCH_C_STEPS steps before
-     * the end, so that on large matrices, where C lives in L3 or memory, the loads at the end
-     * do not stall (notebook 05 measures it with KR_PREFETCH_C 0). Not at the start: during
-     * the loop the lines of A and B are read at every step and C's are not, so C's are the
-     * least recently used lines of their sets, the first to go as A's panel streams in; by
-     * the end they would be gone again. The distance is a number of steps, MR x NV FMAs each:
-     * enough to cover a load from memory, few enough that A's stream (MR floats a step)
-     * brings in only a few new lines meanwhile. A row of the tile need not start on a cache
-     * line (NumPy aligns its arrays to 16 bytes, not 64), so it may touch one line more than
-     * NR floats fill: asking for every line-step and for the row's last float covers them
-     * all. */
-    const int64_t k_prefetch = kc > KR_PREFETCH_C_STEPS ? kc - KR_PREFETCH_C_STEPS : 0;
-    int64_t k = 0;
-#pragma GCC unroll 1   /* a loop of two, so that the k loop below is compiled once */
-    for (int stretch = 0; stretch < 2; ++stretch) {   /* up to k_prefetch, then the rest */
-        const int64_t k_end = stretch == 0 ? k_prefetch : kc;
+    /* C is touched only after the k loop. Ask for its lines now, so that on large matrices,
+     * where C lives in memory, the loads at the end do not stall (as BLIS's kernels do;
+     * notebook 05 measures it with KR_PREFETCH_C 0). A row of the tile need not start on a
+     * cache line (NumPy aligns its arrays to 16 bytes, not 64), so it may touch one line more
+     * than NR floats fill: asking for every line-step and for the row's last float covers
+     * them all. */
+    if (KR_PREFETCH_C && csc == 1)
+        for (int r = 0; r < rows; ++r) {
+            for (int j = 0; j < KR_NR; j += KR_ALIGN / (int)sizeof(float))
+                __builtin_prefetch(C + r * rsc + j, 1, 3);
+            __builtin_prefetch(C + r * rsc + KR_NR - 1, 1, 3);
+        }
+
 #pragma GCC unroll 4
-        for (; k < k_end; ++k) {                       /* depth: one rank-1 update per step */
-            kr_vec b[KR_NV];
+    for (int64_t k = 0; k < kc; ++k) {                 /* depth: one rank-1 update per step */
+        kr_vec b[KR_NV];
+#pragma GCC unroll 8
+        for (int v = 0; v < KR_NV; ++v)
+            b[v] = kr_load(B + k * rsb + v * KR_VLEN);
+#pragma GCC unroll 32
+        for (int r = 0; r < rows; ++r) {
+            const kr_vec a = kr_set1(row[r][k * csa]);
 #pragma GCC unroll 8
             for (int v = 0; v < KR_NV; ++v)
-                b[v] = kr_load(B + k * rsb + v * KR_VLEN);
-#pragma GCC unroll 32
-            for (int r = 0; r < rows; ++r) {
-                const kr_vec a = kr_set1(row[r][k * csa]);
-#pragma GCC unroll 8
-                for (int v = 0; v < KR_NV; ++v)
-                    acc[r][v] = kr_fma(a, b[v], acc[r][v]);
-            }
+                acc[r][v] = kr_fma(a, b[v], acc[r][v]);
         }
-        if (stretch == 0 && KR_PREFETCH_C && csc == 1)
-            for (int r = 0; r < rows; ++r) {
-                for (int j = 0; j < KR_NR; j += KR_ALIGN / (int)sizeof(float))
-                    __builtin_prefetch(C + r * rsc + j, 1, 3);
-                __builtin_prefetch(C + r * rsc + KR_NR - 1, 1, 3);
-            }
     }
 
     if (mr == rows && nr == KR_NR && csc == 1) {
