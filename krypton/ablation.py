@@ -3,6 +3,7 @@
     python -m krypton.ablation                            # the MLP's shapes, one thread
     python -m krypton.ablation --threads 2                # the same on two threads
     python -m krypton.ablation --shapes 10x128x256 1024 --repeats 11
+    python -m krypton.ablation --shapes 32x144x25088 16x9x100352   # the CNN's convolutions
 
 The five loops of rungs 5 and 6 pay for packing before they compute. A large product earns that
 back many times over; the small products of training (a batch of 128 rows, a layer of 10

@@ -164,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", type=parse_shape, default=None, metavar="N",
                         help="square sizes (default: 256 512 1024; quick: 128 256)")
     parser.add_argument("--shapes", nargs="+", type=parse_shape, default=[], metavar="MxKxN",
-                        help="extra shapes, e.g. 128x784x256 (the MLP's first layer)")
+                        help="extra shapes, e.g. 128x784x256 (the MLP's first layer) or "
+                             "32x144x25088 (the CNN's second convolution)")
     parser.add_argument("--threads", nargs="+", type=int, default=None, metavar="T",
                         help=f"thread counts (default: 1 and {machine.cpu_count()})")
     parser.add_argument("--vs", nargs="*", default=None, choices=REFERENCES,
