@@ -218,6 +218,7 @@ class Kernel:
 
 ALIGN_C_FLOATS = 1 << 18
 """A C of at least this many floats (1 MiB) starts on a cache line of its own."""
+_MAX_BYTES = np.iinfo(np.intp).max
 
 
 def _empty_c(m: int, n: int) -> np.ndarray:
@@ -227,8 +228,8 @@ def _empty_c(m: int, n: int) -> np.ndarray:
     buffer at the first whole line; a small one, which stays in cache, is left as NumPy makes
     it (finding the offset costs about a microsecond). Measure: time a large product, e.g.
     2048 x 2048, interleaved with ``kernels.ALIGN_C_FLOATS`` set above and below its size."""
-    if m * n < ALIGN_C_FLOATS:
-        return np.empty((m, n), dtype=np.float32)
+    if m * n < ALIGN_C_FLOATS or (m * n + 16) * 4 > _MAX_BYTES:
+        return np.empty((m, n), dtype=np.float32)  # (past any address space: NumPy's own error)
     buffer = np.empty(m * n + 16, dtype=np.float32)
     start = (-buffer.__array_interface__["data"][0] % 64) // 4
     return buffer[start:start + m * n].reshape(m, n)
