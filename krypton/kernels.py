@@ -162,6 +162,7 @@ class Kernel:
         self._function = getattr(module.lib, function)
         self._ffi = module.ffi
         self._default_knobs: dict[int, tuple[dict[str, int], Any]] = {}
+        self._explicit_knobs: dict[tuple, tuple[dict[str, int], Any]] = {}
 
     def __repr__(self) -> str:
         knobs = ", ".join(f"{k}={v!r}" for k, v in self.code_knobs.items())
@@ -176,10 +177,8 @@ class Kernel:
                 and b.dtype is _FLOAT32 and a.ndim == 2 and b.ndim == 2
                 and a.shape[1] == b.shape[0]):
             _check_operands(a, b)
-        if knobs:
-            threads = _resolve_threads(self.spec, threads)
-            runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, knobs)
-            c_knobs = self._ffi.new("kr_knobs *", dict(runtime, threads=threads))
+        if knobs:  # a sweep: the same few sets of knobs again and again
+            runtime, c_knobs = self._explicit(threads, knobs)
         else:  # the common case in training: defaults, resolved once per thread count
             runtime, c_knobs = self._defaults(threads)
         m, k = a.shape
@@ -200,6 +199,27 @@ class Kernel:
         if status != 0:
             _raise_for_status(self.module.lib, status, self.spec.name, m, n, k, runtime)
         return c
+
+    def _explicit(self, threads: int | None, knobs: Mapping[str, Any]) -> tuple[dict[str, int], Any]:
+        """Explicit knobs and the C struct that carries them, checked and built once per
+        distinct set: resolving them fills the rest from the defaults and the tuning file, which
+        costs some 20 microseconds, as much as a small product."""
+        if threads is None:  # all cores, asked every call, as for the defaults
+            threads = machine.cpu_count() if self.spec.threaded else 1
+        try:
+            key = (threads, tuple(sorted(knobs.items())))
+            cached = self._explicit_knobs.get(key)
+        except TypeError:  # an unhashable value: the checks below say what is wrong with it
+            key, cached = None, None
+        if cached is None:
+            resolved = _resolve_threads(self.spec, threads)
+            runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, knobs)
+            cached = runtime, self._ffi.new("kr_knobs *", dict(runtime, threads=resolved))
+            if key is not None:
+                if len(self._explicit_knobs) >= 256:  # a long sweep: keep the memory bounded
+                    self._explicit_knobs.clear()
+                self._explicit_knobs[key] = cached
+        return cached
 
     def _defaults(self, threads: int | None) -> tuple[dict[str, int], Any]:
         """The default runtime knobs, and the C struct that carries them, for a thread count:

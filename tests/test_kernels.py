@@ -188,3 +188,19 @@ def test_large_c_starts_on_a_cache_line_and_small_c_is_numpys(kernel, monkeypatc
     c = krypton.matmul(a, b, kernel=kernel)
     check(c, a, b)
     assert c.flags.owndata
+
+
+def test_explicit_knobs_are_checked_every_call_and_resolved_once_per_set():
+    kernel = get_kernel("packed")
+    a = np.ones((3, 4), np.float32)
+    b = np.ones((4, 5), np.float32)
+    first = kernel._explicit(1, {"kc": 8})
+    assert kernel._explicit(1, {"kc": 8}) is first          # the same set: built once
+    assert kernel._explicit(1, {"kc": 16}) is not first     # another set: its own struct
+    assert first[0]["kc"] == 8 and first[1].kc == 8
+    check(kernel(a, b, threads=1, kc=8), a, b)
+    for _ in range(2):  # a bad value is refused every time, never cached
+        with pytest.raises(ValueError, match="kc must be a positive integer"):
+            kernel(a, b, threads=1, kc=0)
+        with pytest.raises((TypeError, ValueError), match="kc"):
+            kernel(a, b, threads=1, kc=[8])
