@@ -207,7 +207,8 @@ class Kernel:
         if threads is None:  # all cores, asked every call, as for the defaults
             threads = machine.cpu_count() if self.spec.threaded else 1
         try:
-            key = (threads, tuple(sorted(knobs.items())))
+            # the types too: True == 1 as a key, but a knob of True is refused and 1 is not
+            key = (threads, type(threads), tuple(sorted((k, type(v), v) for k, v in knobs.items())))
             cached = self._explicit_knobs.get(key)
         except TypeError:  # an unhashable value: the checks below say what is wrong with it
             key, cached = None, None

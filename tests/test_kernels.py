@@ -204,3 +204,6 @@ def test_explicit_knobs_are_checked_every_call_and_resolved_once_per_set():
             kernel(a, b, threads=1, kc=0)
         with pytest.raises((TypeError, ValueError), match="kc"):
             kernel(a, b, threads=1, kc=[8])
+    kernel(a, b, threads=1, mc=1)
+    with pytest.raises(TypeError, match="mc must be a positive integer"):  # True == 1, refused
+        kernel(a, b, threads=1, mc=True)
