@@ -262,9 +262,9 @@ def _update_operands(ffi: Any, params: Any, grads: Any, **states: Any) -> tuple[
         lists["params"].append(ffi.from_buffer("float[]", param))
         lists["grads"].append(ffi.from_buffer("float[]", grad))
         for name, arrays in states.items():
-            array = arrays[index]
+            array, entry = arrays[index], name.removesuffix("s")   # "buffers" -> "buffer"
             if array is not None:
-                _same_shape(name[:-1], _float32(name[:-1], array, writable=True), shape)
+                _same_shape(entry, _float32(entry, array, writable=True), shape)
             lists[name].append(ffi.NULL if array is None else ffi.from_buffer("float[]", array))
     sizes = ffi.new("int64_t[]", [param.size for param in params])
     return (sizes, *(ffi.new("float *[]", pointers) for pointers in lists.values()), copies)
@@ -422,10 +422,11 @@ def gather_rows(array: np.ndarray, indices: Any, threads: int = 1) -> np.ndarray
                                      ffi.from_buffer(array), len(array),
                                      _pointer(ffi, "int64_t[]", indices), ffi.from_buffer(out),
                                      _threads(threads))
-    if code != 0 and len(indices):
+    if code != 0:  # C refuses a bad index before copying: name the first one
         bad = indices[(indices < 0) | (indices >= len(array))]
-        raise IndexError(f"index {bad[0] if len(bad) else '?'} is out of range for an array of "
-                         f"{len(array)} rows (indices must be 0..{len(array) - 1})")
+        if len(bad):
+            raise IndexError(f"index {bad[0]} is out of range for an array of {len(array)} "
+                             f"rows (indices must be 0..{len(array) - 1})")
     _check(code, "kr_gather_rows")
     return out
 
