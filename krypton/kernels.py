@@ -15,6 +15,7 @@ Two kinds of knob:
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -252,9 +253,20 @@ def _empty_c(m: int, n: int) -> np.ndarray:
     2048 x 2048, interleaved with ``kernels.ALIGN_C_FLOATS`` set above and below its size."""
     if m * n < ALIGN_C_FLOATS or (m * n + 16) * 4 > _MAX_BYTES:
         return np.empty((m, n), dtype=np.float32)  # (past any address space: NumPy's own error)
-    buffer = np.empty(m * n + 16, dtype=np.float32)
-    start = (-buffer.__array_interface__["data"][0] % 64) // 4
-    return buffer[start:start + m * n].reshape(m, n)
+    return aligned_empty((m, n))
+
+
+def aligned_empty(shape: int | tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+    """``np.empty(shape, dtype)`` whose data start on a 64-byte cache line (NumPy promises 16
+    bytes: a fresh large array usually starts 16 bytes past a line, a small one anywhere on 16).
+    Carved out of a buffer one line larger, at its first whole line, so that no vector load from
+    its first row straddles two lines."""
+    dtype = np.dtype(dtype)
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    nbytes = math.prod(shape) * dtype.itemsize
+    buffer = np.empty(nbytes + 64, dtype=np.uint8)
+    start = -buffer.__array_interface__["data"][0] % 64
+    return buffer[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def _operand(ffi: Any, x: np.ndarray) -> tuple[Any, int, int]:

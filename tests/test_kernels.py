@@ -190,6 +190,30 @@ def test_large_c_starts_on_a_cache_line_and_small_c_is_numpys(kernel, monkeypatc
     assert c.flags.owndata
 
 
+@pytest.mark.parametrize("shape, dtype", [((3, 5), np.float32), (7, np.float64), ((0, 4), np.float32),
+                                          ((2, 3, 4), np.int16), ((1,), np.uint8)])
+def test_aligned_empty_starts_on_a_cache_line_and_is_an_ordinary_array(shape, dtype):
+    from krypton.kernels import aligned_empty
+    for _ in range(8):  # wherever the allocator puts the buffer
+        x = aligned_empty(shape, dtype)
+        assert (x.size == 0 or x.ctypes.data % 64 == 0) and x.dtype == dtype  # empty: no data
+        assert x.flags.c_contiguous
+        assert x.shape == ((shape,) if isinstance(shape, int) else shape)
+        x[...] = 3  # writing it touches nothing past its own bytes
+        assert np.all(x == 3) and x.nbytes == np.empty(shape, dtype).nbytes
+
+
+def test_benchmark_operands_start_on_a_cache_line_with_the_same_values_as_before():
+    from krypton.timing import random_operands
+    rng = np.random.default_rng(5)
+    expected_a = rng.uniform(-1, 1, (9, 7)).astype(np.float32)
+    expected_b = rng.uniform(-1, 1, (7, 11)).astype(np.float32)
+    a, b = random_operands(9, 11, 7, seed=5)
+    assert a.ctypes.data % 64 == 0 and b.ctypes.data % 64 == 0
+    assert a.dtype == b.dtype == np.float32
+    assert np.array_equal(a, expected_a) and np.array_equal(b, expected_b)
+
+
 def test_explicit_knobs_are_checked_every_call_and_resolved_once_per_set():
     kernel = get_kernel("packed")
     a = np.ones((3, 4), np.float32)
