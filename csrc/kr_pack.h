@@ -106,6 +106,13 @@ static inline kr_view kr_pack_b(const kr_operand *restrict B, int64_t pc, int64_
     return (kr_view){.data = Bp, .rs = KR_NR, .cs = 1, .ps = panel_stride};
 }
 
+/* A row-major A is packed in square blocks transposed in registers (KR_TRANSPOSE_BLOCK, as a
+ * transposed B is) where MR is a multiple of the block; a move per float otherwise. Measure
+ * it: time the packed rung on a large square against the source compiled after
+ * `#define KR_PACK_A_BLOCKS 0` (krypton.kernels.compile_source), one run, interleaved. */
+#ifndef KR_PACK_A_BLOCKS
+#  define KR_PACK_A_BLOCKS 1
+#endif
 /* The mc x kc block of A at A[ic][pc], packed into Ap as MR-tall micro-panels, or A itself. */
 static inline kr_view kr_pack_a(const kr_operand *restrict A, int64_t ic, int64_t pc,
                                 int64_t mc, int64_t kc, float *restrict Ap)
@@ -120,7 +127,17 @@ static inline kr_view kr_pack_a(const kr_operand *restrict A, int64_t ic, int64_
         const int64_t mr = kr_min(KR_MR, mc - ir);
         const float *src = block + ir * rsa;
         float *dst = Ap + ir * kc;
-        for (int64_t k = 0; k < kc; ++k) {              /* depth: one column of the panel */
+        int64_t k_done = 0;   /* columns [0, k_done) of the panel already packed */
+#ifdef KR_TRANSPOSE_BLOCK
+        if (KR_PACK_A_BLOCKS && csa == 1 && mr == KR_MR && KR_MR % KR_TRANSPOSE_BLOCK == 0) {
+            const int64_t t = KR_TRANSPOSE_BLOCK;
+            k_done = kc - kc % t;
+            for (int64_t k0 = 0; k0 < k_done; k0 += t)
+                for (int64_t r0 = 0; r0 < KR_MR; r0 += t)
+                    kr_transpose_block(src + r0 * rsa + k0, rsa, dst + k0 * KR_MR + r0, KR_MR);
+        }
+#endif
+        for (int64_t k = k_done; k < kc; ++k) {         /* depth: one column of the panel */
             int64_t r = 0;
             for (; r < mr; ++r)
                 dst[k * KR_MR + r] = src[r * rsa + k * csa];
