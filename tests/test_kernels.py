@@ -147,6 +147,28 @@ def test_small_is_bitwise_identical_for_every_thread_count():
             assert np.array_equal(results[0], other)
 
 
+@pytest.mark.parametrize("mr", [None, 16])
+def test_packing_a_by_register_transposes_gives_the_same_bits_as_a_move_per_float(mr):
+    # kr_pack_a moves a row-major A's full panels in square blocks (KR_TRANSPOSE_BLOCK) where
+    # MR is a multiple of the block; KR_PACK_A_BLOCKS 0 moves every float. Packing only copies,
+    # so both must give the same bits: on depths with and without a remainder of the block,
+    # rows with and without an edge panel, and more than one kc block.
+    code = {} if mr is None else {"mr": mr, "nr": 16}
+    if mr is not None and krypton.machine.native_isa() != "avx512":
+        pytest.skip("an MR of 16 is a multiple of the block on AVX-512 only")
+    source = krypton.kernels.kernel_source("packed")
+    moves = krypton.compile_source("#define KR_PACK_A_BLOCKS 0\n" + source, "kr_sgemm_packed",
+                                   like="packed", name="pack_a_moves", **code)
+    blocks = get_kernel("packed", **code)
+    rng = np.random.default_rng(11)
+    for m, k, n in [(64, 256, 40), (37, 61, 33), (131, 519, 70), (8, 7, 5)]:
+        a = S.make_operand(rng, m, k, "c")
+        b = S.make_operand(rng, k, n, "c")
+        c = blocks(a, b, kc=128)
+        check(c, a, b)
+        assert np.array_equal(c, moves(a, b, kc=128))
+
+
 def test_kernels_do_not_modify_their_inputs():
     rng = np.random.default_rng(6)
     a = S.make_operand(rng, 70, 90, "c")
