@@ -69,6 +69,13 @@ CSRC = _PACKAGED_CSRC if _PACKAGED_CSRC.is_dir() else _PACKAGED_CSRC.parent.pare
 """The C sources of the kernel ladder: the repository's csrc/ in a checkout (and an editable
 install); krypton/csrc in an installed package, copied there from csrc/ when it is built."""
 
+# Read once, at import: Python 3.11's sysconfig fills its table of variables on first use
+# without a lock, so a thread asking while another fills it can get None (CPython issue
+# gh-92452), and two threads compiling their first kernels at once would name a module
+# "_kr_...None".
+_EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX")
+_PYTHON_INCLUDE = sysconfig.get_paths()["include"]
+
 _loaded: dict[str, "CompiledModule"] = {}
 
 
@@ -300,7 +307,7 @@ def _cache_key(source: str, cdef: str, macros: Mapping[str, Any], flags: Sequenc
         "compiler": [*command, compiler_version()],
         "target": _target_macros(command, tuple(flags)),
         "headers": _headers_digest(source, include_dirs),
-        "abi": sysconfig.get_config_var("EXT_SUFFIX"),
+        "abi": _EXT_SUFFIX,
         "cffi": cffi.__version__,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -375,7 +382,7 @@ def compile_c(source: str, cdef: str, *, name: str = "kernel",
     if not force and module_name in _loaded:
         return _loaded[module_name]
 
-    target = cache_dir() / f"{module_name}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    target = cache_dir() / f"{module_name}{_EXT_SUFFIX}"
     module = None
     if target.exists() and not force and _intact(target):
         try:
@@ -433,7 +440,7 @@ def _build(source: str, cdef: str, name: str, module_name: str, macros: Mapping[
         (workdir / f"{name}.c").write_text(source)
         wrapper = workdir / f"{module_name}.c"
         ffi.emit_c_code(str(wrapper))
-        python_include = sysconfig.get_paths()["include"]
+        python_include = _PYTHON_INCLUDE
         partial = workdir / target.name
         command = [
             *compiler(), *flags,
