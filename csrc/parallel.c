@@ -70,7 +70,7 @@ static kr_range kr_thread_range(int64_t n, int64_t unit, int64_t part, int64_t p
  * waits. Rung 6 sends ties to columns (KR_TIES_TO_COLUMNS; rung 7, reading A in place, has no A
  * to pack and always does). Measure: time the parallel rung on all cores on squares and on a
  * wide product (128 x 4096 x 256) against the source compiled after
- * `#define KR_TIES_TO_COLUMNS 0`, one run, interleaved (notebook 06 draws both grids). */
+ * `#define KR_TIES_TO_COLUMNS 0`, one run, interleaved (notebook 06 times both). */
 #ifndef KR_TIES_TO_COLUMNS
 #  define KR_TIES_TO_COLUMNS 1
 #endif

@@ -155,7 +155,7 @@ def test_packing_a_by_register_transposes_gives_the_same_bits_as_a_move_per_floa
     # rows with and without an edge panel, and more than one kc block.
     code = {} if mr is None else {"mr": mr, "nr": 16}
     if mr is not None and krypton.machine.native_isa() != "avx512":
-        pytest.skip("an MR of 16 is a multiple of the block on AVX-512 only")
+        pytest.skip("a 16 x 16 micro-tile fits the vector registers of AVX-512 only")
     source = krypton.kernels.kernel_source("packed")
     moves = krypton.compile_source("#define KR_PACK_A_BLOCKS 0\n" + source, "kr_sgemm_packed",
                                    like="packed", name="pack_a_moves", **code)
