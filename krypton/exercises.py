@@ -423,16 +423,20 @@ def check_thread_count(learner_fn: Callable[[int, int, int, int], int]) -> Verdi
 
 
 GRID_PROBE = r"""
-/* Appended by krypton.exercises: asks this source's kr_thread_grid for its grid. */
+/* Appended by krypton.exercises: asks this source's kr_thread_grid for the grid rung 6's loops
+ * ask it for (ties to columns where KR_TIES_TO_COLUMNS says so, or where A is read in place). */
 void kr_exercise_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
-                             int prefer_columns, int64_t *threads_m, int64_t *threads_n)
+                             int a_in_place, int64_t *threads_m, int64_t *threads_n)
 {
     *threads_m = *threads_n = 0;
-    kr_thread_grid(m_panels, n_panels, threads, prefer_columns, threads_m, threads_n);
+#ifdef KR_TIES_TO_COLUMNS
+    a_in_place = a_in_place || KR_TIES_TO_COLUMNS;
+#endif
+    kr_thread_grid(m_panels, n_panels, threads, a_in_place, threads_m, threads_n);
 }
 """
 GRID_PROBE_CDEF = ("void kr_exercise_thread_grid(int64_t m_panels, int64_t n_panels, "
-                   "int64_t threads, int prefer_columns, int64_t *threads_m, "
+                   "int64_t threads, int a_in_place, int64_t *threads_m, "
                    "int64_t *threads_n);")
 GRID_CASES = ((683, 4, 2, 0), (22, 256, 2, 0), (100, 100, 4, 0), (7, 5, 3, 1), (64, 1, 4, 0),
               (1, 64, 8, 1))
@@ -449,9 +453,9 @@ def _thread_grids(c_source: str, code: dict) -> Callable[[int, int, int, int], t
     module = seam.compile_c(c_source + GRID_PROBE, GRID_PROBE_CDEF, name="exercise_grid",
                             macros=macros, flags=flags)
 
-    def grid(m_panels: int, n_panels: int, threads: int, prefer_columns: int):
+    def grid(m_panels: int, n_panels: int, threads: int, a_in_place: int):
         threads_m, threads_n = module.ffi.new("int64_t *"), module.ffi.new("int64_t *")
-        module.lib.kr_exercise_thread_grid(m_panels, n_panels, threads, prefer_columns,
+        module.lib.kr_exercise_thread_grid(m_panels, n_panels, threads, a_in_place,
                                            threads_m, threads_n)
         return threads_m[0], threads_n[0]
     return grid
@@ -485,10 +489,10 @@ def check_columns_only(c_source: str, function: str = "kr_sgemm_parallel",
                      f"arguments): {error}")
         return verdict
     default = _thread_grids(kernels.kernel_source("parallel"), code)
-    for m_panels, n_panels, threads, prefer in GRID_CASES:
+    for m_panels, n_panels, threads, a_in_place in GRID_CASES:
         case = f"{m_panels} x {n_panels} panels on {threads} threads"
-        (tm, tn), (dm, dn) = mine(m_panels, n_panels, threads, prefer), \
-            default(m_panels, n_panels, threads, prefer)
+        (tm, tn), (dm, dn) = mine(m_panels, n_panels, threads, a_in_place), \
+            default(m_panels, n_panels, threads, a_in_place)
         if (tm, tn) == (1, threads):
             verdict.passed(f"{case}: a 1 x {tn} grid (the package's: {dm} x {dn})")
         else:
