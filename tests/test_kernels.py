@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import krypton
+from krypton import exercises
 from krypton.kernels import SPECS, default_knobs, get_kernel
 
 import strategies as S
@@ -167,6 +168,20 @@ def test_packing_a_by_register_transposes_gives_the_same_bits_as_a_move_per_floa
         c = blocks(a, b, kc=128)
         check(c, a, b)
         assert np.array_equal(c, moves(a, b, kc=128))
+
+
+def test_rung_6_splits_a_tie_of_its_thread_grid_as_compiled():
+    # 100 x 100 panels on 4 threads: 1 x 4, 2 x 2 and 4 x 1 give the busiest thread 2500
+    # micro-tiles each, and KR_TIES_TO_COLUMNS (read from C) says which the loops take. Where
+    # the grids are not tied, the busiest thread's micro-tiles alone decide.
+    ties_to_columns = krypton.kernels.small_thresholds()["ties_to_columns"]
+    grid = exercises._thread_grids(krypton.kernels.kernel_source("parallel"),
+                                   get_kernel("parallel").code_knobs)
+    assert grid(100, 100, 4, 0) == ((1, 4) if ties_to_columns else (4, 1))
+    assert grid(100, 100, 4, 1) == (1, 4)   # A read in place: columns whatever the rule
+    assert grid(64, 1, 4, 0) == (4, 1)      # one panel of columns cannot be split
+    assert grid(9, 64, 2, 0) == (1, 2)      # columns: 9 x 32 = 288 tiles, rows 5 x 64 = 320
+    assert grid(33, 3, 2, 0) == (2, 1)      # rows: 17 x 3 = 51 tiles, columns 33 x 2 = 66
 
 
 def test_kernels_do_not_modify_their_inputs():
