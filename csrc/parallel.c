@@ -60,23 +60,24 @@ static kr_range kr_thread_range(int64_t n, int64_t unit, int64_t part, int64_t p
     return (kr_range){kr_min(part * step, n), kr_min((part + 1) * step, n)};
 }
 
-/* Pick threads_m x threads_n == threads minimizing the micro-tiles of the busiest thread. Ties
- * go to splitting columns when prefer_columns is set, else to splitting rows. Splitting rows
- * packs A once (each thread its own rows) but has the threads share B's panels: each reads the
- * panels another packed, which on cores with private L2 caches (most x86 and Arm cores today)
- * come from that core's cache or from L3, every time an ic step re-reads them, and the threads
- * meet at two barriers per kc block. Splitting columns packs each row of A once per column
- * range, but every thread reads only the B panels it packed itself, from its own L2, and never
- * waits. Rung 6 sends ties to columns (KR_TIES_TO_COLUMNS; rung 7, reading A in place, has no A
- * to pack and always does). Measure: time the parallel rung on all cores on squares and on a
- * wide product (128 x 4096 x 256) against the source compiled after
- * `#define KR_TIES_TO_COLUMNS 0`, one run, interleaved (notebook 06 times both). */
+/* Pick threads_m x threads_n == threads minimizing the micro-tiles of the busiest thread. Of
+ * grids that tie, splitting rows packs A once (each thread its own rows) but has the threads
+ * share B's panels: each reads the panels another packed, which on cores with private L2
+ * caches (most x86 and Arm cores today) come from that core's cache or from L3, every time an
+ * ic step re-reads them, and the threads meet at two barriers per kc block. Splitting columns
+ * packs each row of A once per column range, but every thread reads only the B panels it packed
+ * itself, from its own L2, and never waits. So ties go to columns (KR_TIES_TO_COLUMNS), and
+ * always where A is read in place (rung 7): then there is no A to pack. Measure: time the
+ * parallel rung on all cores on squares and on a wide product (128 x 4096 x 256) against the
+ * source compiled after `#define KR_TIES_TO_COLUMNS 0`, one run, interleaved (notebook 06 times
+ * both). */
 #ifndef KR_TIES_TO_COLUMNS
 #  define KR_TIES_TO_COLUMNS 1
 #endif
 static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
-                           int prefer_columns, int64_t *threads_m, int64_t *threads_n)
+                           int a_in_place, int64_t *threads_m, int64_t *threads_n)
 {
+    const int prefer_columns = KR_TIES_TO_COLUMNS || a_in_place;
     int64_t best_cost = -1;
     for (int64_t i = 0; i < threads; ++i) {
         const int64_t tm = prefer_columns ? i + 1 : threads - i;
@@ -104,8 +105,8 @@ static int kr_parallel_five_loops(int64_t M, int64_t N, int64_t K, const kr_oper
     float *Ap = kr_thread_buffer(KR_BUFFER_A, max.mc, max.kc);
     const int64_t panel_stride = max.kc * KR_NR;
     int64_t threads_m = 1, threads_n = 1;
-    kr_thread_grid(kr_ceil_div(M, KR_MR), max.nc / KR_NR, threads,
-                   KR_TIES_TO_COLUMNS || A->read_in_place, &threads_m, &threads_n);
+    kr_thread_grid(kr_ceil_div(M, KR_MR), max.nc / KR_NR, threads, A->read_in_place,
+                   &threads_m, &threads_n);
     const int64_t tid_m = tid / threads_n, tid_n = tid % threads_n;
     /* This thread's rows, and its columns of every nc block: the same panels of the shared
      * buffer in each block, so a panel is never handed from one thread to another. */

@@ -423,15 +423,11 @@ def check_thread_count(learner_fn: Callable[[int, int, int, int], int]) -> Verdi
 
 
 GRID_PROBE = r"""
-/* Appended by krypton.exercises: asks this source's kr_thread_grid for the grid rung 6's loops
- * ask it for (ties to columns where KR_TIES_TO_COLUMNS says so, or where A is read in place). */
+/* Appended by krypton.exercises: asks this source's kr_thread_grid for its grid. */
 void kr_exercise_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
                              int a_in_place, int64_t *threads_m, int64_t *threads_n)
 {
     *threads_m = *threads_n = 0;
-#ifdef KR_TIES_TO_COLUMNS
-    a_in_place = a_in_place || KR_TIES_TO_COLUMNS;
-#endif
     kr_thread_grid(m_panels, n_panels, threads, a_in_place, threads_m, threads_n);
 }
 """

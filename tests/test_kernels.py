@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 import krypton
 from krypton import exercises
-from krypton.kernels import SPECS, default_knobs, get_kernel
+from krypton.kernels import SPECS, aligned_empty, default_knobs, get_kernel
+from krypton.timing import random_operands
 
 import strategies as S
 
@@ -230,7 +231,6 @@ def test_large_c_starts_on_a_cache_line_and_small_c_is_numpys(kernel, monkeypatc
 @pytest.mark.parametrize("shape, dtype", [((3, 5), np.float32), (7, np.float64), ((0, 4), np.float32),
                                           ((2, 3, 4), np.int16), ((1,), np.uint8)])
 def test_aligned_empty_starts_on_a_cache_line_and_is_an_ordinary_array(shape, dtype):
-    from krypton.kernels import aligned_empty
     for _ in range(8):  # wherever the allocator puts the buffer
         x = aligned_empty(shape, dtype)
         assert (x.size == 0 or x.ctypes.data % 64 == 0) and x.dtype == dtype  # empty: no data
@@ -241,7 +241,6 @@ def test_aligned_empty_starts_on_a_cache_line_and_is_an_ordinary_array(shape, dt
 
 
 def test_benchmark_operands_start_on_a_cache_line_with_the_same_values_as_before():
-    from krypton.timing import random_operands
     rng = np.random.default_rng(5)
     expected_a = rng.uniform(-1, 1, (9, 7)).astype(np.float32)
     expected_b = rng.uniform(-1, 1, (7, 11)).astype(np.float32)
