@@ -15,19 +15,21 @@
 #  define KR_PREFETCH_C 1
 #endif
 
-/* A rows x NR block of A*B over depth kc, held in registers; rows is a compile-time constant
- * wherever this is inlined, so each value gets its own code with exactly rows x NV
- * accumulators. Element (r, k) of the A panel is A[r*rsa + k*csa]: a packed micro-panel for
- * rsa = 1, csa = MR, or the caller's matrix in place. Row k of the B panel is B[k*rsb ..
- * k*rsb + NR). Only the first mr rows and nr columns of C are stored, so only mr rows of A
+/* A rows x (vectors x KR_VLEN) block of A*B over depth kc, held in registers; rows and vectors
+ * are compile-time constants wherever this is inlined, so each pair gets its own code with
+ * exactly rows x vectors accumulators (a full tile: KR_MR x KR_NV). Element (r, k) of the A
+ * panel is A[r*rsa + k*csa]: a packed micro-panel for rsa = 1, csa = MR, or the caller's
+ * matrix in place. Row k of the B panel starts at B[k*rsb]; the first vectors x KR_VLEN of its
+ * floats are read. Only the first mr rows and nr columns of C are stored, so only mr rows of A
  * are read: a kernel with more rows than that re-reads row mr - 1 for the rest. `overwrite`
  * on the first kc block (C = AB); later blocks add (C += AB). A full tile of a row-major C is
  * stored straight from the registers; any other (an edge, or a transposed C with csc != 1)
  * goes through a small buffer, so the padding never lands outside C. */
 static inline __attribute__((always_inline)) void
-kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t rsa,
-                    int64_t csa, const float *restrict B, int64_t rsb, float *restrict C,
-                    int64_t rsc, int64_t csc, int64_t mr, int64_t nr, int overwrite)
+kr_microkernel_tile(const int rows, const int vectors, int64_t kc, const float *restrict A,
+                    int64_t rsa, int64_t csa, const float *restrict B, int64_t rsb,
+                    float *restrict C, int64_t rsc, int64_t csc, int64_t mr, int64_t nr,
+                    int overwrite)
 {
     const float *row[KR_MR];
 #pragma GCC unroll 32
@@ -37,7 +39,7 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
 #pragma GCC unroll 32
     for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 8
-        for (int v = 0; v < KR_NV; ++v)
+        for (int v = 0; v < vectors; ++v)
             acc[r][v] = kr_zero();
     /* C is touched only after the k loop. Ask for its lines now, so that on large matrices,
      * where C lives in memory, the loads at the end do not stall (as BLIS's kernels do;
@@ -47,31 +49,31 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
      * them all. */
     if (KR_PREFETCH_C && csc == 1)
         for (int r = 0; r < rows; ++r) {
-            for (int j = 0; j < KR_NR; j += KR_ALIGN / (int)sizeof(float))
+            for (int j = 0; j < vectors * KR_VLEN; j += KR_ALIGN / (int)sizeof(float))
                 __builtin_prefetch(C + r * rsc + j, 1, 3);
-            __builtin_prefetch(C + r * rsc + KR_NR - 1, 1, 3);
+            __builtin_prefetch(C + r * rsc + vectors * KR_VLEN - 1, 1, 3);
         }
 
 #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; ++k) {                 /* depth: one rank-1 update per step */
         kr_vec b[KR_NV];
 #pragma GCC unroll 8
-        for (int v = 0; v < KR_NV; ++v)
+        for (int v = 0; v < vectors; ++v)
             b[v] = kr_load(B + k * rsb + v * KR_VLEN);
 #pragma GCC unroll 32
         for (int r = 0; r < rows; ++r) {
             const kr_vec a = kr_set1(row[r][k * csa]);
 #pragma GCC unroll 8
-            for (int v = 0; v < KR_NV; ++v)
+            for (int v = 0; v < vectors; ++v)
                 acc[r][v] = kr_fma(a, b[v], acc[r][v]);
         }
     }
 
-    if (mr == rows && nr == KR_NR && csc == 1) {
+    if (mr == rows && nr == vectors * KR_VLEN && csc == 1) {
 #pragma GCC unroll 32
         for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 8
-            for (int v = 0; v < KR_NV; ++v) {
+            for (int v = 0; v < vectors; ++v) {
                 float *c = C + r * rsc + v * KR_VLEN;
                 kr_store(c, overwrite ? acc[r][v] : kr_add(acc[r][v], kr_load(c)));
             }
@@ -81,7 +83,7 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
 #pragma GCC unroll 32
     for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 8
-        for (int v = 0; v < KR_NV; ++v)
+        for (int v = 0; v < vectors; ++v)
             kr_store(tile + r * KR_NR + v * KR_VLEN, acc[r][v]);
     for (int64_t r = 0; r < mr; ++r)
         for (int64_t j = 0; j < nr; ++j) {
@@ -98,37 +100,59 @@ kr_microkernel_rows(const int rows, int64_t kc, const float *restrict A, int64_t
 #  define KR_READ_IN_PLACE 0
 #endif
 
-/* Edge tiles, mr < MR rows. By default (rungs 5 and 6) the full kernel computes them on
- * clamped rows, as BLIS pads: simple, and as costly as a full tile; a copy of its own, so that
- * the copy of full tiles knows mr = MR and reads A's rows at constant offsets. With
- * KR_EDGE_KERNELS (rung 7, where a product of 10 rows is common) the rows are split into the
- * powers of two of mr (7 = 4 + 2 + 1), each computed by a kernel with only that many rows of
- * accumulators: a few copies cover every row count, and a 2-row edge costs 2 rows of work, not
+/* Edge tiles: fewer than MR rows, or (rung 7) a last panel at most half as wide as NR.
+ * By default (rungs 5 and 6) the full kernel computes them on clamped rows and padded
+ * columns, as BLIS pads: simple, and as costly as a full tile; a copy of its own, so that the
+ * copy of full tiles knows mr = MR and reads A's rows at constant offsets. With
+ * KR_EDGE_KERNELS (rung 7, where a product of 10 rows or 32 columns is common) the rows are
+ * split into the powers of two of mr (7 = 4 + 2 + 1), each computed by a kernel with only that
+ * many rows of accumulators, and a panel of at most half of NR's columns gets kernels with half
+ * of NV's vectors: a few copies cover every edge, and a 2-row edge costs 2 rows of work, not
  * MR. `python -m krypton.ablation` measures what they buy. */
 #ifndef KR_EDGE_KERNELS
 #  define KR_EDGE_KERNELS 0
 #endif
-static __attribute__((noinline)) void
-kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
-                    const float *restrict B, int64_t rsb, float *restrict C, int64_t rsc,
-                    int64_t csc, int64_t mr, int64_t nr, int overwrite)
+#define KR_NV_HALF (KR_NV / 2)   /* vectors of a half-width edge kernel (0: none) */
+
+static inline __attribute__((always_inline)) void
+kr_microkernel_edge_rows(const int vectors, int64_t kc, const float *restrict A, int64_t rsa,
+                         int64_t csa, const float *restrict B, int64_t rsb, float *restrict C,
+                         int64_t rsc, int64_t csc, int64_t mr, int64_t nr, int overwrite)
 {
-#if KR_EDGE_KERNELS
-#  define KR_EDGE_PART(n)                                                                       \
-    if (KR_MR > (n) && (mr & (n))) {                                                            \
-        kr_microkernel_rows(KR_MR > (n) ? (n) : 1, kc, A, rsa, csa, B, rsb, C, rsc, csc, (n),   \
-                            nr, overwrite);                                                     \
-        A += (n) * rsa;                                                                         \
-        C += (n) * rsc;                                                                         \
+    if (mr == KR_MR) {
+        kr_microkernel_tile(KR_MR, vectors, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr,
+                            overwrite);
+        return;
+    }
+#define KR_EDGE_PART(n)                                                                        \
+    if (KR_MR > (n) && (mr & (n))) {                                                           \
+        kr_microkernel_tile(KR_MR > (n) ? (n) : 1, vectors, kc, A, rsa, csa, B, rsb, C, rsc,   \
+                            csc, (n), nr, overwrite);                                          \
+        A += (n) * rsa;                                                                        \
+        C += (n) * rsc;                                                                        \
     }
     KR_EDGE_PART(16)
     KR_EDGE_PART(8)
     KR_EDGE_PART(4)
     KR_EDGE_PART(2)
     KR_EDGE_PART(1)
-#  undef KR_EDGE_PART
+#undef KR_EDGE_PART
+}
+
+static __attribute__((noinline)) void
+kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
+                    const float *restrict B, int64_t rsb, float *restrict C, int64_t rsc,
+                    int64_t csc, int64_t mr, int64_t nr, int overwrite)
+{
+#if KR_EDGE_KERNELS
+    if (KR_NV_HALF > 0 && nr <= KR_NV_HALF * KR_VLEN)
+        kr_microkernel_edge_rows(KR_NV_HALF > 0 ? KR_NV_HALF : 1, kc, A, rsa, csa, B, rsb, C,
+                                 rsc, csc, mr, nr, overwrite);
+    else
+        kr_microkernel_edge_rows(KR_NV, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr,
+                                 overwrite);
 #else
-    kr_microkernel_rows(KR_MR, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
+    kr_microkernel_tile(KR_MR, KR_NV, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
 #endif
 }
 
@@ -140,19 +164,20 @@ kr_microkernel(int64_t mr, int64_t nr, int64_t kc, const float *restrict A, int6
                int64_t csa, const float *restrict B, int64_t rsb, float *restrict C,
                int64_t rsc, int64_t csc, int overwrite)
 {
-    if (mr < KR_MR) {
+    if (mr < KR_MR || (KR_EDGE_KERNELS && KR_NV_HALF > 0 && nr <= KR_NV_HALF * KR_VLEN)) {
         kr_microkernel_edge(kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
         return;
     }
 #if KR_READ_IN_PLACE
     if (rsa != 1 || csa != KR_MR) {
-        kr_microkernel_rows(KR_MR, kc, A, rsa, csa, B, rsb, C, rsc, csc, KR_MR, nr, overwrite);
+        kr_microkernel_tile(KR_MR, KR_NV, kc, A, rsa, csa, B, rsb, C, rsc, csc, KR_MR, nr,
+                            overwrite);
         return;
     }
 #else
     rsb = KR_NR;   /* rungs 5 and 6 pack B: a constant stride, folded into the loads */
 #endif
-    kr_microkernel_rows(KR_MR, kc, A, 1, KR_MR, B, rsb, C, rsc, csc, KR_MR, nr, overwrite);
+    kr_microkernel_tile(KR_MR, KR_NV, kc, A, 1, KR_MR, B, rsb, C, rsc, csc, KR_MR, nr, overwrite);
 }
 
 #endif

@@ -149,6 +149,7 @@ kr_dot_step(kr_vec acc[KR_DOT_ROWS][KR_DOT_COLS], const float *const a[KR_DOT_RO
  * notebook 11's first convolution) on this rung and on one compiled with KR_DOT_CHUNK defined
  * as 1 << 40 before `#include "small.c"`. */
 enum { KR_DOT_TILE = KR_DOT_ROWS * KR_DOT_COLS * KR_VLEN };   /* floats of one tile's sums */
+enum { KR_DOT_COPY = 64 };   /* rows of B per block when B^T is copied (kr_small_dot) */
 
 /* Rows [i_begin, i_end) of C = A * B, with B^T given as rows: Bt[j*ldbt + k] = B[k][j];
  * `partial` holds the accumulators of every tile between chunks of k (NULL if K fits one). A
@@ -245,12 +246,16 @@ static int kr_small_dot(int64_t M, int64_t N, int64_t K, const float *restrict A
         float *Bt = kr_thread_buffer(KR_BUFFER_B, N, K);
         if (!Bt)
             return KR_ENOMEM;
-        /* B's rows in order; the writes go to the N (at most KR_NARROW_DOT) rows of B^T at
-         * once, a few streams the caches follow. Column by column, each pass would walk the
+        /* A block of KR_DOT_COPY rows of B at a time (a few KiB: it stays in L1), written
+         * out as a whole line or more of each row of B^T. Row by row of B, the N writes of
+         * each row would go to N lines at once, and when K * 4 bytes is a multiple of 4 KiB
+         * (K = 100352, an im2col over a batch) those lines all fall in one set of L1 and
+         * evict each other before they are full. Column by column, each pass would walk the
          * whole of B again for one float per row. */
-        for (int64_t k = 0; k < K; ++k)
+        for (int64_t k0 = 0; k0 < K; k0 += KR_DOT_COPY)
             for (int64_t j = 0; j < N; ++j)
-                Bt[j * K + k] = B[k * rsb + j * csb];
+                for (int64_t k = k0; k < kr_min(k0 + KR_DOT_COPY, K); ++k)
+                    Bt[j * K + k] = B[k * rsb + j * csb];
         job.Bt = Bt;
         job.ldbt = K;
     }

@@ -49,6 +49,10 @@ def _boundary_shapes() -> list[tuple[int, int, int, str, str]]:
     # edge tiles: every row count up to one past two micro-tiles
     for m in range(1, 2 * MR + 2):
         cases += [(m, NR + 3, 19, "c", "c"), (m, 2 * NR, 40, "transposed", "sliced")]
+    # edge panels: half of NR wide (the half-width kernel, stored straight), one column more
+    for m in (1, MR, 2 * MR + 1):
+        cases += [(m, NR + NR // 2, 21, "c", "c"), (m, NR + NR // 2 + 1, 21, "sliced", "c"),
+                  (m, NR // 2, 21, "c", "transposed")]
     # A in place: C at most A_PANELS panels wide, or wider
     for n in (A_PANELS * NR - 1, A_PANELS * NR, A_PANELS * NR + 1):
         cases += [(2 * MR + 1, n, 23, "c", "c"), (2 * MR + 1, n, 23, "sliced", "transposed")]
@@ -228,11 +232,12 @@ def test_ablation_cli_refuses_bad_arguments_with_a_usage_error(argv, message, ca
 
 
 @pytest.mark.parametrize("code", [{"isa": "avx2"}, {"isa": "scalar"}, {"mr": 14, "nr": 32},
-                                  {"mr": 1, "nr": 16}, {"mr": 3, "nr": 48}],
-                         ids=["avx2", "scalar", "14x32", "1x16", "3x48"])
+                                  {"mr": 1, "nr": 16}, {"mr": 3, "nr": 48}, {"mr": 6, "nr": 64}],
+                         ids=["avx2", "scalar", "14x32", "1x16", "3x48", "6x64"])
 def test_the_small_paths_hold_for_other_isas_and_micro_tiles(code):
     # Narrower vectors change the dot tile (4 x 2) and kr_sum4; an MR above 9 sends tall edge
-    # tiles to the full kernel with clamped rows; an NR of one vector has no narrow-C path.
+    # tiles to the full kernel with clamped rows; an NR of one vector has no narrow-C path and
+    # no half-width edge kernel; 3 x 48's half is one vector of three, 6 x 64's two of four.
     isa = code.get("isa", S.ISA)
     if isa not in krypton.machine.available_isas():
         pytest.skip(f"{isa} is not available here")
