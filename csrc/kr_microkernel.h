@@ -106,38 +106,14 @@ kr_microkernel_tile(const int rows, const int vectors, int64_t kc, const float *
  * copy of full tiles knows mr = MR and reads A's rows at constant offsets. With
  * KR_EDGE_KERNELS (rung 7, where a product of 10 rows or 32 columns is common) the rows are
  * split into the powers of two of mr (7 = 4 + 2 + 1), each computed by a kernel with only that
- * many rows of accumulators, and a panel of at most half of NR's columns gets kernels with half
- * of NV's vectors: a few copies cover every edge, and a 2-row edge costs 2 rows of work, not
- * MR. `python -m krypton.ablation` measures what they buy. */
+ * many rows of accumulators, and a last panel of at most half of NR's columns gets a kernel
+ * with half of NV's vectors: a few copies cover every edge, and a 2-row edge costs 2 rows of
+ * work, not MR (a corner tile, short and narrow, takes the rows' kernels). `python -m
+ * krypton.ablation` measures what they buy. */
 #ifndef KR_EDGE_KERNELS
 #  define KR_EDGE_KERNELS 0
 #endif
 #define KR_NV_HALF (KR_NV / 2)   /* vectors of a half-width edge kernel (0: none) */
-
-static inline __attribute__((always_inline)) void
-kr_microkernel_edge_rows(const int vectors, int64_t kc, const float *restrict A, int64_t rsa,
-                         int64_t csa, const float *restrict B, int64_t rsb, float *restrict C,
-                         int64_t rsc, int64_t csc, int64_t mr, int64_t nr, int overwrite)
-{
-    if (mr == KR_MR) {
-        kr_microkernel_tile(KR_MR, vectors, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr,
-                            overwrite);
-        return;
-    }
-#define KR_EDGE_PART(n)                                                                        \
-    if (KR_MR > (n) && (mr & (n))) {                                                           \
-        kr_microkernel_tile(KR_MR > (n) ? (n) : 1, vectors, kc, A, rsa, csa, B, rsb, C, rsc,   \
-                            csc, (n), nr, overwrite);                                          \
-        A += (n) * rsa;                                                                        \
-        C += (n) * rsc;                                                                        \
-    }
-    KR_EDGE_PART(16)
-    KR_EDGE_PART(8)
-    KR_EDGE_PART(4)
-    KR_EDGE_PART(2)
-    KR_EDGE_PART(1)
-#undef KR_EDGE_PART
-}
 
 static __attribute__((noinline)) void
 kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
@@ -145,12 +121,24 @@ kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t cs
                     int64_t csc, int64_t mr, int64_t nr, int overwrite)
 {
 #if KR_EDGE_KERNELS
-    if (KR_NV_HALF > 0 && nr <= KR_NV_HALF * KR_VLEN)
-        kr_microkernel_edge_rows(KR_NV_HALF > 0 ? KR_NV_HALF : 1, kc, A, rsa, csa, B, rsb, C,
-                                 rsc, csc, mr, nr, overwrite);
-    else
-        kr_microkernel_edge_rows(KR_NV, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr,
-                                 overwrite);
+    if (mr == KR_MR) {   /* all rows, a narrow last panel (a corner tile takes the row split) */
+        kr_microkernel_tile(KR_MR, KR_NV_HALF > 0 ? KR_NV_HALF : KR_NV, kc, A, rsa, csa, B, rsb,
+                            C, rsc, csc, mr, nr, overwrite);
+        return;
+    }
+#  define KR_EDGE_PART(n)                                                                       \
+    if (KR_MR > (n) && (mr & (n))) {                                                            \
+        kr_microkernel_tile(KR_MR > (n) ? (n) : 1, KR_NV, kc, A, rsa, csa, B, rsb, C, rsc, csc, \
+                            (n), nr, overwrite);                                                \
+        A += (n) * rsa;                                                                         \
+        C += (n) * rsc;                                                                         \
+    }
+    KR_EDGE_PART(16)
+    KR_EDGE_PART(8)
+    KR_EDGE_PART(4)
+    KR_EDGE_PART(2)
+    KR_EDGE_PART(1)
+#  undef KR_EDGE_PART
 #else
     kr_microkernel_tile(KR_MR, KR_NV, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
 #endif
