@@ -70,12 +70,25 @@ static kr_range kr_thread_range(int64_t n, int64_t unit, int64_t part, int64_t p
  * always where A is read in place (rung 7): then there is no A to pack. Measure: time the
  * parallel rung on all cores on squares and on a wide product (128 x 4096 x 256) against the
  * source compiled after `#define KR_TIES_TO_COLUMNS 0`, one run, interleaved (notebook 06 times
- * both). */
+ * both).
+ *
+ * And a grid whose threads share B is taken only if each has at least KR_MIN_SHARED_TILES
+ * micro-tiles to compute between two barriers: meeting there and reading B's panels from
+ * another core costs microseconds per kc block, and a micro-tile over one kc block is well
+ * under one (2 x MR x NR x kc flops). A C of one or two panels of each (9 x 16, with K = 100352:
+ * an im2col product) would otherwise run slower on two threads than on one; without such a
+ * grid the columns are split, and a thread with no columns waits. Measure: time 16 x 100352 x
+ * 16 and 64 x 25088 x 32 (B transposed) on all cores against the source compiled after
+ * `#define KR_MIN_SHARED_TILES 0`. */
 #ifndef KR_TIES_TO_COLUMNS
 #  define KR_TIES_TO_COLUMNS 1
 #endif
+#ifndef KR_MIN_SHARED_TILES
+#  define KR_MIN_SHARED_TILES 8
+#endif
 static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
-                           int a_in_place, int64_t *threads_m, int64_t *threads_n)
+                           int a_in_place, int b_in_place, int64_t *threads_m,
+                           int64_t *threads_n)
 {
     const int prefer_columns = KR_TIES_TO_COLUMNS || a_in_place;
     int64_t best_cost = -1;
@@ -85,6 +98,8 @@ static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
             continue;
         const int64_t tn = threads / tm;
         const int64_t cost = kr_ceil_div(m_panels, tm) * kr_ceil_div(n_panels, tn);
+        if (tm > 1 && !b_in_place && cost < KR_MIN_SHARED_TILES)
+            continue;   /* too little work between two barriers to share B */
         if (best_cost < 0 || cost < best_cost) {
             best_cost = cost;
             *threads_m = tm;
@@ -106,7 +121,7 @@ static int kr_parallel_five_loops(int64_t M, int64_t N, int64_t K, const kr_oper
     const int64_t panel_stride = max.kc * KR_NR;
     int64_t threads_m = 1, threads_n = 1;
     kr_thread_grid(kr_ceil_div(M, KR_MR), max.nc / KR_NR, threads, A->read_in_place,
-                   &threads_m, &threads_n);
+                   B->read_in_place, &threads_m, &threads_n);
     const int64_t tid_m = tid / threads_n, tid_n = tid % threads_n;
     /* This thread's rows, and its columns of every nc block: the same panels of the shared
      * buffer in each block, so a panel is never handed from one thread to another. */
