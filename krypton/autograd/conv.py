@@ -199,14 +199,13 @@ def _products_backward(grad: np.ndarray, cols: np.ndarray, x: Tensor, weight: Te
     weights = weight.data.reshape(weight.shape[0], -1)
     gw = None
     if weight.requires_grad:
-        # dW = dY @ colsᵀ, or its transpose dWᵀ = cols @ dYᵀ: the same sums, a long reduction
-        # over N·Ho·Wo to a tiny result. The small-matrix rung ran the one whose result is
-        # taller faster on both of the CNN's layers (1 thread, kernels.matmul, interleaved:
-        # conv1's (16, 9) result 1.8x, conv2's (144, 32) 1.7x); the transpose is a tiny copy.
-        if weights.shape[1] >= weights.shape[0]:  # C·kh·kw >= O: dWᵀ is the taller
-            gw = backends.matmul(cols, grad.T).T.reshape(weight.shape)
-        else:
-            gw = backends.matmul(grad, cols.T).reshape(weight.shape)
+        # dWᵀ = cols @ dYᵀ, the transpose of dW = dY @ colsᵀ: the same sums, a long reduction
+        # over N·Ho·Wo to a tiny result, whose columns are the O output channels (a few dozen:
+        # one panel of NR or two, which the small rung's edge kernels fill). Which orientation
+        # is faster depends on the rung and the machine; measure both, e.g. for the CNN's first
+        # layer `python -m krypton.bench --shapes 9x100352x16 16x100352x9`. The transpose back
+        # is a tiny copy.
+        gw = backends.matmul(cols, grad.T).T.reshape(weight.shape)
     gx = None
     if x.requires_grad:
         dcols = backends.matmul(weights.T, grad)

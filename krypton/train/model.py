@@ -102,8 +102,7 @@ def product_shapes(model: nn.Sequential, batch: int,
     "linear"), ``product`` ("forward", "dW" or "dX"; the first layer's dX is not computed, its
     input needs no gradient), ``m``, ``k``, ``n`` (an (M, K) @ (K, N) product) and ``flops``
     (2·M·K·N). A convolution's products are those of ``krypton.autograd.conv``:
-    forward W @ cols, dWᵀ = cols @ dYᵀ (or dW = dY @ colsᵀ, whichever result is taller),
-    dcols = Wᵀ @ dY.
+    forward W @ cols, dWᵀ = cols @ dYᵀ (dW computed as its transpose), dcols = Wᵀ @ dY.
     """
     shape = (positive_int("batch", batch),) + tuple(input_shape)
     products: list[dict] = []
@@ -120,10 +119,7 @@ def product_shapes(model: nn.Sequential, batch: int,
             wo = output_size(shape[3], kw, sw, pw)
             patch, columns = layer.in_channels * kh * kw, shape[0] * ho * wo
             add(index, "conv", "forward", layer.out_channels, patch, columns)
-            if patch >= layer.out_channels:  # the taller of dWᵀ and dW (autograd.conv)
-                add(index, "conv", "dW", patch, columns, layer.out_channels)
-            else:
-                add(index, "conv", "dW", layer.out_channels, columns, patch)
+            add(index, "conv", "dW", patch, columns, layer.out_channels)  # as dWᵀ (autograd.conv)
             if not first:
                 add(index, "conv", "dX", patch, layer.out_channels, columns)
             shape = (shape[0], layer.out_channels, ho, wo)
