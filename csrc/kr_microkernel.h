@@ -104,7 +104,7 @@ kr_microkernel_tile(const int rows, const int vectors, int64_t kc, const float *
  * By default (rungs 5 and 6) the full kernel computes them on clamped rows and padded
  * columns, as BLIS pads: simple, and as costly as a full tile; a copy of its own, so that the
  * copy of full tiles knows mr = MR and reads A's rows at constant offsets. With
- * KR_EDGE_KERNELS (rung 7, where a product of 10 rows or 32 columns is common) the rows are
+ * KR_EDGE_KERNELS (rung 7, where a product of 10 rows is common, or N = 784 = 24 x 32 + 16) the rows are
  * split into the powers of two of mr (7 = 4 + 2 + 1), each computed by a kernel with only that
  * many rows of accumulators, and a last panel of at most half of NR's columns gets a kernel
  * with half of NV's vectors: a few copies cover every edge, and a 2-row edge costs 2 rows of
