@@ -95,10 +95,12 @@ static inline kr_view kr_pack_b(const kr_operand *restrict B, int64_t pc, int64_
 #endif
         /* The rest (all of it for other strides) in a blocked transpose: for 16 rows k at a
          * time, walk down each column j, so the 16 x NR block read and the one written both
-         * stay in L1 whatever the distance between columns; zeros beyond nr. */
+         * stay in L1 whatever the distance between columns; zeros beyond nr. A block of rows
+         * the square blocks covered starts at column j_done (an empty walk down every column
+         * would cost as much as the copy of a ragged last row). */
         for (int64_t k0 = 0; k0 < kc; k0 += 16) {
             const int64_t k1 = kr_min(k0 + 16, kc);
-            for (int64_t j = 0; j < KR_NR; ++j)
+            for (int64_t j = k1 <= k_done ? j_done : 0; j < KR_NR; ++j)
                 for (int64_t k = j < j_done ? kr_max(k0, k_done) : k0; k < k1; ++k)
                     dst[k * KR_NR + j] = j < nr ? src[k * rsb + j * csb] : 0.0f;
         }

@@ -149,6 +149,26 @@ def test_small_is_bitwise_identical_for_every_thread_count():
             assert np.array_equal(results[0], other)
 
 
+@pytest.mark.parametrize("kernel", ["packed", "parallel", "small"])
+def test_a_transposed_b_is_packed_to_the_same_bits_as_a_contiguous_one(kernel):
+    # kr_pack_b moves a transposed B (columns contiguous) in square blocks transposed in
+    # registers and the ragged rest (rows past the last whole block, columns past it, the zero
+    # padding) one float at a time, skipping the rows the blocks covered. Packing only copies:
+    # the same B in either layout must give the same bits. Depths with and without a
+    # remainder of 8 and of 16 in each kc block, and widths with a ragged last panel.
+    rng = np.random.default_rng(13)
+    for m, k, n in [(40, 200, 70), (17, 37, 45), (9, 16, 8), (33, 136, 31), (24, 784, 100)]:
+        a = S.make_operand(rng, m, k, "c")
+        b = S.make_operand(rng, k, n, "transposed")
+        for kc in (24, 64, 256):
+            transposed = krypton.matmul(a, b, kernel=kernel, kc=kc)
+            check(transposed, a, b)
+            if kernel != "small":  # rung 7 may read a contiguous B in place, by another plan
+                contiguous = np.ascontiguousarray(b)
+                assert np.array_equal(transposed,
+                                      krypton.matmul(a, contiguous, kernel=kernel, kc=kc))
+
+
 @pytest.mark.parametrize("mr", [None, 16])
 def test_packing_a_by_register_transposes_gives_the_same_bits_as_a_move_per_float(mr):
     # kr_pack_a moves a row-major A's full panels in square blocks (KR_TRANSPOSE_BLOCK) where
