@@ -100,20 +100,22 @@ kr_microkernel_tile(const int rows, const int vectors, int64_t kc, const float *
 #  define KR_READ_IN_PLACE 0
 #endif
 
-/* Edge tiles: fewer than MR rows, or (rung 7) a last panel at most half as wide as NR.
+/* Edge tiles: fewer than MR rows, or (rung 7) a last panel of fewer than NV vectors.
  * By default (rungs 5 and 6) the full kernel computes them on clamped rows and padded
  * columns, as BLIS pads: simple, and as costly as a full tile; a copy of its own, so that the
  * copy of full tiles knows mr = MR and reads A's rows at constant offsets. With
- * KR_EDGE_KERNELS (rung 7, where a product of 10 rows is common, or N = 784 = 24 x 32 + 16) the rows are
- * split into the powers of two of mr (7 = 4 + 2 + 1), each computed by a kernel with only that
- * many rows of accumulators, and a last panel of at most half of NR's columns gets a kernel
- * with half of NV's vectors: a few copies cover every edge, and a 2-row edge costs 2 rows of
- * work, not MR (a corner tile, short and narrow, takes the rows' kernels). `python -m
- * krypton.ablation` measures what they buy. */
+ * KR_EDGE_KERNELS (rung 7, where a product of 10 rows is common, or N = 784 = 24 x 32 + 16)
+ * an edge costs about what it computes, from a few copies of the kernel:
+ *   - a narrow last panel of all MR rows runs on the kernel with just the vectors that cover
+ *     its columns (v = ceil(nr / VLEN) of NV: 784 = 24 x 32 + 16 ends on one vector, not two);
+ *   - short rows are split into the powers of two of mr (7 = 4 + 2 + 1), each computed by a
+ *     kernel with only that many rows of accumulators and all NV vectors;
+ *   - a corner, short and narrow, takes whichever of the two does fewer vector FMAs per step
+ *     of k: mr x NV for the rows' kernels, MR x v for the narrow one on clamped rows.
+ * `python -m krypton.ablation` measures what they buy. */
 #ifndef KR_EDGE_KERNELS
 #  define KR_EDGE_KERNELS 0
 #endif
-#define KR_NV_HALF (KR_NV / 2)   /* vectors of a half-width edge kernel (0: none) */
 
 static __attribute__((noinline)) void
 kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
@@ -121,24 +123,43 @@ kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t cs
                     int64_t csc, int64_t mr, int64_t nr, int overwrite)
 {
 #if KR_EDGE_KERNELS
-    if (mr == KR_MR) {   /* all rows, a narrow last panel (a corner tile takes the row split) */
-        kr_microkernel_tile(KR_MR, KR_NV_HALF > 0 ? KR_NV_HALF : KR_NV, kc, A, rsa, csa, B, rsb,
-                            C, rsc, csc, mr, nr, overwrite);
-        return;
+    const int64_t vectors = (nr + KR_VLEN - 1) / KR_VLEN;   /* of B that hold real columns */
+    if (vectors < KR_NV && KR_MR * vectors <= mr * KR_NV) {   /* narrow: fewer vectors */
+#  define KR_EDGE_VECTORS(v)                                                                   \
+        if (vectors == (v) && KR_NV > (v)) {                                                    \
+            kr_microkernel_tile(KR_MR, KR_NV > (v) ? (v) : 1, kc, A, rsa, csa, B, rsb, C, rsc,  \
+                                csc, mr, nr, overwrite);                                        \
+            return;                                                                             \
+        }
+        KR_EDGE_VECTORS(1)
+        KR_EDGE_VECTORS(2)
+        KR_EDGE_VECTORS(3)
+        KR_EDGE_VECTORS(4)
+        KR_EDGE_VECTORS(5)
+        KR_EDGE_VECTORS(6)
+        KR_EDGE_VECTORS(7)
+#  undef KR_EDGE_VECTORS
+#  if KR_NV > 8   /* a tile of more vectors than the copies above (one row of 9 or more) */
+        if (mr == KR_MR) {
+            kr_microkernel_tile(KR_MR, KR_NV, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr,
+                                overwrite);
+            return;
+        }
+#  endif
     }
-#  define KR_EDGE_PART(n)                                                                       \
+#  define KR_EDGE_ROWS(n)                                                                       \
     if (KR_MR > (n) && (mr & (n))) {                                                            \
         kr_microkernel_tile(KR_MR > (n) ? (n) : 1, KR_NV, kc, A, rsa, csa, B, rsb, C, rsc, csc, \
                             (n), nr, overwrite);                                                \
         A += (n) * rsa;                                                                         \
         C += (n) * rsc;                                                                         \
     }
-    KR_EDGE_PART(16)
-    KR_EDGE_PART(8)
-    KR_EDGE_PART(4)
-    KR_EDGE_PART(2)
-    KR_EDGE_PART(1)
-#  undef KR_EDGE_PART
+    KR_EDGE_ROWS(16)
+    KR_EDGE_ROWS(8)
+    KR_EDGE_ROWS(4)
+    KR_EDGE_ROWS(2)
+    KR_EDGE_ROWS(1)
+#  undef KR_EDGE_ROWS
 #else
     kr_microkernel_tile(KR_MR, KR_NV, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
 #endif
@@ -152,7 +173,7 @@ kr_microkernel(int64_t mr, int64_t nr, int64_t kc, const float *restrict A, int6
                int64_t csa, const float *restrict B, int64_t rsb, float *restrict C,
                int64_t rsc, int64_t csc, int overwrite)
 {
-    if (mr < KR_MR || (KR_EDGE_KERNELS && KR_NV_HALF > 0 && nr <= KR_NV_HALF * KR_VLEN)) {
+    if (mr < KR_MR || (KR_EDGE_KERNELS && nr <= (KR_NV - 1) * KR_VLEN)) {
         kr_microkernel_edge(kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
         return;
     }

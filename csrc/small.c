@@ -49,9 +49,14 @@
 #ifndef KR_B_STREAM_TILES
 #  define KR_B_STREAM_TILES 8
 #endif
-/* A C narrower than NR / 2 (and at most this many columns: the widths the path was measured
- * on, for which B^T stays a small copy) is computed by dot products when A's rows are
- * contiguous. 0 switches the path off. */
+/* A C of at most this many columns (the widths the path was measured on, for which B^T stays
+ * a small copy) is computed by dot products when A's rows are contiguous and either
+ *   - C is narrower than NR / 2, which fills the micro-kernel's vectors badly, or
+ *   - B's columns are contiguous too (a transposed view: a convolution's dY^T) and A has at
+ *     most KR_B_IN_PLACE_TILES panels of rows: the dot path then copies nothing, where the
+ *     micro-kernel would pack B by transposes for too few panels of A to earn the copy back.
+ * 0 switches the path off. Measure: `python -m krypton.bench --shapes 9x100352x16:nt`
+ * (the first convolution's weight gradient of notebook 11), this rung against `parallel`. */
 #ifndef KR_NARROW_DOT
 #  define KR_NARROW_DOT 16
 #endif
@@ -80,7 +85,8 @@ int kr_small_plan(int64_t M, int64_t N, int64_t K, int64_t rsa, int64_t csa, int
     *plan = (kr_plan){.threads = kr_parallel_threads(M, N, K, knobs->threads)};
     if (knobs->nc < 1 || knobs->threads < 1)
         return KR_EINVAL;
-    if (N < KR_NR / 2 && N <= KR_NARROW_DOT && csa == 1) {
+    const int few_rows = M <= KR_B_IN_PLACE_TILES * KR_MR;
+    if (N <= KR_NARROW_DOT && csa == 1 && (N < KR_NR / 2 || (rsb == 1 && few_rows))) {
         /* A's rows are read where they are; B's columns too if contiguous (rsb == 1, as for
          * a transposed weight W.T), else copied as rows of B^T (N x K floats: B is narrow). */
         *plan = (kr_plan){.dot = 1, .a_in_place = 1, .b_in_place = rsb == 1,

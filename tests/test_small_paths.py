@@ -43,6 +43,10 @@ def _boundary_shapes() -> list[tuple[int, int, int, str, str]]:
                 cases.append((m, n, k, "c", "c"))
         cases += [(37, n, 29, "transposed", "c"), (37, n, 29, "c", "transposed"),
                   (37, n, 29, "sliced", "sliced"), (37, n, 29, "reversed", "fortran")]
+    # ... and up to DOT_COLUMNS columns when B's columns are contiguous and M is small
+    for n in sorted({NR // 2, DOT_COLUMNS, DOT_COLUMNS + 1}):
+        for m in (1, B_PANELS * MR, B_PANELS * MR + 1):
+            cases.append((m, n, 3 * WIDTH + 5, "c", "transposed"))
     # dot products through k in chunks: one chunk, a chunk and a tail, several chunks
     for k in (DOT_CHUNK - 1, DOT_CHUNK, DOT_CHUNK + 1, DOT_CHUNK + WIDTH, 2 * DOT_CHUNK + 3):
         cases += [(5, 9, k, "c", "c"), (37, 1, k, "c", "transposed"), (9, 7, k, "sliced", "c")]
@@ -103,6 +107,19 @@ def test_the_plan_takes_dot_products_below_half_a_micro_tile_when_rows_of_a_are_
     assert not _plan(37, narrow, 29, "transposed", "c").dot      # A's rows not contiguous
     if DOT_COLUMNS + 1 < NR // 2:
         assert not _plan(37, DOT_COLUMNS + 1, 29).dot
+
+
+def test_the_plan_takes_dot_products_up_to_its_width_when_b_needs_no_copy_and_rows_are_few():
+    # B's columns contiguous (a transposed view) and A at most B_PANELS panels tall: the dot
+    # path copies nothing, where the micro-kernel would pack B for few panels of A
+    few = B_PANELS * MR
+    for n in sorted({NR // 2, DOT_COLUMNS}):
+        plan = _plan(few, n, 29, "c", "transposed")
+        assert plan.dot and plan.b_in_place
+        assert not _plan(few + 1, n, 29, "c", "transposed").dot or n < NR // 2
+        assert not _plan(few, n, 29, "c", "c").dot or n < NR // 2   # B^T would be a copy
+        assert not _plan(few, n, 29, "transposed", "transposed").dot   # A's rows strided
+    assert not _plan(1, DOT_COLUMNS + 1, 29, "c", "transposed").dot
 
 
 def test_the_plan_transposes_a_narrow_c_it_cannot_take_by_dot_products():
@@ -237,7 +254,8 @@ def test_ablation_cli_refuses_bad_arguments_with_a_usage_error(argv, message, ca
 def test_the_small_paths_hold_for_other_isas_and_micro_tiles(code):
     # Narrower vectors change the dot tile (4 x 2) and kr_sum4; an MR above 9 sends tall edge
     # tiles to the full kernel with clamped rows; an NR of one vector has no narrow-C path and
-    # no half-width edge kernel; 3 x 48's half is one vector of three, 6 x 64's two of four.
+    # no narrow edge kernel; 3 x 48 has narrow kernels of one and two vectors, 6 x 64 of one,
+    # two and three.
     isa = code.get("isa", S.ISA)
     if isa not in krypton.machine.available_isas():
         pytest.skip(f"{isa} is not available here")
@@ -250,3 +268,26 @@ def test_the_small_paths_hold_for_other_isas_and_micro_tiles(code):
         for index, (m, n, k, layout_a, layout_b) in enumerate(CASES[::3]):
             a, b = _operands(m, n, k, layout_a, layout_b, seed=index)
             _check(kernel(a, b) if threads is None else kernel(a, b, threads=threads), a, b)
+
+
+@pytest.mark.parametrize("code", [{}, {"mr": 6, "nr": 64}, {"mr": 3, "nr": 48}],
+                         ids=["default", "6x64", "3x48"])
+def test_every_edge_kernel_of_rung_7_gives_the_product(code):
+    # kr_microkernel_edge: a last panel of v < NV vectors runs on the kernel of v vectors, short
+    # rows on the powers of two of mr, a corner on whichever does fewer FMAs. Every row count
+    # around MR against every vector count of a last panel (full, ragged, one column).
+    isa = S.ISA
+    width = krypton.machine.VECTOR_WIDTH[isa]
+    knobs = krypton.kernels.default_knobs("small")
+    mr, nr = code.get("mr", knobs["mr"]), code.get("nr", knobs["nr"])
+    if nr % width or krypton.kernels.registers_needed(mr, nr, isa) > \
+            krypton.machine.VECTOR_REGISTERS[isa]:
+        pytest.skip(f"{mr} x {nr} does not fit {isa}")
+    kernel = krypton.get_kernel("small", **code)
+    rows = sorted({1, 2, max(1, mr - 1), mr, mr + 1, 2 * mr + 3})
+    columns = sorted({1, *(v * width + extra for v in range(1, nr // width + 1)
+                           for extra in (-1, 0, 1))} - {0})
+    for index, (m, n) in enumerate((m, nr + n) for m in rows for n in columns):
+        for k in (1, 19):
+            a, b = _operands(m, n, k, "c", "c", seed=index)
+            _check(kernel(a, b, threads=1), a, b)
