@@ -3,6 +3,7 @@
     python -m krypton.bench                         # the ladder at 256..1024, 1 thread and all
     python -m krypton.bench --kernels packed parallel --sizes 1024 2048 --threads 1 2
     python -m krypton.bench --shapes 128x784x256 --vs numpy torch
+    python -m krypton.bench --shapes 128x784x256:nt 256x128x784:tn   # x @ W.T, dY.T @ x
     python -m krypton.bench --help
 
 This module is the command and its table: how each number is measured lives in
@@ -27,13 +28,15 @@ from krypton import machine, plotting
 from krypton.checks import positive_int
 from krypton.files import atomic_write, check_writable
 from krypton.kernels import KERNELS
-from krypton.timing import (IDLE_SECONDS, REFERENCES, SPREAD_WARNING, Measurement, blas_threads,
-                            check_fits_in_memory, contender, gflops, is_threaded, measure_shape,
-                            quick_mode, too_noisy_to_compare, torch_available)
+from krypton.timing import (IDLE_SECONDS, LAYOUTS, REFERENCES, SPREAD_WARNING, Measurement,
+                            blas_threads, check_fits_in_memory, contender, gflops, is_threaded,
+                            measure_shape, quick_mode, shape_label, too_noisy_to_compare,
+                            torch_available)
 
 __all__ = ["IDLE_SECONDS", "REFERENCES", "Measurement", "blas_threads", "check_output_dir",
            "contender", "format_table", "gflops", "main", "measure_shape", "measured_peaks",
-           "parse_shape", "peaks", "quick_mode", "run", "save_results", "torch_available"]
+           "parse_product", "parse_shape", "peaks", "quick_mode", "run", "save_results",
+           "torch_available"]
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -51,19 +54,37 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return m, n, k
 
 
+def parse_product(text: str) -> tuple[int, int, int, str]:
+    """A shape and how its operands lie: ``"128x784x256"`` -> (128, 256, 784, "nn"),
+    ``"128x784x256:nt"`` -> (128, 256, 784, "nt"): B is a transposed view, as in ``x @ W.T``
+    (``krypton.timing.LAYOUTS``: "n" a plain matrix, "t" the transpose of one, A then B)."""
+    shape, colon, layout = text.lower().partition(":")
+    if colon and layout not in LAYOUTS:
+        raise argparse.ArgumentTypeError(
+            f"shape {text!r}: the layout after ':' must be one of {', '.join(LAYOUTS)} (A then "
+            f"B, n plain, t transposed), e.g. 128x784x256:nt for x @ W.T")
+    return (*parse_shape(shape), layout or "nn")
+
+
 def run(names: Sequence[str], shapes: Sequence[tuple[int, int, int]], threads_list: Sequence[int],
         repeats: int, progress: bool = True, max_seconds: float = 20.0,
         knobs: dict[str, dict[str, Any]] | None = None) -> list[Measurement]:
-    """Measure every contender on every shape and thread count (single-threaded rungs once)."""
-    jobs = [(shape, t) for t in threads_list for shape in shapes]
+    """Measure every contender on every shape and thread count (single-threaded rungs once).
+    A shape is (M, N, K), or (M, N, K, layout) for operands that are transposed views
+    (``parse_product``)."""
+    products = [(*shape, "nn")[:4] for shape in shapes]
+    jobs = [(product, t) for t in threads_list for product in products]
     measurements: list[Measurement] = []
     done_single = set()
     bar = tqdm(jobs, desc="benchmark", unit="shape", disable=not progress, file=sys.stderr)
-    for (m, n, k), threads in bar:
-        bar.set_postfix_str(f"{m}x{k}x{n}, {threads} thread{'s' * (threads > 1)}")
-        todo = [name for name in names if is_threaded(name) or (m, n, k) not in done_single]
-        measurements += measure_shape(todo, m, n, k, threads, repeats, max_seconds, knobs=knobs)
-        done_single.add((m, n, k))
+    for (m, n, k, layout), threads in bar:
+        bar.set_postfix_str(f"{shape_label(m, n, k, layout)}, "
+                            f"{threads} thread{'s' * (threads > 1)}")
+        todo = [name for name in names
+                if is_threaded(name) or (m, n, k, layout) not in done_single]
+        measurements += measure_shape(todo, m, n, k, threads, repeats, max_seconds, knobs=knobs,
+                                      layout=layout)
+        done_single.add((m, n, k, layout))
     return measurements
 
 
@@ -82,9 +103,9 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
     over naive, % of NumPy and % of the measured peak; then, for each shape, a warning line
     naming the pairs of a contender and a reference too noisy to compare
     (``timing.too_noisy_to_compare``)."""
-    def find(name, m, n, k, threads):
+    def find(name, config):
         for x in measurements:
-            if (x.kernel, x.m, x.n, x.k) == (name, m, n, k) and (x.threads == threads):
+            if x.kernel == name and (x.m, x.n, x.k, x.layout, x.threads) == config:
                 return x
         return None
 
@@ -93,12 +114,14 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
     lines = [header, "-" * len(header)]
     warnings = []
     order = {name: i for i, name in enumerate(KERNELS + REFERENCES)}
-    configs = sorted({(x.m, x.n, x.k, x.threads) for x in measurements},
-                     key=lambda c: (c[3], c[0] * c[1] * c[2]))
-    for m, n, k, threads in configs:
-        naive = find("naive", m, n, k, 1)
-        numpy_ = find("numpy", m, n, k, threads)
-        rows = [x for x in measurements if (x.m, x.n, x.k, x.threads) == (m, n, k, threads)]
+    configs = sorted({(x.m, x.n, x.k, x.layout, x.threads) for x in measurements},
+                     key=lambda c: (c[4], c[0] * c[1] * c[2], c[3]))
+    for config in configs:
+        m, n, k, layout, threads = config
+        label = shape_label(m, n, k, layout)
+        naive = find("naive", (m, n, k, layout, 1))
+        numpy_ = find("numpy", config)
+        rows = [x for x in measurements if (x.m, x.n, x.k, x.layout, x.threads) == config]
         rows.sort(key=lambda r: order.get(r.kernel, 99))
         for x in rows:
             low, high = x.gflops_range
@@ -106,12 +129,12 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
             speedup = f"{x.gflops / naive.gflops:9.1f}" if naive else f"{'-':>9}"
             vs_numpy = f"{100 * x.gflops / numpy_.gflops:7.0f}%" if numpy_ else f"{'-':>8}"
             of_peak = f"{100 * x.gflops / peak[x.threads]:6.0f}%" if x.threads in peak else ""
-            lines.append(f"{f'{m}x{k}x{n}':>16} {x.threads:>7} {x.kernel:>9} {x.gflops:9.1f} "
+            lines.append(f"{label:>16} {x.threads:>7} {x.kernel:>9} {x.gflops:9.1f} "
                          f"{spread:>13} {speedup} {vs_numpy} {of_peak}")
         noisy = [f"{x.kernel}/{y.kernel}" for i, x in enumerate(rows) for y in rows[i + 1:]
                  if y.kernel in REFERENCES and too_noisy_to_compare(x, y)]
         if noisy:
-            warnings.append(f"warning: {m}x{k}x{n} on {threads} thread{'s' * (threads > 1)}: "
+            warnings.append(f"warning: {label} on {threads} thread{'s' * (threads > 1)}: "
                             f"the ratio {', '.join(noisy)} is not meaningful: their ranges "
                             f"overlap and spread over {SPREAD_WARNING:.0%} of the median "
                             f"(more --repeats, or a quieter machine)")
@@ -163,9 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"rungs to measure (default: all): {' '.join(KERNELS)}")
     parser.add_argument("--sizes", nargs="+", type=parse_shape, default=None, metavar="N",
                         help="square sizes (default: 256 512 1024; quick: 128 256)")
-    parser.add_argument("--shapes", nargs="+", type=parse_shape, default=[], metavar="MxKxN",
-                        help="extra shapes, e.g. 128x784x256 (the MLP's first layer) or "
-                             "32x144x25088 (the CNN's second convolution)")
+    parser.add_argument("--shapes", nargs="+", type=parse_product, default=[],
+                        metavar="MxKxN[:LAYOUT]",
+                        help="extra shapes, e.g. 32x144x25088 (the CNN's second convolution); "
+                             "a layout after ':' makes A, B or both transposed views, as a "
+                             "training step multiplies them: 128x784x256:nt is the MLP's "
+                             "x @ W.T, 256x128x784:tn its dY.T @ x (default nn)")
     parser.add_argument("--threads", nargs="+", type=int, default=None, metavar="T",
                         help=f"thread counts (default: 1 and {machine.cpu_count()})")
     parser.add_argument("--vs", nargs="*", default=None, choices=REFERENCES,
@@ -183,13 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown kernel(s) {unknown}; choose from {', '.join(KERNELS)}")
     sizes = args.sizes if args.sizes is not None else (
         [parse_shape(s) for s in (("128", "256") if quick else ("256", "512", "1024"))])
-    shapes = list(dict.fromkeys([*sizes, *args.shapes]))
+    shapes = list(dict.fromkeys([(*size, "nn") for size in sizes] + args.shapes))
     threads_list = args.threads or sorted({1, machine.cpu_count()})
     try:
         for threads in threads_list:
             machine.check_threads("--threads", threads)
         positive_int("--repeats", args.repeats)
-        for m, n, k in shapes:
+        for m, n, k, _ in shapes:
             check_fits_in_memory(m, n, k)
         check_output_dir(args.out)
     except (TypeError, ValueError) as error:

@@ -50,11 +50,15 @@ def label_of(x: Measurement) -> str:
 
 def plot_ladder(measurements: Sequence[Measurement], shape: tuple[int, int, int] | None = None,
                 peak: Mapping[int, float] | None = None, ax=None, title: str | None = None):
-    """Bar chart: GFLOPS of each contender at one (M, N, K) shape, with peak lines."""
+    """Bar chart: GFLOPS of each contender at one (M, N, K) shape, with peak lines (a shape
+    measured in several layouts: the plain one, or the one ``shape``'s fourth entry names)."""
     plt = _pyplot()
     if shape is None:
         shape = max({(x.m, x.n, x.k) for x in measurements}, key=lambda s: s[0] * s[1] * s[2])
-    rows = [x for x in measurements if (x.m, x.n, x.k) == tuple(shape)]
+    layouts = {x.layout for x in measurements if (x.m, x.n, x.k) == tuple(shape[:3])}
+    layout = shape[3] if len(shape) > 3 else "nn" if "nn" in layouts else min(layouts, default="nn")
+    shape = tuple(shape[:3])
+    rows = [x for x in measurements if (x.m, x.n, x.k) == shape and x.layout == layout]
     order = {name: i for i, name in enumerate(KERNELS + REFERENCES)}
     rows.sort(key=lambda x: (x.threads, order.get(x.kernel, 99)))
     own = ax is None
@@ -71,7 +75,9 @@ def plot_ladder(measurements: Sequence[Measurement], shape: tuple[int, int, int]
         ax.annotate(f"FMA peak, {threads} thread{'s' * (threads > 1)}: {gflops:.0f}",
                     (0, gflops), xytext=(2, 2), textcoords="offset points", fontsize=8)
     m, n, k = shape
-    ax.set_title(title or f"The ladder: C = A·B with M={m}, K={k}, N={n} (float32)")
+    views = {"nt": " (B a transposed view)", "tn": " (A a transposed view)",
+             "tt": " (A and B transposed views)"}.get(layout, "")
+    ax.set_title(title or f"The ladder: C = A·B with M={m}, K={k}, N={n}{views} (float32)")
     ax.set_ylabel("GFLOPS (higher is better)")
     ax.set_xlabel("kernel (threads)")
     ax.tick_params(axis="x", rotation=20)
@@ -80,14 +86,15 @@ def plot_ladder(measurements: Sequence[Measurement], shape: tuple[int, int, int]
 
 def plot_gflops_vs_size(measurements: Sequence[Measurement], ax=None, title: str | None = None,
                         logy: bool = True):
-    """Lines: GFLOPS against matrix size for each contender (square shapes only)."""
+    """Lines: GFLOPS against matrix size for each contender (square shapes of plain
+    operands only)."""
     plt = _pyplot()
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(8, 4.2))
     series: dict[str, list] = {}
     for x in measurements:
-        if x.m == x.n == x.k:
+        if x.m == x.n == x.k and x.layout == "nn":
             series.setdefault(label_of(x), []).append((x.m, x.gflops, x.kernel))
     for label, points in series.items():
         points.sort()
@@ -145,7 +152,7 @@ def save_benchmark_plots(measurements: Sequence[Measurement], peak: Mapping[int,
     out = Path(out_dir)
     paths = {}
     figures = {"ladder": ("ladder.png", plot_ladder(measurements, peak=peak))}
-    if len({x.m for x in measurements if x.m == x.n == x.k}) > 1:
+    if len({x.m for x in measurements if x.m == x.n == x.k and x.layout == "nn"}) > 1:
         figures["sizes"] = ("gflops_vs_size.png", plot_gflops_vs_size(measurements))
     for key, (name, fig) in figures.items():
         paths[key] = out / name

@@ -102,6 +102,12 @@ class Measurement:
     k: int
     threads: int
     seconds: list[float] = field(default_factory=list)
+    layout: str = "nn"   # how A and B lie in memory (LAYOUTS)
+
+    @property
+    def label(self) -> str:
+        """The shape as the bench writes it: ``MxKxN``, and ``:layout`` unless both are plain."""
+        return shape_label(self.m, self.n, self.k, self.layout)
 
     @property
     def median_seconds(self) -> float:
@@ -228,27 +234,49 @@ def is_threaded(name: str) -> bool:
     return name in REFERENCES or SPECS[name].threaded
 
 
-def random_operands(m: int, n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+LAYOUTS = ("nn", "nt", "tn", "tt")
+"""How the operands of a product lie in memory, as BLAS's transa/transb say it: "n" a plain
+row-major matrix, "t" the transposed view of one (``w.T``). A training step multiplies views:
+a layer's forward is ``x @ W.T`` ("nt"), its weight gradient ``dY.T @ x`` ("tn"), its input
+gradient ``dY @ W`` ("nn"); the kernels read each layout in place or pack it in its own way."""
+
+
+def shape_label(m: int, n: int, k: int, layout: str = "nn") -> str:
+    """``MxKxN``, with ``:layout`` unless both operands are plain (``128x784x256:nt``)."""
+    return f"{m}x{k}x{n}" + ("" if layout == "nn" else f":{layout}")
+
+
+def random_operands(m: int, n: int, k: int, seed: int = 0,
+                    layout: str = "nn") -> tuple[np.ndarray, np.ndarray]:
     """A (M, K) and a (K, N) float32 matrix, uniform in [-1, 1), from ``seed``, each starting
-    on a cache line (``kernels.aligned_empty``). Where NumPy puts an array depends on what was
-    allocated and freed before it, and a kernel that reads rows in place with vector loads runs
-    slower when every load straddles two lines: left to chance, the same product measured in
-    two runs could differ by more than the kernels being compared. Measure: ``small`` on a
+    on a cache line (``kernels.aligned_empty``); with ``layout`` "t" for an operand it is the
+    transposed view of such a matrix (``LAYOUTS``). Where NumPy puts an array depends on what
+    was allocated and freed before it, and a kernel that reads rows in place with vector loads
+    runs slower when every load straddles two lines: left to chance, the same product measured
+    in two runs could differ by more than the kernels being compared. Measure: ``small`` on a
     128 x 256 @ 256 x 784 product, B from ``aligned_empty`` against B 16 bytes past a line."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     rng = np.random.default_rng(seed)
-    a, b = aligned_empty((m, k)), aligned_empty((k, n))
-    a[...] = rng.uniform(-1, 1, (m, k))
-    b[...] = rng.uniform(-1, 1, (k, n))
-    return a, b
+
+    def matrix(rows: int, cols: int, transposed: str) -> np.ndarray:
+        stored = aligned_empty((cols, rows) if transposed == "t" else (rows, cols))
+        stored[...] = rng.uniform(-1, 1, stored.shape)
+        return stored.T if transposed == "t" else stored
+
+    return matrix(m, k, layout[0]), matrix(k, n, layout[1])
 
 
 def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, repeats: int,
                   max_seconds: float = 20.0, seed: int = 0,
                   knobs: dict[str, dict[str, Any]] | None = None,
                   min_block_seconds: float = 0.02, gap_seconds: float | None = None,
-                  others: dict[str, Callable[[np.ndarray, np.ndarray], Any]] | None = None
-                  ) -> list[Measurement]:
+                  others: dict[str, Callable[[np.ndarray, np.ndarray], Any]] | None = None,
+                  layout: str = "nn") -> list[Measurement]:
     """Time each contender on one (M, N, K) shape in interleaved rounds; return the timings.
+
+    ``layout`` says how A and B lie in memory (``LAYOUTS``: "nt" multiplies by a transposed
+    view of B, as a layer's forward ``x @ W.T`` does); every contender gets the same views.
 
     Each round gives every contender one block: after a pause (``gap_seconds``; by default
     0.15 s after a block that ran on several threads, so that library's idle threads, which
@@ -270,15 +298,16 @@ def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, re
     """
     threads = machine.check_threads("threads", threads)
     repeats = positive_int("repeats", repeats)
-    a, b = random_operands(m, n, k, seed)
+    a, b = random_operands(m, n, k, seed, layout)
     knobs = knobs or {}
     gap_after_every_block = gap_seconds is not None
     if gap_seconds is None:
         gap_seconds = IDLE_SECONDS if threads > 1 else 0.0
     others = others or {}
-    results = {name: Measurement(name, m, n, k, threads if is_threaded(name) else 1)
-               for name in names}
-    results.update({label: Measurement(label, m, n, k, threads) for label in others})
+    results = {name: Measurement(name, m, n, k, threads if is_threaded(name) else 1,
+                                 layout=layout) for name in names}
+    results.update({label: Measurement(label, m, n, k, threads, layout=layout)
+                    for label in others})
     settle_idle_threads()  # threads left spinning by whatever ran before this call
     with blas_threads(threads):
         calls = {name: contender(name, a, b, threads, **knobs.get(name, {})) for name in names}

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.figure
+import numpy as np
 import pytest
 
 import krypton
@@ -34,6 +35,38 @@ def test_shapes_parse_as_m_by_k_by_n(text, shape):
 def test_bad_shapes_are_rejected_with_the_expected_form(text):
     with pytest.raises(argparse.ArgumentTypeError, match="MxKxN"):
         bench.parse_shape(text)
+
+
+@pytest.mark.parametrize("text, product", [("128x784x256", (128, 256, 784, "nn")),
+                                           ("128x784x256:NT", (128, 256, 784, "nt")),
+                                           ("9x100352x16:tn", (9, 16, 100352, "tn"))])
+def test_a_shape_may_say_which_operands_are_transposed_views(text, product):
+    assert bench.parse_product(text) == product
+
+
+@pytest.mark.parametrize("text", ["128x784x256:", "128x784x256:nx", "128x784x256:t"])
+def test_a_layout_other_than_nn_nt_tn_tt_is_refused_with_the_choices(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="nn, nt, tn, tt"):
+        bench.parse_product(text)
+
+
+@pytest.mark.parametrize("layout", ["nn", "nt", "tn", "tt"])
+def test_operands_of_a_layout_are_views_of_the_same_shapes(layout):
+    a, b = timing.random_operands(5, 7, 3, seed=1, layout=layout)
+    assert a.shape == (5, 3) and b.shape == (3, 7) and a.dtype == b.dtype == np.float32
+    assert a.flags.c_contiguous == (layout[0] == "n") and a.flags.f_contiguous == (layout[0] == "t")
+    assert b.flags.c_contiguous == (layout[1] == "n") and b.flags.f_contiguous == (layout[1] == "t")
+
+
+def test_each_layout_of_a_shape_is_measured_and_labelled_apart(capsys):
+    shapes = [(16, 24, 8, "nn"), (16, 24, 8, "nt")]
+    results = bench.run(["small", "numpy"], shapes, [1], repeats=1, progress=False)
+    assert {(x.kernel, x.layout) for x in results} == {(k, l) for k in ("small", "numpy")
+                                                       for l in ("nn", "nt")}
+    table = bench.format_table(results, {})
+    assert sum(" 16x8x24 " in line for line in table.splitlines()) == 2
+    assert sum(" 16x8x24:nt " in line for line in table.splitlines()) == 2
+    assert {x.to_dict()["layout"] for x in results} == {"nn", "nt"}
 
 
 def test_table_reports_ratios_to_naive_numpy_and_peak():
