@@ -66,7 +66,8 @@ int64_t kr_parallel_threads(int64_t M, int64_t N, int64_t K, int64_t threads);
 typedef struct kr_plan {
     int64_t declined;    /* none of these: rung 6's loops compute it (edges: rung 7's kernels) */
     int64_t dot;         /* C has few columns: dot products along k */
-    int64_t transposed;  /* computed as C^T = B^T A^T, so that C's few columns fill MR, not NR */
+    int64_t transposed;  /* computed as C^T = B^T A^T: C's few columns fill MR, not NR (or,
+                            with dot, C^T needs fewer dot tiles) */
     int64_t a_in_place;  /* A (B^T if transposed) read where it is, not packed */
     int64_t b_in_place;  /* B (A^T if transposed) read where it is: its whole NR-wide panels */
     int64_t threads;     /* threads it runs on (rung 6's rule, kr_parallel_threads) */

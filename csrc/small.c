@@ -60,6 +60,13 @@
 #ifndef KR_NARROW_DOT
 #  define KR_NARROW_DOT 16
 #endif
+/* The dot path's tile: KR_DOT_ROWS rows of A by KR_DOT_COLS columns of B (kr_dot_rows). */
+#define KR_DOT_ROWS 4         /* the four sums of one column are finished together: kr_sum4 */
+#if KR_VREGS >= 32
+#  define KR_DOT_COLS 5       /* 20 accumulators + 5 vectors of B + 1 of A = 26 of 32 registers */
+#else
+#  define KR_DOT_COLS 2       /*  8 + 2 + 1 = 11 of 16 */
+#endif
 /* The dot path walks k in chunks of this many floats (16 KiB of each row; a multiple of every
  * vector width), so that what its tiles re-read stays in L2 (see kr_dot_rows). */
 #ifndef KR_DOT_CHUNK
@@ -67,6 +74,12 @@
 #endif
 
 static int kr_reads_a_in_place(int64_t nc_max) { return nc_max <= KR_A_IN_PLACE_PANELS * KR_NR; }
+
+/* Dot-product tiles an M x N C needs: each covers KR_DOT_ROWS rows and KR_DOT_COLS columns. */
+static int64_t kr_dot_tiles(int64_t M, int64_t N)
+{
+    return kr_ceil_div(M, KR_DOT_ROWS) * kr_ceil_div(N, KR_DOT_COLS);
+}
 
 int kr_small_thresholds(kr_small_limits *limits)
 {
@@ -88,9 +101,15 @@ int kr_small_plan(int64_t M, int64_t N, int64_t K, int64_t rsa, int64_t csa, int
     const int few_rows = M <= KR_B_IN_PLACE_TILES * KR_MR;
     if (N <= KR_NARROW_DOT && csa == 1 && (N < KR_NR / 2 || (rsb == 1 && few_rows))) {
         /* A's rows are read where they are; B's columns too if contiguous (rsb == 1, as for
-         * a transposed weight W.T), else copied as rows of B^T (N x K floats: B is narrow). */
-        *plan = (kr_plan){.dot = 1, .a_in_place = 1, .b_in_place = rsb == 1,
-                          .threads = plan->threads};
+         * a transposed weight W.T), else copied as rows of B^T (N x K floats: B is narrow).
+         * When both are read in place and C is narrow both ways, C^T = B^T A^T is the same
+         * dot products with the roles of rows and columns swapped: taken when its tiles are
+         * fewer (a 9 x 16 C needs 3 x 4 = 12 tiles of 4 x 5, its 16 x 9 transpose 4 x 2 = 8:
+         * the first convolution's weight gradient). */
+        const int transposed = rsb == 1 && M <= KR_NARROW_DOT
+                               && kr_dot_tiles(N, M) < kr_dot_tiles(M, N);
+        *plan = (kr_plan){.dot = 1, .transposed = transposed, .a_in_place = 1,
+                          .b_in_place = rsb == 1, .threads = plan->threads};
         return KR_OK;
     }
     if (N < KR_NR / 2 && M > N) {   /* C^T = B^T A^T: the new B is A^T, column stride rsa */
@@ -116,12 +135,6 @@ int kr_small_plan(int64_t M, int64_t N, int64_t K, int64_t rsa, int64_t csa, int
  * together). A tile of KR_DOT_ROWS rows x KR_DOT_COLS columns shares each load: per KR_VLEN
  * steps of k, ROWS + COLS loads feed ROWS * COLS FMAs into as many independent accumulators.
  * Each element's sum has the same order for any thread count. */
-#define KR_DOT_ROWS 4         /* the four sums of one column are finished together: kr_sum4 */
-#if KR_VREGS >= 32
-#  define KR_DOT_COLS 5       /* 20 accumulators + 5 vectors of B + 1 of A = 26 of 32 registers */
-#else
-#  define KR_DOT_COLS 2       /*  8 + 2 + 1 = 11 of 16 */
-#endif
 
 /* One step of KR_VLEN along k for a dot-product tile: `lanes` < KR_VLEN only at the tail of k,
  * where the loads are masked and the missing lanes read as zeros. */
@@ -157,13 +170,14 @@ kr_dot_step(kr_vec acc[KR_DOT_ROWS][KR_DOT_COLS], const float *const a[KR_DOT_RO
 enum { KR_DOT_TILE = KR_DOT_ROWS * KR_DOT_COLS * KR_VLEN };   /* floats of one tile's sums */
 enum { KR_DOT_COPY = 64 };   /* rows of B per block when B^T is copied (kr_small_dot) */
 
-/* Rows [i_begin, i_end) of C = A * B, with B^T given as rows: Bt[j*ldbt + k] = B[k][j];
- * `partial` holds the accumulators of every tile between chunks of k (NULL if K fits one). A
- * tile at the bottom or right edge re-reads its last row or column of A or B (clamped
- * pointers) and stores only the elements that exist. */
+/* Rows [i_begin, i_end) of C = A * B, with B^T given as rows: Bt[j*ldbt + k] = B[k][j], and
+ * C[i][j] at C[i*rsc + j*csc]; `partial` holds the accumulators of every tile between chunks
+ * of k (NULL if K fits one). A tile at the bottom or right edge re-reads its last row or
+ * column of A or B (clamped pointers) and stores only the elements that exist. */
 static void kr_dot_rows(int64_t i_begin, int64_t i_end, int64_t N, int64_t K,
                         const float *restrict A, int64_t rsa, const float *restrict Bt,
-                        int64_t ldbt, float *restrict C, int64_t ldc, float *restrict partial)
+                        int64_t ldbt, float *restrict C, int64_t rsc, int64_t csc,
+                        float *restrict partial)
 {
     const int64_t k_full = K - K % KR_VLEN;
     for (int64_t k0 = 0; k0 == 0 || k0 < k_full; k0 += KR_DOT_CHUNK) {   /* depth: chunks */
@@ -208,7 +222,7 @@ static void kr_dot_rows(int64_t i_begin, int64_t i_end, int64_t N, int64_t K,
                     float sums[KR_DOT_ROWS];
                     kr_sum4(acc[0][c], acc[1][c], acc[2][c], acc[3][c], sums);
                     for (int64_t r = 0; r < rows && c < cols; ++r)
-                        C[(i0 + r) * ldc + j0 + c] = sums[r];
+                        C[(i0 + r) * rsc + (j0 + c) * csc] = sums[r];
                 }
             }
         }
@@ -219,7 +233,7 @@ typedef struct kr_dot_job {
     int64_t M, N, K;
     const float *A; int64_t rsa;
     const float *Bt; int64_t ldbt;
-    float *C; int64_t ldc;
+    float *C; int64_t rsc, csc;
     int status;   /* KR_OK, or KR_ENOMEM from any thread */
 } kr_dot_job;
 
@@ -237,17 +251,18 @@ static void kr_dot_worker(void *opaque, int64_t tid, int64_t threads)
         }
     }
     kr_dot_rows(rows.begin, rows.end, job->N, job->K, job->A, job->rsa, job->Bt, job->ldbt,
-                job->C, job->ldc, partial);
+                job->C, job->rsc, job->csc, partial);
 }
 
-/* C = A*B by dot products on `threads` threads, each a range of rows. B^T as rows: B itself
- * when its columns are contiguous, else copied into this thread's B buffer. */
+/* C = A*B by dot products on `threads` threads, each a range of rows; C[i][j] at
+ * C[i*rsc + j*csc]. B^T as rows: B itself when its columns are contiguous, else copied into
+ * this thread's B buffer. */
 static int kr_small_dot(int64_t M, int64_t N, int64_t K, const float *restrict A, int64_t rsa,
                         const float *restrict B, int64_t rsb, int64_t csb, float *restrict C,
-                        int64_t ldc, int64_t threads)
+                        int64_t rsc, int64_t csc, int64_t threads)
 {
     kr_dot_job job = {.M = M, .N = N, .K = K, .A = A, .rsa = rsa, .Bt = B, .ldbt = csb,
-                      .C = C, .ldc = ldc, .status = KR_OK};
+                      .C = C, .rsc = rsc, .csc = csc, .status = KR_OK};
     if (rsb != 1) {
         float *Bt = kr_thread_buffer(KR_BUFFER_B, N, K);
         if (!Bt)
@@ -280,8 +295,10 @@ int kr_sgemm_small(int64_t M, int64_t N, int64_t K,
         return KR_OK;
     kr_plan plan;
     kr_small_plan(M, N, K, rsa, csa, rsb, csb, knobs, &plan);
+    if (plan.dot && plan.transposed)   /* C^T = B^T A^T: B^T's rows are B's columns */
+        return kr_small_dot(N, M, K, B, csb, A, csa, rsa, C, 1, ldc, plan.threads);
     if (plan.dot)
-        return kr_small_dot(M, N, K, A, rsa, B, rsb, csb, C, ldc, plan.threads);
+        return kr_small_dot(M, N, K, A, rsa, B, rsb, csb, C, ldc, 1, plan.threads);
     kr_operand a = {.data = A, .rs = rsa, .cs = csa, .read_in_place = (int)plan.a_in_place};
     kr_operand b = {.data = B, .rs = rsb, .cs = csb, .read_in_place = (int)plan.b_in_place};
     int64_t rsc = ldc, csc = 1;

@@ -141,7 +141,8 @@ def test_parallel_is_bitwise_identical_for_every_thread_count_and_to_packed():
 
 def test_small_is_bitwise_identical_for_every_thread_count():
     rng = np.random.default_rng(7)
-    for m, k, n in [(257, 531, 389), (128, 784, 256), (7, 1000, 3), (1000, 50, 1), (10, 128, 256)]:
+    for m, k, n in [(257, 531, 389), (128, 784, 256), (7, 1000, 3), (1000, 50, 1), (10, 128, 256),
+                    (9, 5000, 16), (5, 300, 12)]:  # the last two: dot products of C^T
         a = S.make_operand(rng, m, k, "c")
         b = S.make_operand(rng, k, n, "transposed")
         results = [krypton.matmul(a, b, kernel="small", threads=t) for t in (1, 2, 3, 4, 7)]

@@ -43,10 +43,13 @@ def _boundary_shapes() -> list[tuple[int, int, int, str, str]]:
                 cases.append((m, n, k, "c", "c"))
         cases += [(37, n, 29, "transposed", "c"), (37, n, 29, "c", "transposed"),
                   (37, n, 29, "sliced", "sliced"), (37, n, 29, "reversed", "fortran")]
-    # ... and up to DOT_COLUMNS columns when B's columns are contiguous and M is small
+    # ... and up to DOT_COLUMNS columns when B's columns are contiguous and M is small; as
+    # C^T when that needs fewer dot tiles
     for n in sorted({NR // 2, DOT_COLUMNS, DOT_COLUMNS + 1}):
         for m in (1, B_PANELS * MR, B_PANELS * MR + 1):
             cases.append((m, n, 3 * WIDTH + 5, "c", "transposed"))
+    for m, n in ((9, 16), (5, 12), (1, 16), (16, 9), (3, 7)):
+        cases += [(m, n, 3 * WIDTH + 5, "c", "transposed"), (m, n, 2 * WIDTH, "c", "c")]
     # dot products through k in chunks: one chunk, a chunk and a tail, several chunks
     for k in (DOT_CHUNK - 1, DOT_CHUNK, DOT_CHUNK + 1, DOT_CHUNK + WIDTH, 2 * DOT_CHUNK + 3):
         cases += [(5, 9, k, "c", "c"), (37, 1, k, "c", "transposed"), (9, 7, k, "sliced", "c")]
@@ -120,6 +123,20 @@ def test_the_plan_takes_dot_products_up_to_its_width_when_b_needs_no_copy_and_ro
         assert not _plan(few, n, 29, "c", "c").dot or n < NR // 2   # B^T would be a copy
         assert not _plan(few, n, 29, "transposed", "transposed").dot   # A's rows strided
     assert not _plan(1, DOT_COLUMNS + 1, 29, "c", "transposed").dot
+
+
+def test_the_plan_takes_dot_products_of_c_transposed_when_they_need_fewer_tiles():
+    # dot tiles of 4 rows x 5 columns (4 x 2 with 16 registers): 9 x 16 needs 3 x 4, its
+    # transpose 4 x 2 (with 2 columns: 3 x 8 and 4 x 5); only when both operands are read in
+    # place and M is narrow too
+    rows, cols = 4, (5 if krypton.machine.VECTOR_REGISTERS[S.ISA] >= 32 else 2)
+    tiles = lambda m, n: -(-m // rows) * -(-n // cols)
+    n = min(16, DOT_COLUMNS)
+    plan = _plan(9, n, 29, "c", "transposed")
+    assert plan.dot and plan.transposed == (tiles(n, 9) < tiles(9, n))
+    assert not _plan(n, 9, 29, "c", "transposed").transposed or tiles(9, n) < tiles(n, 9)
+    assert not _plan(9, min(NR // 2 - 1, DOT_COLUMNS), 29, "c", "c").transposed  # B^T copied
+    assert not _plan(DOT_COLUMNS + 1, n, 29, "c", "transposed").transposed    # M is not narrow
 
 
 def test_the_plan_transposes_a_narrow_c_it_cannot_take_by_dot_products():
