@@ -253,21 +253,25 @@ def test_flatten_unflatten_and_pool_layers_shape_like_pytorch():
 
 
 def test_the_products_listed_are_the_products_a_training_step_makes(monkeypatch):
-    model = train.build_cnn(seed=0)
     seen = []
     compute = backends._compute
 
+    def layout(x):  # a plain matrix, or the transposed view of one (krypton.timing.LAYOUTS)
+        return "n" if x.flags.c_contiguous else "t" if x.flags.f_contiguous else "?"
+
     def recording(a, b):
-        seen.append((a.shape[0], a.shape[1], b.shape[1]))
+        seen.append((a.shape[0], a.shape[1], b.shape[1], layout(a) + layout(b)))
         return compute(a, b)
 
     monkeypatch.setattr(backends, "_compute", recording)
-    images = np.random.default_rng(0).random((6, 784), dtype=np.float32)
-    loss = F.cross_entropy(model(krypton.Tensor(images)), np.arange(6))
-    loss.backward()
-    listed = train.product_shapes(model, 6)
-    assert sorted(seen) == sorted((p["m"], p["k"], p["n"]) for p in listed)
-    assert sum(p["flops"] for p in listed) == sum(2 * m * k * n for m, k, n in seen)
+    for model in (train.build_cnn(seed=0), train.build_mlp(seed=0)):
+        seen.clear()
+        images = np.random.default_rng(0).random((6, 784), dtype=np.float32)
+        loss = F.cross_entropy(model(krypton.Tensor(images)), np.arange(6))
+        loss.backward()
+        listed = train.product_shapes(model, 6)
+        assert sorted(seen) == sorted((p["m"], p["k"], p["n"], p["layout"]) for p in listed)
+        assert sum(p["flops"] for p in listed) == sum(2 * m * k * n for m, k, n, _ in seen)
 
 
 # --------------------------------------------------------------------------------------------

@@ -201,10 +201,12 @@ def _products_backward(grad: np.ndarray, cols: np.ndarray, x: Tensor, weight: Te
     if weight.requires_grad:
         # dWᵀ = cols @ dYᵀ, the transpose of dW = dY @ colsᵀ: the same sums, a long reduction
         # over N·Ho·Wo to a tiny result, whose columns are the O output channels (a few dozen:
-        # one panel of NR or two, which the small rung's edge kernels fill). Which orientation
-        # is faster depends on the rung and the machine; measure both, e.g. for the CNN's first
-        # layer `python -m krypton.bench --shapes 9x100352x16 16x100352x9`. The transpose back
-        # is a tiny copy.
+        # one panel of NR or two, which the small rung's edge kernels fill; with 16 or fewer,
+        # its dot products, which take the orientation that fills their tiles best). dYᵀ is a
+        # transposed view, as the bench measures with ":nt"; which orientation is faster
+        # depends on the rung and the machine: measure both, e.g. for the CNN's second layer
+        # `python -m krypton.bench --shapes 144x25088x32:nt 32x25088x144:nt`. The transpose
+        # back is a tiny copy.
         gw = backends.matmul(cols, grad.T).T.reshape(weight.shape)
     gx = None
     if x.requires_grad:

@@ -17,6 +17,7 @@ from krypton import nn
 from krypton.autograd import Tensor
 from krypton.autograd.conv import output_size
 from krypton.checks import positive_int
+from krypton.timing import shape_label
 
 DEFAULT_SIZES = (784, 256, 10)
 """Layer widths, input first: 784 pixels, one hidden layer of 256, 10 classes."""
@@ -100,16 +101,20 @@ def product_shapes(model: nn.Sequential, batch: int,
 
     One dict per product: ``layer`` (its index in the Sequential), ``kind`` ("conv" or
     "linear"), ``product`` ("forward", "dW" or "dX"; the first layer's dX is not computed, its
-    input needs no gradient), ``m``, ``k``, ``n`` (an (M, K) @ (K, N) product) and ``flops``
-    (2·M·K·N). A convolution's products are those of ``krypton.autograd.conv``:
-    forward W @ cols, dWᵀ = cols @ dYᵀ (dW computed as its transpose), dcols = Wᵀ @ dY.
+    input needs no gradient), ``m``, ``k``, ``n`` (an (M, K) @ (K, N) product), ``layout``
+    (which operands are transposed views, as ``krypton.timing.LAYOUTS`` writes it: a Linear's
+    forward is ``x @ W.T``, "nt") and ``flops`` (2·M·K·N). ``shape`` is the product as
+    ``python -m krypton.bench --shapes`` takes it. A convolution's products are those of
+    ``krypton.autograd.conv``: forward W @ cols, dWᵀ = cols @ dYᵀ (dW computed as its
+    transpose), dcols = Wᵀ @ dY.
     """
     shape = (positive_int("batch", batch),) + tuple(input_shape)
     products: list[dict] = []
 
-    def add(index: int, kind: str, product: str, m: int, k: int, n: int) -> None:
+    def add(index: int, kind: str, product: str, m: int, k: int, n: int, layout: str) -> None:
         products.append({"layer": index, "kind": kind, "product": product, "m": m, "k": k,
-                         "n": n, "flops": 2 * m * k * n})
+                         "n": n, "layout": layout, "shape": shape_label(m, n, k, layout),
+                         "flops": 2 * m * k * n})
 
     for index, layer in enumerate(model):
         first = not products
@@ -118,17 +123,17 @@ def product_shapes(model: nn.Sequential, batch: int,
             ho = output_size(shape[2], kh, sh, ph)
             wo = output_size(shape[3], kw, sw, pw)
             patch, columns = layer.in_channels * kh * kw, shape[0] * ho * wo
-            add(index, "conv", "forward", layer.out_channels, patch, columns)
-            add(index, "conv", "dW", patch, columns, layer.out_channels)  # as dWᵀ (autograd.conv)
+            add(index, "conv", "forward", layer.out_channels, patch, columns, "nn")
+            add(index, "conv", "dW", patch, columns, layer.out_channels, "nt")  # as dWᵀ
             if not first:
-                add(index, "conv", "dX", patch, layer.out_channels, columns)
+                add(index, "conv", "dX", patch, layer.out_channels, columns, "tn")
             shape = (shape[0], layer.out_channels, ho, wo)
         elif isinstance(layer, nn.Linear):
             rows = int(np.prod(shape[:-1]))
-            add(index, "linear", "forward", rows, layer.in_features, layer.out_features)
-            add(index, "linear", "dW", layer.out_features, rows, layer.in_features)
+            add(index, "linear", "forward", rows, layer.in_features, layer.out_features, "nt")
+            add(index, "linear", "dW", layer.out_features, rows, layer.in_features, "tn")
             if not first:
-                add(index, "linear", "dX", rows, layer.out_features, layer.in_features)
+                add(index, "linear", "dX", rows, layer.out_features, layer.in_features, "nn")
             shape = shape[:-1] + (layer.out_features,)
         elif isinstance(layer, nn.MaxPool2d):
             (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
