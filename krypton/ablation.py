@@ -17,9 +17,11 @@ bought:
                     narrow C)
     + A in place    a block of C at most a few panels wide reads A where it is
     + edge kernels  an edge tile of mr < MR rows runs on kernels of fewer rows, a last panel
-                    at most half of NR wide on one with half the vectors
+                    narrower than NR on one with just the vectors that cover it
     + dot           C with fewer than NR/2 columns: dot products along k (kr_dot_rows)
-    + B in place    a product of few rows reads B where it is: rung 7 as it is
+    + B in place    a product of few rows reads B where it is, and takes dot products up to
+                    KR_NARROW_DOT columns when B's columns are contiguous (nothing copied):
+                    rung 7 as it is
 
 Each step keeps the ones above it. All variants compute the same product (the tests check every
 one against NumPy); only the time differs.
@@ -57,19 +59,20 @@ STEPS: tuple[Step, ...] = (
     Step("pack both", "every operand packed, edge tiles on the full kernel", dict(_OFF)),
     Step("+A in place", "narrow blocks of C read A in place",
          {k: v for k, v in _OFF.items() if k != "KR_A_IN_PLACE_PANELS"}),
-    Step("+edge kernels", "edge tiles on kernels of fewer rows or half the columns",
+    Step("+edge kernels", "edge tiles on kernels of fewer rows or fewer vectors",
          {"KR_NARROW_DOT": 0, "KR_B_IN_PLACE_TILES": 0}),
     Step("+dot", "narrow C by dot products along k", {"KR_B_IN_PLACE_TILES": 0}),
     Step("+B in place", "few-row products read B in place (the rung as it is)", {}),
 )
 """The variants, cumulative: each adds one technique to the one before."""
 
-MLP_SHAPES = ((128, 256, 784), (128, 10, 256), (128, 256, 10), (10, 256, 128), (256, 784, 128))
-"""(M, N, K) of the five products of one training step of a 784-256-10 MLP with batch 128, as
-krypton's Linear runs them (written M x K x N): the forward layers x @ W1.T (128x784x256) and
-h @ W2.T (128x256x10); the backward dY2 @ W2 (128x10x256), the weight gradients dY2.T @ h
-(10x128x256) and dY1.T @ x (256x128x784). The images need no gradient, so dY1 @ W1 never runs.
-The operands are timed contiguous here; notebook 07 times them in the layouts a step has."""
+MLP_SHAPES = ((128, 256, 784, "nt"), (128, 10, 256, "nn"), (128, 256, 10, "nt"),
+              (10, 256, 128, "tn"), (256, 784, 128, "tn"))
+"""(M, N, K, layout) of the five products of one training step of a 784-256-10 MLP with batch
+128, as krypton's Linear runs them (written M x K x N): the forward layers x @ W1.T
+(128x784x256, B a transposed view: "nt") and h @ W2.T (128x256x10); the backward dY2 @ W2
+(128x10x256), the weight gradients dY2.T @ h (10x128x256, A a transposed view: "tn") and
+dY1.T @ x (256x128x784). The images need no gradient, so dY1 @ W1 never runs."""
 
 
 def variant(step: Step, threads: int = 1, **code_knobs: Any) -> Any:
@@ -82,18 +85,19 @@ def variant(step: Step, threads: int = 1, **code_knobs: Any) -> Any:
     return functools.partial(kernel, threads=threads)
 
 
-def measure(shapes: Sequence[tuple[int, int, int]] = MLP_SHAPES, threads: int = 1,
+def measure(shapes: Sequence[tuple] = MLP_SHAPES, threads: int = 1,
             repeats: int = 7, steps: Sequence[Step] = STEPS,
             progress: bool = True) -> list[bench.Measurement]:
-    """Time every step on every (M, N, K) shape beside NumPy (same thread count)."""
+    """Time every step on every (M, N, K) or (M, N, K, layout) shape beside NumPy (same
+    thread count); a layout makes operands transposed views (``bench.parse_product``)."""
     from tqdm.auto import tqdm
 
     variants = {step.label: variant(step, threads) for step in steps}
     measurements: list[bench.Measurement] = []
-    for m, n, k in tqdm(shapes, desc="ablation", unit="shape", disable=not progress,
-                        file=sys.stderr):
+    for m, n, k, layout in tqdm([(*shape, "nn")[:4] for shape in shapes], desc="ablation",
+                                unit="shape", disable=not progress, file=sys.stderr):
         measurements += bench.measure_shape(["numpy"], m, n, k, threads, repeats,
-                                            others=variants)
+                                            others=variants, layout=layout)
     return measurements
 
 
@@ -102,19 +106,21 @@ def format_table(measurements: Sequence[bench.Measurement],
     """Rows: shapes. Columns: GFLOPS of each step, then NumPy; each step's ratio to NumPy."""
     labels = [step.label for step in steps] + ["numpy"]
     width = max(12, *(len(label) + 1 for label in labels))
-    header = f"{'M x K x N':>14}" + "".join(f"{label:>{width}}" for label in labels)
+    header = f"{'M x K x N':>16}" + "".join(f"{label:>{width}}" for label in labels)
     lines = [header, "-" * len(header)]
-    shapes = list(dict.fromkeys((x.m, x.n, x.k) for x in measurements))
-    for m, n, k in shapes:
-        row = {x.kernel: x.gflops for x in measurements if (x.m, x.n, x.k) == (m, n, k)}
+    shapes = list(dict.fromkeys((x.m, x.n, x.k, x.layout) for x in measurements))
+    for shape in shapes:
+        row = {x.kernel: x.gflops for x in measurements
+               if (x.m, x.n, x.k, x.layout) == shape}
         reference = row.get("numpy")
         cells = []
         for label in labels:
             value = row.get(label, float("nan"))
             ratio = f" {value / reference:4.2f}x" if reference and label != "numpy" else ""
             cells.append(f"{f'{value:.1f}{ratio}':>{width}}")
-        lines.append(f"{f'{m}x{k}x{n}':>14}" + "".join(cells))
-    lines.append("GFLOPS (and the ratio to NumPy), medians of interleaved repeats.")
+        lines.append(f"{bench.shape_label(*shape):>16}" + "".join(cells))
+    lines.append("GFLOPS (and the ratio to NumPy), medians of interleaved repeats; :nt (:tn) "
+                 "marks a B (an A) that is a transposed view.")
     return "\n".join(lines)
 
 
@@ -123,8 +129,8 @@ MAX_OPERAND_BYTES = 2**33
 is refused before anything is compiled or allocated."""
 
 
-def _shape_too_large(shape: tuple[int, int, int]) -> str | None:
-    m, n, k = shape
+def _shape_too_large(shape: tuple) -> str | None:
+    m, n, k = shape[:3]
     needed = 4 * (m * k + k * n + m * n)
     if needed <= MAX_OPERAND_BYTES:
         return None
@@ -139,9 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m krypton.ablation",
         description="Rung 7's small-matrix techniques, added one at a time, timed beside "
                     "NumPy.")
-    parser.add_argument("--shapes", nargs="+", type=bench.parse_shape, default=None,
-                        metavar="MxKxN", help="shapes (default: one MLP training step's six "
-                                              "products), e.g. 128x256x10 or 512")
+    parser.add_argument("--shapes", nargs="+", type=bench.parse_product, default=None,
+                        metavar="MxKxN[:LAYOUT]",
+                        help="shapes (default: the five products of one MLP training step, "
+                             "in their layouts), e.g. 128x256x10, 128x784x256:nt (B a "
+                             "transposed view, as x @ W.T) or 512")
     parser.add_argument("--threads", type=int, default=1,
                         help="threads (default 1)")
     parser.add_argument("--repeats", type=int, default=3 if quick else 7,

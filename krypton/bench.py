@@ -36,7 +36,7 @@ from krypton.timing import (IDLE_SECONDS, LAYOUTS, REFERENCES, SPREAD_WARNING, M
 __all__ = ["IDLE_SECONDS", "REFERENCES", "Measurement", "blas_threads", "check_output_dir",
            "contender", "format_table", "gflops", "main", "measure_shape", "measured_peaks",
            "parse_product", "parse_shape", "peaks", "quick_mode", "run", "save_results",
-           "torch_available"]
+           "shape_label", "torch_available"]
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:

@@ -56,7 +56,7 @@ def _boundary_shapes() -> list[tuple[int, int, int, str, str]]:
     # edge tiles: every row count up to one past two micro-tiles
     for m in range(1, 2 * MR + 2):
         cases += [(m, NR + 3, 19, "c", "c"), (m, 2 * NR, 40, "transposed", "sliced")]
-    # edge panels: half of NR wide (the half-width kernel, stored straight), one column more
+    # edge panels: half of NR wide (a kernel of half the vectors, stored straight), one more
     for m in (1, MR, 2 * MR + 1):
         cases += [(m, NR + NR // 2, 21, "c", "c"), (m, NR + NR // 2 + 1, 21, "sliced", "c"),
                   (m, NR // 2, 21, "c", "transposed")]
@@ -216,10 +216,11 @@ def test_the_shipped_rungs_agree_bitwise_for_every_thread_count_on_the_small_pat
 
 def test_the_variants_differ_only_in_time_not_in_what_they_compute_for_the_mlp_shapes():
     # The MLP's shapes take a different path in each variant; each must still be right.
-    for m, n, k in ablation.MLP_SHAPES:
-        a, b = _operands(m, n, k, "c", "c", seed=m + n + k)
-        for step in range(len(ablation.STEPS)):
-            _check(_variant(step, 1)(a, b), a, b)
+    for m, n, k, layout in ablation.MLP_SHAPES:
+        for layouts in (("c", "c"), tuple("transposed" if x == "t" else "c" for x in layout)):
+            a, b = _operands(m, n, k, *layouts, seed=m + n + k)
+            for step in range(len(ablation.STEPS)):
+                _check(_variant(step, 1)(a, b), a, b)
 
 
 def test_a_step_compiles_to_the_rung_with_its_macros_defined_first():
