@@ -40,16 +40,23 @@ static void kr_team_barrier(void) {}
 #ifndef KR_MIN_FLOPS_PER_THREAD
 #  define KR_MIN_FLOPS_PER_THREAD (4 * 1000 * 1000)
 #endif
-int64_t kr_parallel_threads(int64_t M, int64_t N, int64_t K, int64_t threads)
+/* At most `threads`, one per `min_flops` of the product's work. */
+static int64_t kr_threads_for_work(int64_t M, int64_t N, int64_t K, int64_t threads,
+                                   double min_flops)
 {
 #ifndef _OPENMP
     threads = 1;
 #endif
     /* in floating point: 2MNK overflows int64 for a broadcast operand with K = 10^17 */
     const double flops = 2.0 * (double)M * (double)N * (double)K;
-    if (flops < (double)(threads - 1) * KR_MIN_FLOPS_PER_THREAD)
-        return (int64_t)(flops / KR_MIN_FLOPS_PER_THREAD) + 1;
+    if (flops < (double)(threads - 1) * min_flops)
+        return (int64_t)(flops / min_flops) + 1;
     return threads;
+}
+
+int64_t kr_parallel_threads(int64_t M, int64_t N, int64_t K, int64_t threads)
+{
+    return kr_threads_for_work(M, N, K, threads, KR_MIN_FLOPS_PER_THREAD);
 }
 
 /* Part `part` of `parts` of [0, n), cut at multiples of `unit`. */

@@ -67,6 +67,15 @@
 #else
 #  define KR_DOT_COLS 2       /*  8 + 2 + 1 = 11 of 16 */
 #endif
+/* The dot path's threads each take rows of C and share nothing: no panel to pack, no barrier,
+ * a fork and a join. With B^T read where it is (nothing to copy before the fork) that pays from
+ * less work than rung 6's one thread per KR_MIN_FLOPS_PER_THREAD: one per this many flops.
+ * Measure: `python -m krypton.bench --kernels small --shapes 128x256x10:nt 128x784x10:nt
+ * --threads 2` against this rung compiled after `#define KR_DOT_MIN_FLOPS_PER_THREAD
+ * KR_MIN_FLOPS_PER_THREAD` (krypton.kernels.compile_source). */
+#ifndef KR_DOT_MIN_FLOPS_PER_THREAD
+#  define KR_DOT_MIN_FLOPS_PER_THREAD (500 * 1000)
+#endif
 /* The dot path walks k in chunks of this many floats (16 KiB of each row; a multiple of every
  * vector width), so that what its tiles re-read stays in L2 (see kr_dot_rows). */
 #ifndef KR_DOT_CHUNK
@@ -88,7 +97,8 @@ int kr_small_thresholds(kr_small_limits *limits)
         .b_in_place_floats = KR_B_IN_PLACE_FLOATS, .b_stream_panels = KR_B_STREAM_TILES,
         .dot_columns = KR_NARROW_DOT, .dot_chunk = KR_DOT_CHUNK,
         .edge_kernels = KR_EDGE_KERNELS, .min_flops_per_thread = KR_MIN_FLOPS_PER_THREAD,
-        .ties_to_columns = KR_TIES_TO_COLUMNS, .min_shared_tiles = KR_MIN_SHARED_TILES};
+        .ties_to_columns = KR_TIES_TO_COLUMNS, .min_shared_tiles = KR_MIN_SHARED_TILES,
+        .dot_min_flops_per_thread = KR_DOT_MIN_FLOPS_PER_THREAD};
     return KR_OK;
 }
 
@@ -108,8 +118,11 @@ int kr_small_plan(int64_t M, int64_t N, int64_t K, int64_t rsa, int64_t csa, int
          * the first convolution's weight gradient). */
         const int transposed = rsb == 1 && M <= KR_NARROW_DOT
                                && kr_dot_tiles(N, M) < kr_dot_tiles(M, N);
+        const int64_t threads = rsb == 1 ? kr_threads_for_work(M, N, K, knobs->threads,
+                                                               KR_DOT_MIN_FLOPS_PER_THREAD)
+                                         : plan->threads;
         *plan = (kr_plan){.dot = 1, .transposed = transposed, .a_in_place = 1,
-                          .b_in_place = rsb == 1, .threads = plan->threads};
+                          .b_in_place = rsb == 1, .threads = threads};
         return KR_OK;
     }
     if (N < KR_NR / 2 && M > N) {   /* C^T = B^T A^T: the new B is A^T, column stride rsa */

@@ -95,10 +95,10 @@ def _variant(step_index: int, threads: int):
     return ablation.variant(ablation.STEPS[step_index], threads)
 
 
-def _plan(m, n, k, layout_a="c", layout_b="c", **knobs):
+def _plan(m, n, k, layout_a="c", layout_b="c", threads=1, **knobs):
     strides = {"c": lambda rows, cols: (cols, 1), "transposed": lambda rows, cols: (1, rows)}
-    return small_plan(m, n, k, strides[layout_a](m, k), strides[layout_b](k, n), threads=1,
-                      **knobs)
+    return small_plan(m, n, k, strides[layout_a](m, k), strides[layout_b](k, n),
+                      threads=threads, **knobs)
 
 
 def test_the_plan_takes_dot_products_below_half_a_micro_tile_when_rows_of_a_are_contiguous():
@@ -178,6 +178,21 @@ def test_the_plan_runs_small_products_on_fewer_threads():
     assert small_plan(side, side, side, threads=3).threads == 3 or not machine_has_openmp()
     assert small_plan(8, 8, 8, threads=3).threads == 1
     assert small_plan(8, 8, 8, threads=1).threads == 1
+
+
+def test_dot_products_with_nothing_to_copy_take_threads_from_less_work():
+    # their threads only fork and join: one per dot_min_flops_per_thread when B^T is read in
+    # place, rung 6's min_flops_per_thread when B^T is copied first
+    dot_flops, flops = LIMITS["dot_min_flops_per_thread"], LIMITS["min_flops_per_thread"]
+    assert dot_flops < flops
+    n, k = 10, 256
+    m = -(-dot_flops // (2 * n * k)) + 1            # just over one thread's worth of dot work
+    assert 2 * m * n * k < flops and n < NR // 2    # rung 6's rule would give it one thread
+    threads = 2 if machine_has_openmp() else 1
+    assert _plan(m, n, k, "c", "transposed", threads=2).threads == threads
+    assert _plan(m, n, k, "c", "transposed", threads=2).dot
+    assert _plan(m - 2, n, k, "c", "transposed", threads=2).threads == 1   # under it
+    assert _plan(m, n, k, "c", "c", threads=2).threads == 1    # B^T copied: rung 6's rule
 
 
 def machine_has_openmp():
