@@ -79,7 +79,8 @@ typedef struct kr_small_limits {
     int64_t b_in_place_panels;    /* B in place for an M of at most this many MR panels, */
     int64_t b_in_place_floats;    /*   and a B of at most this many floats, */
     int64_t b_stream_panels;      /*   or of any size for an M of at most this many */
-    int64_t dot_columns;          /* dot products for N < NR / 2 and N <= this, */
+    int64_t dot_columns;          /* dot products for N <= this and N < NR / 2 (any N <= this
+                                     with B's columns contiguous and few rows of A), */
     int64_t dot_chunk;            /*   taken through k in chunks of this many floats */
     int64_t edge_kernels;         /* edge tiles on kernels with fewer rows */
     int64_t min_flops_per_thread; /* rung 6: one more thread per this many flops */
