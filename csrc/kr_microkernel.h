@@ -125,6 +125,8 @@ kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t cs
 #if KR_EDGE_KERNELS
     const int64_t vectors = (nr + KR_VLEN - 1) / KR_VLEN;   /* of B that hold real columns */
     if (vectors < KR_NV && KR_MR * vectors <= mr * KR_NV) {   /* narrow: fewer vectors */
+    /* One copy per count of vectors below NV; a count the tile does not have is never taken,
+     * and compiles as a 1-vector copy (a kernel wider than NV would not fit acc[][KR_NV]). */
 #  define KR_EDGE_VECTORS(v)                                                                   \
         if (vectors == (v) && KR_NV > (v)) {                                                    \
             kr_microkernel_tile(KR_MR, KR_NV > (v) ? (v) : 1, kc, A, rsa, csa, B, rsb, C, rsc,  \

@@ -95,9 +95,8 @@ static inline kr_view kr_pack_b(const kr_operand *restrict B, int64_t pc, int64_
 #endif
         /* The rest (all of it for other strides) in a blocked transpose: for 16 rows k at a
          * time, walk down each column j, so the 16 x NR block read and the one written both
-         * stay in L1 whatever the distance between columns; zeros beyond nr. A block of rows
-         * the square blocks covered starts at column j_done (an empty walk down every column
-         * would cost as much as the copy of a ragged last row). */
+         * stay in L1 whatever the distance between columns; zeros beyond nr. In rows the square
+         * blocks covered, only the columns from j_done on are left, so the walk starts there. */
         for (int64_t k0 = 0; k0 < kc; k0 += 16) {
             const int64_t k1 = kr_min(k0 + 16, kc);
             for (int64_t j = k1 <= k_done ? j_done : 0; j < KR_NR; ++j)

@@ -84,6 +84,9 @@
 
 static int kr_reads_a_in_place(int64_t nc_max) { return nc_max <= KR_A_IN_PLACE_PANELS * KR_NR; }
 
+/* Too few panels of rows to read a packed B often enough to earn its copy. */
+static int kr_few_row_panels(int64_t M) { return M <= KR_B_IN_PLACE_TILES * KR_MR; }
+
 /* Dot-product tiles an M x N C needs: each covers KR_DOT_ROWS rows and KR_DOT_COLS columns. */
 static int64_t kr_dot_tiles(int64_t M, int64_t N)
 {
@@ -108,8 +111,8 @@ int kr_small_plan(int64_t M, int64_t N, int64_t K, int64_t rsa, int64_t csa, int
     *plan = (kr_plan){.threads = kr_parallel_threads(M, N, K, knobs->threads)};
     if (knobs->nc < 1 || knobs->threads < 1)
         return KR_EINVAL;
-    const int few_rows = M <= KR_B_IN_PLACE_TILES * KR_MR;
-    if (N <= KR_NARROW_DOT && csa == 1 && (N < KR_NR / 2 || (rsb == 1 && few_rows))) {
+    if (N <= KR_NARROW_DOT && csa == 1
+        && (N < KR_NR / 2 || (rsb == 1 && kr_few_row_panels(M)))) {
         /* A's rows are read where they are; B's columns too if contiguous (rsb == 1, as for
          * a transposed weight W.T), else copied as rows of B^T (N x K floats: B is narrow).
          * When both are read in place and C is narrow both ways, C^T = B^T A^T is the same
@@ -131,7 +134,7 @@ int kr_small_plan(int64_t M, int64_t N, int64_t K, int64_t rsa, int64_t csa, int
         M = N, N = rows, csb = rsa;
     }
     plan->a_in_place = kr_reads_a_in_place(kr_round_up(kr_min(knobs->nc, N), KR_NR));
-    plan->b_in_place = csb == 1 && N >= KR_NR && M <= KR_B_IN_PLACE_TILES * KR_MR
+    plan->b_in_place = csb == 1 && N >= KR_NR && kr_few_row_panels(M)
                        && (K <= KR_B_IN_PLACE_FLOATS / N || M <= KR_B_STREAM_TILES * KR_MR);
     plan->declined = !plan->transposed && !plan->a_in_place && !plan->b_in_place;
     return KR_OK;

@@ -48,7 +48,7 @@ def label_of(x: Measurement) -> str:
     return f"{x.kernel} ({x.threads} thr)" if x.threads > 1 else x.kernel
 
 
-def plot_ladder(measurements: Sequence[Measurement], shape: tuple[int, int, int] | None = None,
+def plot_ladder(measurements: Sequence[Measurement], shape: tuple | None = None,
                 peak: Mapping[int, float] | None = None, ax=None, title: str | None = None):
     """Bar chart: GFLOPS of each contender at one (M, N, K) shape, with peak lines (a shape
     measured in several layouts: the plain one, or the one ``shape``'s fourth entry names)."""
