@@ -43,6 +43,7 @@ class KernelSpec:
     runtime_knobs: tuple[str, ...]
     code_knobs: tuple[str, ...]
     flags: tuple[str, ...] = ()
+    optional_flags: tuple[str, ...] = ()  # passed where the compiler takes them (seam)
     needs_unit_stride_b: bool = False
     threaded: bool = False
     exports: tuple[str, ...] = ()  # C functions of the module besides the kernel (krypton.h)
@@ -59,6 +60,13 @@ class KernelSpec:
 _TILES = ("tile_m", "tile_n", "tile_k")
 _BLOCKS = ("mc", "kc", "nc")
 _SCALAR = ("-fno-tree-vectorize",)  # rungs 1-2 stay scalar: vectors are rung 3's lesson
+# gcc's -O3 copies each loop over a run-time stride into a second version for stride 1, to
+# vectorize it (-fversion-loops-for-strides). Rungs 5-7 load with explicit vectors and meet
+# run-time strides only where they walk C, an operand read in place, or a packer's ragged
+# rest, so the copies buy nothing there and cost compile time: rung 7 took a third longer.
+# Measure: compile a rung (krypton.kernels.compile_source) with and without the flag
+# (KRYPTON_CFLAGS=-fversion-loops-for-strides undoes it), then `python -m krypton.bench`.
+_NO_STRIDE_COPIES = ("-fno-version-loops-for-strides",)
 
 SPECS: dict[str, KernelSpec] = {
     spec.name: spec for spec in (
@@ -68,11 +76,12 @@ SPECS: dict[str, KernelSpec] = {
         KernelSpec("regblock", 4, "MR x NR register-blocked micro-kernel", _TILES,
                    ("isa", "mr", "nr"), needs_unit_stride_b=True),
         KernelSpec("packed", 5, "packed panels, the BLIS five loops", _BLOCKS,
-                   ("isa", "mr", "nr")),
+                   ("isa", "mr", "nr"), optional_flags=_NO_STRIDE_COPIES),
         KernelSpec("parallel", 6, "threads over the ic and jr loops", _BLOCKS,
-                   ("isa", "mr", "nr"), threaded=True, exports=("kr_parallel_threads",)),
+                   ("isa", "mr", "nr"), optional_flags=_NO_STRIDE_COPIES, threaded=True,
+                   exports=("kr_parallel_threads",)),
         KernelSpec("small", 7, "a plan for small products: in place, dot products", _BLOCKS,
-                   ("isa", "mr", "nr"), threaded=True,
+                   ("isa", "mr", "nr"), optional_flags=_NO_STRIDE_COPIES, threaded=True,
                    exports=("kr_small_plan", "kr_small_thresholds", "kr_parallel_threads")),
     )
 }
@@ -405,7 +414,7 @@ def _compile(name: str, code_items: tuple[tuple[str, Any], ...]) -> Kernel:
 
 def _macros_and_flags(spec: KernelSpec, code: Mapping[str, Any]) -> tuple[dict, tuple]:
     macros: dict[str, Any] = {}
-    flags = spec.flags
+    flags = spec.flags + seam.supported_flags(spec.optional_flags)
     if "isa" in code:
         macros["KR_ISA"] = machine.ISA_MACROS[code["isa"]]
         flags = flags + machine.ISA_FLAGS[code["isa"]]

@@ -29,7 +29,8 @@ Environment variables:
     KRYPTON_CACHE       the cache directory (default: ``~/.cache/krypton/kernels``); it must
                         be yours and not writable by group or others
     KRYPTON_COMPILE_TIMEOUT  seconds one compile may take before it is stopped (default 300)
-    KRYPTON_CFLAGS      extra flags appended to every compile (e.g. ``-g``)
+    KRYPTON_CFLAGS      extra flags appended to every compile, last, so they override the
+                        module's own (e.g. ``-g``, or ``-fversion-loops-for-strides``)
     KRYPTON_NO_NATIVE   set to 1 to drop ``-march=native`` (e.g. to build for another machine)
     KRYPTON_SANITIZE    sanitizers to build every module with, e.g. ``address,undefined``: adds
                         ``-fsanitize=...`` with frame pointers and debug info, and makes UBSan
@@ -225,8 +226,19 @@ def base_flags() -> list[str]:
     if sys.platform == "darwin":
         flags += ["-undefined", "dynamic_lookup"]
     flags += sanitizer_flags()
-    flags += shlex.split(os.environ.get("KRYPTON_CFLAGS", ""))
     return flags
+
+
+def supported_flags(flags: Sequence[str]) -> tuple[str, ...]:
+    """Those of ``flags`` that the compiler takes without a word, in their order: each is
+    tried alone, with -Werror (clang warns of some gcc flags that it ignores, and refuses
+    others)."""
+    return _supported_flags(tuple(flags), tuple(compiler()))
+
+
+@functools.lru_cache(maxsize=None)
+def _supported_flags(flags: tuple[str, ...], _compiler: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(flag for flag in flags if _compiler_accepts([flag, "-Werror"]))
 
 
 def sanitizer_flags() -> list[str]:
@@ -376,7 +388,7 @@ def compile_c(source: str, cdef: str, *, name: str = "kernel",
             raise TypeError(f"{label} must be a list, got the single value {value!r}: pass "
                             f"[{value!r}]")
     include_dirs = [Path(d).resolve() for d in include_dirs]
-    all_flags = [*base_flags(), *flags]
+    all_flags = [*base_flags(), *flags, *shlex.split(os.environ.get("KRYPTON_CFLAGS", ""))]
     key = _cache_key(source, cdef, macros, all_flags, include_dirs)
     module_name = f"_kr_{name}_{key[:16]}"
     if not force and module_name in _loaded:

@@ -111,6 +111,28 @@ def test_two_processes_compiling_the_same_module_at_once_both_succeed(cache):
     assert not list(cache.glob("build-*")), "temporary build directories were left behind"
 
 
+def test_krypton_cflags_come_last_and_override_the_modules_own_flags(cache, monkeypatch):
+    monkeypatch.setenv("KRYPTON_CFLAGS", "-UOFFSET -DOFFSET=7")
+    module = seam.compile_c(ADD_SOURCE, ADD_CDEF, name="adder", flags=["-DOFFSET=1"])
+    assert module.lib.kr_add(2, 3) == 12
+
+
+def test_supported_flags_keeps_what_the_compiler_takes_and_drops_the_rest():
+    assert seam.supported_flags(["-fno-such-flag-in-any-compiler", "-O2", "-DX=1"]) == ("-O2",
+                                                                                       "-DX=1")
+    assert seam.supported_flags([]) == ()
+
+
+def test_rungs_5_to_7_ask_for_no_stride_copies_where_the_compiler_has_the_flag():
+    from krypton import kernels
+    for name in ("packed", "parallel", "small"):
+        spec = kernels.SPECS[name]
+        assert spec.optional_flags == ("-fno-version-loops-for-strides",)
+        _, flags = kernels._macros_and_flags(spec, {})
+        assert flags[-1:] == seam.supported_flags(spec.optional_flags)
+    assert kernels.SPECS["naive"].optional_flags == ()
+
+
 def test_a_learners_kernel_compiles_from_a_string_and_runs_like_matmul(cache):
     source = textwrap.dedent("""
         #include "krypton.h"
