@@ -20,6 +20,10 @@ S x L bytes each, and a block that takes whole ways cannot be evicted by data in
   large row-major C puts every row on a page of its own.
 - **nc (L3).** The kc x nc block of B, likewise, in the L3 ways left after A's block and one
   free way: nc = ways x S3 x L3 / (kc x element size), a multiple of NR.
+- **kc for a C larger than L2 (``KC_FAR``).** The model leaves C out, and C's MR x NR tile is
+  loaded and stored once per kc block: K / kc times. While C fits in L2 those visits are cheap;
+  a larger C comes back from L3 or memory each time, and then fewer, deeper kc blocks pay more
+  than B's micro-panel kept in L1 does: ``kc_far`` is at least ``KC_FAR``.
 
 Measure it: notebook 05 prints the derivation for your machine and sweeps kc around it;
 ``python -m krypton.autotune`` searches the blocks and its saved values override these.
@@ -42,6 +46,16 @@ MC_MAX = 4096
 NC_MAX = 8192
 """Clamps on mc and nc: larger blocks only grow the packing buffers (L3 is shared, so its
 share for one thread is an upper bound, not a promise)."""
+KC_FAR = 512
+"""The least kc for a product whose C is larger than L2 (see the module's docstring): its
+tile then comes from L3 or memory once per kc block, and halving those visits is worth more
+than B's micro-panel staying in L1 (it streams from L2 instead, as the vector-wide panel of
+BLIS's Skylake-X sgemm kernel does: 384 x 32 floats per call). Measured on one machine (see the
+README's results): for an 8 x 32 AVX-512 tile whose L1 model gives kc = 256, kc = 512 and 768
+were 5-11% faster at 1536-4096 and kc = 1024 no better than 256; at 512 (C in L2) kc = 512 was
+2-3% slower, so the model's kc stays there. A 6 x 16 AVX-2 tile's L1 model already gives 512,
+and deeper was slower. Measure yours: time ``kernel(a, b, kc=...)`` at 4096 and at 512 against
+the default, interleaved (``python -m krypton.bench --sizes 512 4096`` gives the defaults)."""
 MC_ROWS_MAX = 192
 """The most rows of C one jr step walks down, whatever L2 could hold: mc is capped here. The
 micro-tiles of one jr step are MR rows apart in C, and once a row of C is a page long (1024
@@ -85,6 +99,7 @@ class Blocks:
     mc: int
     nc: int
     kc_paper: int
+    kc_far: int  # kc for a product whose C is larger than L2
     ways: dict[str, int]
     reasoning: tuple[str, ...]
 
@@ -131,6 +146,8 @@ def derive(l1: Cache, l2: Cache, l3: Cache, mr: int, nr: int, element: int = 4) 
     mc_l2 = ways_a_l2 * l2.way_bytes // (kc * element) // mr * mr
     mc = _clamp(min(mc_l2, MC_ROWS_MAX // mr * mr), mr, MC_MAX // mr * mr)
 
+    kc_far = _clamp(max(kc, KC_FAR), *KC_RANGE)
+
     ways_a_l3 = _ways_for(mc * kc * element, l3)
     ways_b_l3 = max(1, l3.ways - 1 - ways_a_l3)
     nc = _clamp(ways_b_l3 * l3.way_bytes // (kc * element) // nr * nr, nr, NC_MAX // nr * nr)
@@ -148,10 +165,12 @@ def derive(l1: Cache, l2: Cache, l3: Cache, mr: int, nr: int, element: int = 4) 
         f"L3: {l3.ways} ways of {l3.way_bytes // kib} KiB; A's block {ways_a_l3} way(s), one "
         f"free, B's kc x nc block {ways_b_l3} way(s) -> nc = {nc} "
         f"({kc * nc * element // kib} KiB; nc is at most {NC_MAX})",
+        f"C larger than L2 ({l2.size // element} floats): its tile comes from L3 or memory once "
+        f"per kc block, so kc is at least {KC_FAR} -> kc_far = {kc_far}",
     )
     ways = {"l1_a": ways_a_l1, "l1_b": ways_b_l1, "l2_b": ways_b_l2, "l2_a": ways_a_l2,
             "l3_a": ways_a_l3, "l3_b": ways_b_l3}
-    return Blocks(kc, mc, nc, kc_paper, ways, reasoning)
+    return Blocks(kc, mc, nc, kc_paper, kc_far, ways, reasoning)
 
 
 DEFAULT_WAYS = {1: 8, 2: 8, 3: 16}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -96,16 +97,18 @@ def registers_needed(mr: int, nr: int, isa: str) -> int:
     return machine.registers_needed(mr, nr, isa)
 
 
-def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True) -> dict[str, Any]:
+def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True,
+                  c_shape: tuple[int, int] | None = None) -> dict[str, Any]:
     """The knob values ``kernel`` uses when none are given, derived from this machine's caches.
 
     Tiles (rungs 2-4): a tile_k x tile_n tile of B fills about half of L2, so it stays
     there while tile_m rows of C are computed from it. Blocks (rungs 5-7): the analytical
     model of Low et al. (``krypton.blocking``): kc so that B's kc x NR micro-panel and A's
     streaming MR x kc micro-panels share L1 by ways, mc so that A's mc x kc block fills L2's
-    ways beside B's micro-panel, nc so that B's kc x nc block fills L3's. When autotune has
-    saved measured values for this machine, rungs 5-7 use those instead (pass ``tuned=False``
-    to see the model's).
+    ways beside B's micro-panel, nc so that B's kc x nc block fills L3's; and for a product
+    whose C (``c_shape``, rows x columns) is larger than L2, kc at least ``blocking.KC_FAR``.
+    When autotune has saved measured values for this machine, rungs 5-7 use those instead, for
+    every shape (pass ``tuned=False`` to see the model's).
     """
     spec = _spec(kernel)
     caches = machine.cache_sizes()
@@ -124,10 +127,17 @@ def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True) -> di
     if "mc" in spec.knobs:
         mr, nr = knobs["mr"], knobs["nr"]
         derived = blocking.for_this_machine(mr, nr, element=4)
-        knobs.update(mc=derived.mc, kc=derived.kc, nc=derived.nc)
+        far = c_shape is not None and c_shape[0] * c_shape[1] > c_floats_in_l2()
+        knobs.update(mc=derived.mc, kc=derived.kc_far if far else derived.kc, nc=derived.nc)
         if tuned:
             knobs.update(tuning.load_tuned(isa) or {})
     return knobs
+
+
+def c_floats_in_l2() -> int:
+    """How many floats of C this machine's L2 holds: a default product with a larger C takes
+    ``blocking.KC_FAR``'s deeper kc (``default_knobs(..., c_shape=)``)."""
+    return machine.cache_sizes().l2 // 4
 
 
 def forget_defaults() -> None:
@@ -171,8 +181,10 @@ class Kernel:
         self.code_knobs = dict(code_knobs)
         self._function = getattr(module.lib, function)
         self._ffi = module.ffi
-        self._default_knobs: dict[int, tuple[dict[str, int], Any]] = {}
+        self._default_knobs: dict[tuple[int, bool], tuple[dict[str, int], Any]] = {}
         self._explicit_knobs: dict[tuple, tuple[dict[str, int], Any]] = {}
+        # A C larger than this takes the deeper kc of blocking.KC_FAR (rungs with blocks).
+        self._near_c_floats = c_floats_in_l2() if "kc" in spec.runtime_knobs else sys.maxsize
 
     def __repr__(self) -> str:
         knobs = ", ".join(f"{k}={v!r}" for k, v in self.code_knobs.items())
@@ -187,12 +199,13 @@ class Kernel:
                 and b.dtype is _FLOAT32 and a.ndim == 2 and b.ndim == 2
                 and a.shape[1] == b.shape[0]):
             _check_operands(a, b)
-        if knobs:  # a sweep: the same few sets of knobs again and again
-            runtime, c_knobs = self._explicit(threads, knobs)
-        else:  # the common case in training: defaults, resolved once per thread count
-            runtime, c_knobs = self._defaults(threads)
         m, k = a.shape
         n = b.shape[1]
+        if knobs:  # a sweep: the same few sets of knobs again and again
+            runtime, c_knobs = self._explicit(threads, knobs)
+        else:  # the common case in training: defaults, resolved once per thread count (and
+            # per side of the line between a C that fits in L2 and a larger one)
+            runtime, c_knobs = self._defaults(threads, (m, n))
         c = _empty_c(m, n)
         if m == 0 or n == 0:
             return c
@@ -233,18 +246,20 @@ class Kernel:
                 self._explicit_knobs[key] = cached
         return cached
 
-    def _defaults(self, threads: int | None) -> tuple[dict[str, int], Any]:
-        """The default runtime knobs, and the C struct that carries them, for a thread count:
-        checked and built once per count. Read-only for C, so one struct can serve concurrent
-        calls from many threads."""
+    def _defaults(self, threads: int | None, c_shape: tuple[int, int]) -> tuple[dict[str, int], Any]:
+        """The default runtime knobs for a thread count and a C of ``c_shape``, and the C
+        struct that carries them: checked and built once per count and per side of
+        ``c_floats_in_l2`` (the only way the shape changes them). Read-only for C, so one struct
+        can serve concurrent calls from many threads."""
         if threads is None:  # all cores, asked every call: the process's affinity may change
             threads = machine.cpu_count() if self.spec.threaded else 1
-        cached = self._default_knobs.get(threads) if type(threads) is int else None
+        far = c_shape[0] * c_shape[1] > self._near_c_floats
+        cached = self._default_knobs.get((threads, far)) if type(threads) is int else None
         if cached is None:
             resolved = _resolve_threads(self.spec, threads)  # raises for a bad count
-            runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, {})
+            runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, {}, c_shape)
             cached = runtime, self._ffi.new("kr_knobs *", dict(runtime, threads=resolved))
-            self._default_knobs[resolved] = cached
+            self._default_knobs[resolved, far] = cached
         return cached
 
 
@@ -323,7 +338,8 @@ def _check_operands(a: Any, b: Any) -> None:
 
 
 def _resolve_runtime_knobs(spec: KernelSpec, code_knobs: Mapping[str, Any],
-                           knobs: Mapping[str, Any]) -> dict[str, int]:
+                           knobs: Mapping[str, Any],
+                           c_shape: tuple[int, int] | None = None) -> dict[str, int]:
     unknown = sorted(set(knobs) - set(spec.runtime_knobs))
     if unknown:
         hint = (" (code knobs are given when the kernel is compiled, as they are for "
@@ -331,7 +347,8 @@ def _resolve_runtime_knobs(spec: KernelSpec, code_knobs: Mapping[str, Any],
         raise ValueError(
             f"kernel {spec.name!r} has no knob {', '.join(map(repr, unknown))}{hint}; its knobs "
             f"are {', '.join(spec.runtime_knobs) or 'none'}")
-    values = {k: v for k, v in default_knobs(spec.name, code_knobs.get("isa")).items()
+    values = {k: v for k, v in default_knobs(spec.name, code_knobs.get("isa"),
+                                             c_shape=c_shape).items()
               if k in spec.runtime_knobs}
     values.update(knobs)
     resolved: dict[str, int] = {}

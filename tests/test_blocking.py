@@ -3,6 +3,7 @@ model of Low et al. predicts, the rounding and clamps hold, bad input is refused
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from krypton import blocking, kernels
@@ -92,4 +93,38 @@ def test_default_knobs_follow_the_model():
     knobs = kernels.default_knobs("packed", tuned=False)
     blocks = blocking.for_this_machine(knobs["mr"], knobs["nr"])
     assert (knobs["kc"], knobs["mc"], knobs["nc"]) == (blocks.kc, blocks.mc, blocks.nc)
-    assert len(blocks.reasoning) == 3
+    assert len(blocks.reasoning) == 4
+
+
+def test_kc_far_is_the_models_kc_at_least_kc_far_within_the_clamps():
+    for caches in (ZEN3, SKYLAKE_X, (Cache(48 * KIB, 12), Cache(2 * MIB, 16), Cache(32 * MIB, 16))):
+        for mr, nr in ((8, 32), (6, 16), (4, 4)):
+            blocks = derive(*caches, mr=mr, nr=nr)
+            assert blocks.kc_far == min(max(blocks.kc, blocking.KC_FAR), blocking.KC_RANGE[1])
+            assert blocks.kc_far >= blocks.kc
+
+
+def test_a_c_larger_than_l2_takes_kc_far_by_default(monkeypatch):
+    monkeypatch.setattr(kernels, "c_floats_in_l2", lambda: 1000)
+    near = kernels.default_knobs("packed", tuned=False, c_shape=(10, 100))
+    far = kernels.default_knobs("packed", tuned=False, c_shape=(10, 101))
+    blocks = blocking.for_this_machine(near["mr"], near["nr"])
+    assert (near["kc"], far["kc"]) == (blocks.kc, blocks.kc_far)
+    assert {k: v for k, v in far.items() if k != "kc"} == {k: v for k, v in near.items()
+                                                           if k != "kc"}
+    assert kernels.default_knobs("packed", tuned=False)["kc"] == blocks.kc   # no shape: near
+
+
+def test_a_kernels_default_call_uses_the_kc_of_its_side_of_l2(monkeypatch):
+    monkeypatch.setattr(kernels, "c_floats_in_l2", lambda: 64 * 64)
+    kernel = kernels.Kernel(kernels.SPECS["packed"], kernels.get_kernel("packed").module,
+                            "kr_sgemm_packed", {})
+    rng = np.random.default_rng(0)
+    for m, n in ((64, 64), (64, 65)):
+        a = rng.standard_normal((m, 700), dtype=np.float32)
+        b = rng.standard_normal((700, n), dtype=np.float32)
+        np.testing.assert_allclose(kernel(a, b), a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+    tile = kernels.default_knobs("packed")
+    blocks = blocking.for_this_machine(tile["mr"], tile["nr"])
+    used = {far: runtime["kc"] for (_, far), (runtime, _) in kernel._default_knobs.items()}
+    assert used == {False: blocks.kc, True: blocks.kc_far}
