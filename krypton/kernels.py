@@ -246,7 +246,8 @@ class Kernel:
                 self._explicit_knobs[key] = cached
         return cached
 
-    def _defaults(self, threads: int | None, c_shape: tuple[int, int]) -> tuple[dict[str, int], Any]:
+    def _defaults(self, threads: int | None,
+                  c_shape: tuple[int, int]) -> tuple[dict[str, int], Any]:
         """The default runtime knobs for a thread count and a C of ``c_shape``, and the C
         struct that carries them: checked and built once per count and per side of
         ``c_floats_in_l2`` (the only way the shape changes them). Read-only for C, so one struct
