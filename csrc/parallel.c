@@ -35,10 +35,14 @@ static void kr_team_barrier(void) {}
 #endif
 
 /* Waking threads and meeting at barriers costs microseconds: a small product finishes sooner
- * on fewer threads, one per KR_MIN_FLOPS_PER_THREAD of work. The split never changes the sums,
- * so neither does this rule. */
+ * on fewer threads, one per KR_MIN_FLOPS_PER_THREAD of work (a million flops is a few
+ * microseconds of one core's work). The split never changes the sums, so neither does this
+ * rule. Measure: time products of 1-8 Mflop (64 x 64 x 128, 128 x 40 x 128, 96 x 96 x 96) on
+ * all cores against this rung compiled after `#define KR_MIN_FLOPS_PER_THREAD (4 * 1000 * 1000)`
+ * (krypton.kernels.compile_source), one run, interleaved; notebook 06's exercise 2 goes to the
+ * other extreme. */
 #ifndef KR_MIN_FLOPS_PER_THREAD
-#  define KR_MIN_FLOPS_PER_THREAD (4 * 1000 * 1000)
+#  define KR_MIN_FLOPS_PER_THREAD (1000 * 1000)
 #endif
 /* At most `threads`, one per `min_flops` of the product's work. */
 static int64_t kr_threads_for_work(int64_t M, int64_t N, int64_t K, int64_t threads,

@@ -3,18 +3,14 @@
 Run with ``python notebooks/solutions/06_threading_solutions.py``: each solution is checked.
 """
 
-import re
-
 import krypton
-from krypton import exercises, machine
+from krypton import exercises, kernels, machine
 from krypton import notebook as nb
 
 
 def min_flops_per_thread():
-    """KR_MIN_FLOPS_PER_THREAD as parallel.c defines it (an expression such as (4 * 1000))."""
-    source = nb.c_source("parallel")
-    expression = re.search(r"#\s*define KR_MIN_FLOPS_PER_THREAD (.+)", source).group(1)
-    return eval(expression, {"__builtins__": {}})  # a product of integer literals
+    """KR_MIN_FLOPS_PER_THREAD as compiled (rung 7 includes parallel.c and exports its limits)."""
+    return kernels.small_thresholds()["min_flops_per_thread"]
 
 
 # Exercise 1. The rule of kr_parallel_threads: fewer threads when the product has less than
