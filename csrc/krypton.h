@@ -85,7 +85,6 @@ typedef struct kr_small_limits {
     int64_t edge_kernels;         /* edge tiles on kernels with fewer rows */
     int64_t min_flops_per_thread; /* rung 6: one more thread per this many flops */
     int64_t ties_to_columns;      /* rung 6: a tie of its thread grid splits columns */
-    int64_t min_shared_tiles;     /* rung 6: threads share B only with this many tiles each */
     int64_t dot_min_flops_per_thread; /* dot products with B^T in place: a thread per this many */
 } kr_small_limits;
 

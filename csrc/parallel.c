@@ -10,11 +10,9 @@
  *   identical for 1, 2 or 64 threads, and to rung 5's.
  * - The work is C's micro-tiles: a threads_m x threads_n grid of ranges of MR-row panels times
  *   ranges of NR-column panels, chosen to balance the micro-tiles of the busiest thread.
- * - The threads_m threads that share a range of columns pack its B panels together into one
- *   shared buffer, a part each, and wait at a barrier before reading them; each packs its own
- *   rows of A into a private buffer. With one thread per column range (threads_m == 1) a
- *   thread packs only the panels it reads, and never waits for another; of two grids that
- *   balance the work equally, that is the one chosen (kr_thread_grid).
+ * - Each thread packs what it reads, into buffers of its own: the B panels of its columns and
+ *   the A panels of its rows. So no thread ever waits for another between the fork and the
+ *   join (no barrier), at the price of packing twice what two threads both read.
  * - OpenMP keeps its team of threads alive between calls, so a small matmul does not pay for
  *   starting threads. Without OpenMP the same code runs on one thread, still correct.
  */
@@ -24,17 +22,9 @@
 #include "kr_fork_guard.h"  /* a child forked after a team ran computes on one thread */
 #ifdef _OPENMP
 #  include <omp.h>
-
-/* Every thread of the team waits here for all the others; outside a team it returns at once. */
-static void kr_team_barrier(void)
-{
-#pragma omp barrier
-}
-#else
-static void kr_team_barrier(void) {}
 #endif
 
-/* Waking threads and meeting at barriers costs microseconds: a small product finishes sooner
+/* Waking a team of threads and joining it costs microseconds: a small product finishes sooner
  * on fewer threads, one per KR_MIN_FLOPS_PER_THREAD of work (a million flops is a few
  * microseconds of one core's work). The split never changes the sums, so neither does this
  * rule. Measure: time products of 1-8 Mflop (64 x 64 x 128, 128 x 40 x 128, 96 x 96 x 96) on
@@ -71,35 +61,19 @@ static kr_range kr_thread_range(int64_t n, int64_t unit, int64_t part, int64_t p
     return (kr_range){kr_min(part * step, n), kr_min((part + 1) * step, n)};
 }
 
-/* Pick threads_m x threads_n == threads minimizing the micro-tiles of the busiest thread. Of
- * grids that tie, splitting rows packs A once (each thread its own rows) but has the threads
- * share B's panels: each reads the panels another packed, which on cores with private L2
- * caches (most x86 and Arm cores today) come from that core's cache or from L3, every time an
- * ic step re-reads them, and the threads meet at two barriers per kc block. Splitting columns
- * packs each row of A once per column range, but every thread reads only the B panels it packed
- * itself, from its own L2, and never waits. So ties go to columns (KR_TIES_TO_COLUMNS), and
- * always where A is read in place (rung 7): then there is no A to pack. Measure: time the
- * parallel rung on all cores on squares and on a wide product (128 x 4096 x 256) against the
- * source compiled after `#define KR_TIES_TO_COLUMNS 0`, one run, interleaved (notebook 06 times
- * both).
- *
- * And a grid whose threads share B is taken only if each has at least KR_MIN_SHARED_TILES
- * micro-tiles to compute between two barriers: meeting there and reading B's panels from
- * another core costs microseconds per kc block, and a micro-tile over one kc block is well
- * under one (2 x MR x NR x kc flops). A C of one or two panels of each (9 x 16, with K = 100352:
- * an im2col product) would otherwise run slower on two threads than on one; without such a
- * grid the columns are split, and a thread with no columns waits. Measure: time 16 x 100352 x
- * 16 and 64 x 25088 x 32 (B transposed) on all cores against the source compiled after
- * `#define KR_MIN_SHARED_TILES 0`. */
+/* Pick threads_m x threads_n == threads minimizing the micro-tiles of the busiest thread. Each
+ * thread packs the panels it reads, so a grid decides what is packed twice: splitting rows,
+ * every thread of a column range packs that range's B panels; splitting columns, every thread
+ * of a row range packs those rows of A. Of grids that tie, splitting columns measured faster on
+ * squares and on a wide product here, and it is the only choice where A is read in place (rung
+ * 7: no A to pack), so ties go to columns (KR_TIES_TO_COLUMNS). Measure: time the parallel rung
+ * on all cores on squares and on a wide product (128 x 4096 x 256) against the source compiled
+ * after `#define KR_TIES_TO_COLUMNS 0`, one run, interleaved (notebook 06 times both). */
 #ifndef KR_TIES_TO_COLUMNS
 #  define KR_TIES_TO_COLUMNS 1
 #endif
-#ifndef KR_MIN_SHARED_TILES
-#  define KR_MIN_SHARED_TILES 8
-#endif
 static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
-                           int a_in_place, int b_in_place, int64_t *threads_m,
-                           int64_t *threads_n)
+                           int a_in_place, int64_t *threads_m, int64_t *threads_n)
 {
     const int prefer_columns = KR_TIES_TO_COLUMNS || a_in_place;
     int64_t best_cost = -1;
@@ -109,8 +83,6 @@ static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
             continue;
         const int64_t tn = threads / tm;
         const int64_t cost = kr_ceil_div(m_panels, tm) * kr_ceil_div(n_panels, tn);
-        if (tm > 1 && !b_in_place && cost < KR_MIN_SHARED_TILES)
-            continue;   /* too little work between two barriers to share B */
         if (best_cost < 0 || cost < best_cost) {
             best_cost = cost;
             *threads_m = tm;
@@ -119,37 +91,32 @@ static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
     }
 }
 
-/* Thread tid's part of C = A*B for an M x N C with strides (rsc, csc); Bp is the team's shared
- * buffer for B. Returns KR_ENOMEM if this thread has no buffer for A: it still walks the loops
- * then, to meet the others at every barrier. */
+/* Thread tid's part of C = A*B for an M x N C with strides (rsc, csc). */
 static int kr_parallel_five_loops(int64_t M, int64_t N, int64_t K, const kr_operand *A,
                                   const kr_operand *B, float *restrict C, int64_t rsc,
-                                  int64_t csc, const kr_knobs *knobs, float *restrict Bp,
-                                  int64_t tid, int64_t threads)
+                                  int64_t csc, const kr_knobs *knobs, int64_t tid,
+                                  int64_t threads)
 {
     const kr_blocks max = kr_blocks_for(M, N, K, knobs);
     float *Ap = kr_thread_buffer(KR_BUFFER_A, max.mc, max.kc);
+    float *Bp = kr_thread_buffer(KR_BUFFER_B, max.nc, max.kc);
+    if (!Ap || !Bp)
+        return KR_ENOMEM;
     const int64_t panel_stride = max.kc * KR_NR;
     int64_t threads_m = 1, threads_n = 1;
     kr_thread_grid(kr_ceil_div(M, KR_MR), max.nc / KR_NR, threads, A->read_in_place,
-                   B->read_in_place, &threads_m, &threads_n);
+                   &threads_m, &threads_n);
     const int64_t tid_m = tid / threads_n, tid_n = tid % threads_n;
-    /* This thread's rows, and its columns of every nc block: the same panels of the shared
-     * buffer in each block, so a panel is never handed from one thread to another. */
-    const kr_range rows = Ap ? kr_thread_range(M, KR_MR, tid_m, threads_m) : (kr_range){0, 0};
+    /* This thread's rows, and its columns of every nc block. */
+    const kr_range rows = kr_thread_range(M, KR_MR, tid_m, threads_m);
     const kr_range cols = kr_thread_range(max.nc, KR_NR, tid_n, threads_n);
-    const int share_b = threads_m > 1 && !B->read_in_place;
 
     for (int64_t jc = 0; jc < N; jc += max.nc) {            /* jc: nc columns, B block in L3 */
         const int64_t nc = kr_min(max.nc, N - jc);
         const int64_t j_begin = kr_min(cols.begin, nc), j_end = kr_min(cols.end, nc);
-        const kr_range packs = kr_thread_range(j_end - j_begin, KR_NR, tid_m, threads_m);
         for (int64_t pc = 0; pc < K; pc += max.kc) {        /* pc: kc of the depth */
             const int64_t kc = kr_min(max.kc, K - pc);
-            const kr_view b = kr_pack_b(B, pc, jc, kc, nc, j_begin + packs.begin,
-                                        j_begin + packs.end, Bp, panel_stride);
-            if (share_b)
-                kr_team_barrier();                          /* every part of B is packed */
+            const kr_view b = kr_pack_b(B, pc, jc, kc, nc, j_begin, j_end, Bp, panel_stride);
             for (int64_t ic = rows.begin; ic < rows.end; ic += max.mc) {   /* ic: A in L2 */
                 const int64_t mc = kr_min(max.mc, rows.end - ic);
                 const kr_view a = kr_pack_a(A, ic, pc, mc, kc, Ap);
@@ -161,11 +128,9 @@ static int kr_parallel_five_loops(int64_t M, int64_t N, int64_t K, const kr_oper
                                        C + (ic + ir) * rsc + (jc + jr) * csc, rsc, csc,
                                        pc == 0);
             }
-            if (share_b)
-                kr_team_barrier();                  /* all have read B before it is repacked */
         }
     }
-    return Ap ? KR_OK : KR_ENOMEM;
+    return KR_OK;
 }
 
 /* The decorator: run work(job, tid, threads) on a team of threads, or on this one. OpenMP may
@@ -191,7 +156,6 @@ typedef struct kr_parallel_job {
     float *C;
     int64_t rsc, csc;
     const kr_knobs *knobs;
-    float *Bp;
     int status;   /* KR_OK, or the failure of any thread */
 } kr_parallel_job;
 
@@ -199,22 +163,18 @@ static void kr_parallel_worker(void *opaque, int64_t tid, int64_t threads)
 {
     kr_parallel_job *job = opaque;
     const int status = kr_parallel_five_loops(job->M, job->N, job->K, job->A, job->B, job->C,
-                                              job->rsc, job->csc, job->knobs, job->Bp, tid,
-                                              threads);
+                                              job->rsc, job->csc, job->knobs, tid, threads);
     if (status != KR_OK)
         __atomic_store_n(&job->status, status, __ATOMIC_RELAXED);
 }
 
-/* The five loops on `threads` threads, sharing this thread's buffer for B. */
+/* The five loops on `threads` threads. */
 static int kr_parallel(int64_t M, int64_t N, int64_t K, const kr_operand *A,
                        const kr_operand *B, float *restrict C, int64_t rsc, int64_t csc,
                        const kr_knobs *knobs, int64_t threads)
 {
-    const kr_blocks max = kr_blocks_for(M, N, K, knobs);
     kr_parallel_job job = {.M = M, .N = N, .K = K, .A = A, .B = B, .C = C, .rsc = rsc,
                            .csc = csc, .knobs = knobs, .status = KR_OK};
-    if (!(job.Bp = kr_thread_buffer(KR_BUFFER_B, max.nc, max.kc)))
-        return KR_ENOMEM;
     kr_fork_join(threads, kr_parallel_worker, &job);
     return job.status;
 }

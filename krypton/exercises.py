@@ -425,16 +425,14 @@ def check_thread_count(learner_fn: Callable[[int, int, int, int], int]) -> Verdi
 GRID_PROBE = r"""
 /* Appended by krypton.exercises: asks this source's kr_thread_grid for its grid. */
 void kr_exercise_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
-                             int a_in_place, int b_in_place, int64_t *threads_m,
-                             int64_t *threads_n)
+                             int a_in_place, int64_t *threads_m, int64_t *threads_n)
 {
     *threads_m = *threads_n = 0;
-    kr_thread_grid(m_panels, n_panels, threads, a_in_place, b_in_place, threads_m, threads_n);
+    kr_thread_grid(m_panels, n_panels, threads, a_in_place, threads_m, threads_n);
 }
 """
 GRID_PROBE_CDEF = ("void kr_exercise_thread_grid(int64_t m_panels, int64_t n_panels, "
-                   "int64_t threads, int a_in_place, int b_in_place, int64_t *threads_m, "
-                   "int64_t *threads_n);")
+                   "int64_t threads, int a_in_place, int64_t *threads_m, int64_t *threads_n);")
 GRID_CASES = ((683, 4, 2, 0), (22, 256, 2, 0), (100, 100, 4, 0), (7, 5, 3, 1), (64, 1, 4, 0),
               (1, 64, 8, 1))
 """(MR-row panels of A, NR-wide panels of B, threads, A read in place): tall, wide, square,
@@ -445,15 +443,15 @@ COLUMNS_ONLY_SHAPES = ((0, 5, 3), (1, 1, 1), (13, 17, 11), (97, 131, 61), (300, 
 
 def _thread_grids(c_source: str, code: dict) -> Callable[..., tuple[int, int]]:
     """kr_thread_grid of ``c_source``, compiled with rung 6's macros and flags: a function of
-    (MR-row panels, NR-wide panels, threads, A read in place, B read in place = 0)."""
+    (MR-row panels, NR-wide panels, threads, A read in place)."""
     spec = kernels.SPECS["parallel"]
     macros, flags = kernels._macros_and_flags(spec, code)
     module = seam.compile_c(c_source + GRID_PROBE, GRID_PROBE_CDEF, name="exercise_grid",
                             macros=macros, flags=flags)
 
-    def grid(m_panels: int, n_panels: int, threads: int, a_in_place: int, b_in_place: int = 0):
+    def grid(m_panels: int, n_panels: int, threads: int, a_in_place: int):
         threads_m, threads_n = module.ffi.new("int64_t *"), module.ffi.new("int64_t *")
-        module.lib.kr_exercise_thread_grid(m_panels, n_panels, threads, a_in_place, b_in_place,
+        module.lib.kr_exercise_thread_grid(m_panels, n_panels, threads, a_in_place,
                                            threads_m, threads_n)
         return threads_m[0], threads_n[0]
     return grid

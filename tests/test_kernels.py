@@ -206,23 +206,19 @@ def test_rung_6_splits_a_tie_of_its_thread_grid_as_compiled():
     assert grid(33, 3, 2, 0) == (2, 1)      # rows: 17 x 3 = 51 tiles, columns 33 x 2 = 66
 
 
-def test_rung_6_shares_b_only_with_enough_tiles_between_barriers_as_compiled():
-    # Splitting rows has the threads share B's panels and meet twice per kc block; a grid that
-    # gives a thread fewer than KR_MIN_SHARED_TILES micro-tiles there splits columns instead,
-    # even if a thread is left without any (one panel of columns).
-    least = krypton.kernels.small_thresholds()["min_shared_tiles"]
+def test_rung_6_splits_rows_for_a_single_panel_of_columns_as_compiled():
+    # Each thread packs the B panels it reads (no shared buffer, no barrier), so a C of one
+    # panel of columns splits its rows however few they are: no thread is left waiting.
     grid = exercises._thread_grids(krypton.kernels.kernel_source("parallel"),
                                    get_kernel("parallel").code_knobs)
-    assert least >= 2
-    assert grid(2 * least, 1, 2, 0) == (2, 1)        # least tiles each: rows, sharing B
-    assert grid(2 * least - 2, 1, 2, 0) == (1, 2)    # one fewer: columns (thread 1 waits)
-    assert grid(2, 1, 2, 0) == (1, 2)                # 9 x 16 with K = 100352: one thread works
-    assert grid(2, 1, 2, 0, 1) == (2, 1)             # B read in place: nothing shared
-    assert grid(4, 2, 4, 0) == (1, 4)                # 2 x 2 would share B for one tile each
+    assert grid(2, 1, 2, 0) == (2, 1)                # 9 x 16 with K = 100352: both threads work
+    assert grid(18, 1, 2, 0) == (2, 1)               # 144 x 32 (a convolution's dW)
+    assert grid(4, 2, 4, 0) == (2, 2)                # one micro-tile each
+    assert grid(1, 1, 2, 0) == (1, 2)                # one tile: a tie, columns (thread 1 idle)
 
 
 @pytest.mark.parametrize("shape", [(9, 16, 4000), (16, 16, 5000), (40, 24, 3000)])
-def test_rung_6_results_do_not_depend_on_whether_threads_share_b(shape):
+def test_rung_6_results_do_not_depend_on_how_threads_split_a_narrow_c(shape):
     m, n, k = shape
     rng = np.random.default_rng(7)
     a, b = S.make_operand(rng, m, k, "c"), S.make_operand(rng, k, n, "transposed")

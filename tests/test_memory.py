@@ -325,8 +325,8 @@ LIMITED_SCRIPT = textwrap.dedent("""
 
 
 def test_a_worker_thread_that_cannot_get_its_buffer_reports_memory_error():
-    # The parallel rung's workers allocate their own packed A; one that fails must still meet
-    # every barrier (or the others wait forever) and the call must report KR_ENOMEM.
+    # The parallel rung's workers allocate their own packed A; one that fails must stop
+    # without hanging the others, and the call must report KR_ENOMEM.
     result = subprocess.run([sys.executable, "-c", LIMITED_SCRIPT], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
