@@ -35,8 +35,8 @@ def eager_comparison(sizes=(32, 64, 128, 256), repeats=20):
                 nb.time_gflops(eager, s, threads=cores, repeats=repeats)) for s in sizes}
 
 
-# Exercise 3. Split only columns: threads_m = 1 for every thread count, so no thread shares
-# the packing of B with another (no barrier), and each packs all of A's rows for its columns.
+# Exercise 3. Split only columns: threads_m = 1 for every thread count, so B's panels are
+# packed once (each by the thread of its columns), and each thread packs all of A's rows.
 GRID_LINE = "const int64_t tm = prefer_columns ? i + 1 : threads - i;"
 
 
