@@ -64,11 +64,11 @@ static kr_range kr_thread_range(int64_t n, int64_t unit, int64_t part, int64_t p
 /* Pick threads_m x threads_n == threads minimizing the micro-tiles of the busiest thread. Each
  * thread packs the panels it reads, so a grid decides what is packed twice: splitting rows,
  * every thread of a column range packs that range's B panels; splitting columns, every thread
- * of a row range packs those rows of A. Of grids that tie, splitting columns measured faster on
- * squares and on a wide product here, and it is the only choice where A is read in place (rung
- * 7: no A to pack), so ties go to columns (KR_TIES_TO_COLUMNS). Measure: time the parallel rung
- * on all cores on squares and on a wide product (128 x 4096 x 256) against the source compiled
- * after `#define KR_TIES_TO_COLUMNS 0`, one run, interleaved (notebook 06 times both). */
+ * of a row range packs those rows of A. Ties go to columns (KR_TIES_TO_COLUMNS), and always
+ * where A is read in place (rung 7), since there is no A to pack then. Measure: time the
+ * parallel rung on all cores on a square and on a wide product (128 x 4096 x 256) against the
+ * source compiled after `#define KR_TIES_TO_COLUMNS 0`, one run, interleaved (notebook 06 times
+ * both). */
 #ifndef KR_TIES_TO_COLUMNS
 #  define KR_TIES_TO_COLUMNS 1
 #endif
@@ -98,11 +98,6 @@ static int kr_parallel_five_loops(int64_t M, int64_t N, int64_t K, const kr_oper
                                   int64_t threads)
 {
     const kr_blocks max = kr_blocks_for(M, N, K, knobs);
-    float *Ap = kr_thread_buffer(KR_BUFFER_A, max.mc, max.kc);
-    float *Bp = kr_thread_buffer(KR_BUFFER_B, max.nc, max.kc);
-    if (!Ap || !Bp)
-        return KR_ENOMEM;
-    const int64_t panel_stride = max.kc * KR_NR;
     int64_t threads_m = 1, threads_n = 1;
     kr_thread_grid(kr_ceil_div(M, KR_MR), max.nc / KR_NR, threads, A->read_in_place,
                    &threads_m, &threads_n);
@@ -110,6 +105,13 @@ static int kr_parallel_five_loops(int64_t M, int64_t N, int64_t K, const kr_oper
     /* This thread's rows, and its columns of every nc block. */
     const kr_range rows = kr_thread_range(M, KR_MR, tid_m, threads_m);
     const kr_range cols = kr_thread_range(max.nc, KR_NR, tid_n, threads_n);
+    if (rows.begin == rows.end || cols.begin >= kr_min(max.nc, N))
+        return KR_OK;          /* more threads than tiles: nothing to compute, nothing to pack */
+    float *Ap = kr_thread_buffer(KR_BUFFER_A, max.mc, max.kc);
+    float *Bp = kr_thread_buffer(KR_BUFFER_B, max.nc, max.kc);
+    if (!Ap || !Bp)
+        return KR_ENOMEM;
+    const int64_t panel_stride = max.kc * KR_NR;
 
     for (int64_t jc = 0; jc < N; jc += max.nc) {            /* jc: nc columns, B block in L3 */
         const int64_t nc = kr_min(max.nc, N - jc);

@@ -49,13 +49,12 @@ share for one thread is an upper bound, not a promise)."""
 KC_FAR = 512
 """The least kc for a product whose C is larger than L2 (see the module's docstring): its
 tile then comes from L3 or memory once per kc block, and halving those visits is worth more
-than B's micro-panel staying in L1 (it streams from L2 instead, as the vector-wide panel of
-BLIS's Skylake-X sgemm kernel does: 384 x 32 floats per call). Measured on one machine (see the
-README's results): for an 8 x 32 AVX-512 tile whose L1 model gives kc = 256, kc = 512 and 768
-were 5-11% faster at 1536-4096 and kc = 1024 no better than 256; at 512 (C in L2) kc = 512 was
-2-3% slower, so the model's kc stays there. A 6 x 16 AVX-2 tile's L1 model already gives 512,
-and deeper was slower. Measure yours: time ``kernel(a, b, kc=...)`` at 4096 and at 512 against
-the default, interleaved (``python -m krypton.bench --sizes 512 4096`` gives the defaults)."""
+than B's micro-panel staying in L1 (where a deeper kc makes it outgrow L1 it streams from L2, as
+the vector-wide panel of BLIS's Skylake-X sgemm kernel does: 384 x 32 floats per call). A
+measured rule, not a derived one: the README's results give the machine, the tiles and the
+sizes it was measured on. Measure yours: time ``kernel(a, b, kc=...)`` at 4096 and at 512
+against the default, interleaved (``python -m krypton.bench --sizes 512 4096`` gives the
+defaults)."""
 MC_ROWS_MAX = 192
 """The most rows of C one jr step walks down, whatever L2 could hold: mc is capped here. The
 micro-tiles of one jr step are MR rows apart in C, and once a row of C is a page long (1024

@@ -64,7 +64,7 @@ _SCALAR = ("-fno-tree-vectorize",)  # rungs 1-2 stay scalar: vectors are rung 3'
 # gcc's -O3 copies each loop over a run-time stride into a second version for stride 1, to
 # vectorize it (-fversion-loops-for-strides). Rungs 5-7 load with explicit vectors and meet
 # run-time strides only where they walk C, an operand read in place, or a packer's ragged
-# rest, so the copies buy nothing there and cost compile time: rung 7 took a third longer.
+# rest, so the copies buy nothing there and only cost compile time.
 # Measure: compile a rung (krypton.kernels.compile_source) with and without the flag
 # (KRYPTON_CFLAGS=-fversion-loops-for-strides undoes it), then `python -m krypton.bench`.
 _NO_STRIDE_COPIES = ("-fno-version-loops-for-strides",)
