@@ -143,7 +143,7 @@ def c_floats_in_l2() -> int:
 def forget_defaults() -> None:
     """Drop the defaults resolved so far and the kernels compiled with them, and read the
     tuning file again (after autotuning saved new values)."""
-    _default_code.clear()
+    _default_kernel.clear()
     _compile.cache_clear()
     tuning.forget()
 
@@ -193,8 +193,11 @@ class Kernel:
     def __call__(self, a: np.ndarray, b: np.ndarray, threads: int | None = None,
                  **knobs: Any) -> np.ndarray:
         # Training calls this thousands of times a second on small matrices, where each
-        # microsecond of Python shows: the common case (two plain 2-D float32 arrays) passes
-        # a few identity tests, and anything else takes the full check with its messages.
+        # microsecond of Python shows (a 10 x 128 x 256 product takes about 7 us in C), so the
+        # common case is written out inline: two plain 2-D float32 arrays pass a few identity
+        # tests, the defaults come from a dict, and the pointers of a row-major or a transposed
+        # operand from ffi.from_buffer. Anything else takes the full path with its messages.
+        # Measure: time kernel(a, b) on 1 x 1 matrices against the C function called directly.
         if not (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype is _FLOAT32
                 and b.dtype is _FLOAT32 and a.ndim == 2 and b.ndim == 2
                 and a.shape[1] == b.shape[0]):
@@ -205,8 +208,15 @@ class Kernel:
             runtime, c_knobs = self._explicit(threads, knobs)
         else:  # the common case in training: defaults, resolved once per thread count (and
             # per side of the line between a C that fits in L2 and a larger one)
-            runtime, c_knobs = self._defaults(threads, (m, n))
-        c = _empty_c(m, n)
+            cached = None
+            if threads is None:
+                cached = self._default_knobs.get(
+                    (machine.cpu_count() if self.spec.threaded else 1,
+                     m * n > self._near_c_floats))
+            elif type(threads) is int:  # (not True, nor 2.0: _defaults refuses those)
+                cached = self._default_knobs.get((threads, m * n > self._near_c_floats))
+            runtime, c_knobs = cached or self._defaults(threads, (m, n))
+        c = np.empty((m, n), _FLOAT32) if m * n < ALIGN_C_FLOATS else _empty_c(m, n)
         if m == 0 or n == 0:
             return c
         if k == 0:  # an empty sum is 0 (and the strides of empty arrays mean nothing)
@@ -215,8 +225,16 @@ class Kernel:
         if self.spec.needs_unit_stride_b and n > 1 and b.strides[1] != 4:
             b = np.ascontiguousarray(b)  # rungs 3-4 load rows of B as vectors
         ffi = self._ffi
-        a_pointer, rsa, csa = _operand(ffi, a)
-        b_pointer, rsb, csb = _operand(ffi, b)
+        flags = a.flags  # as _operand does, for the two layouts a training step passes
+        if flags.c_contiguous and flags.aligned:
+            a_pointer, rsa, csa = ffi.from_buffer("float[]", a), k, 1
+        else:
+            a_pointer, rsa, csa = _operand(ffi, a)
+        flags = b.flags
+        if flags.c_contiguous and flags.aligned:
+            b_pointer, rsb, csb = ffi.from_buffer("float[]", b), n, 1
+        else:
+            b_pointer, rsb, csb = _operand(ffi, b)
         status = self._function(m, n, k, a_pointer, rsa, csa, b_pointer, rsb, csb,
                                 ffi.from_buffer("float[]", c), n, c_knobs)
         if status != 0:
@@ -520,20 +538,22 @@ def matmul(a: np.ndarray, b: np.ndarray, kernel: str = KERNELS[-1], threads: int
         ValueError: wrong ndim, shapes that do not multiply, an unknown kernel or knob, or a
             knob value the kernel cannot use.
     """
-    if type(kernel) is str and not knobs and kernel in _default_code:  # resolved before
-        return _compile(kernel, _default_code[kernel])(a, b, threads=threads)
+    if not knobs and type(kernel) is str:  # resolved before: the kernel itself, kept
+        compiled = _default_kernel.get(kernel)
+        if compiled is not None:
+            return compiled(a, b, threads)
     spec = _spec(kernel)
     _check_operands(a, b)
     code = {k: v for k, v in knobs.items() if k in spec.code_knobs}
     runtime = {k: v for k, v in knobs.items() if k not in spec.code_knobs}
     compiled = get_kernel(kernel, **code)
     if not knobs:
-        _default_code[kernel] = tuple(sorted(compiled.code_knobs.items()))
+        _default_kernel[kernel] = compiled
     return compiled(a, b, threads=threads, **runtime)
 
 
-_default_code: dict[str, tuple[tuple[str, Any], ...]] = {}
-"""The code knobs each rung's defaults resolved to; ``_compile`` holds the compiled kernel."""
+_default_kernel: dict[str, Kernel] = {}
+"""Each rung compiled with its default code knobs, once ``matmul`` has resolved them."""
 
 
 @dataclass(frozen=True)

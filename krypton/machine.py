@@ -206,11 +206,24 @@ def check_threads(name: str, threads: Any) -> int:
 
 
 def cpu_count() -> int:
-    """Cores this process may run on (respects taskset/cgroup affinity where the OS tells)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    """Cores this process may run on (respects taskset/cgroup affinity where the OS tells).
+
+    Every product with the default thread count asks this, and asking the OS is a system call
+    that costs as much as the Python around a small product, so the answer is kept for
+    ``CPU_COUNT_SECONDS``: a change of affinity shows within that long."""
+    global _cpu_count
+    now = time.monotonic()
+    if now - _cpu_count[1] > CPU_COUNT_SECONDS:
+        try:
+            _cpu_count = len(os.sched_getaffinity(0)), now
+        except AttributeError:
+            _cpu_count = os.cpu_count() or 1, now
+    return _cpu_count[0]
+
+
+CPU_COUNT_SECONDS = 0.1
+"""How long ``cpu_count`` keeps the count it read."""
+_cpu_count = (1, float("-inf"))  # the count read last, and when (time.monotonic)
 
 
 @functools.lru_cache(maxsize=None)

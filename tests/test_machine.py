@@ -103,3 +103,16 @@ def _peak(isa, lanes, pipes, clock=3.0):
 ])
 def test_the_fma_units_are_explained_from_the_measured_pipes(peaks, says):
     assert says in machine.explain_fma_units(peaks)
+
+
+def test_the_core_count_follows_the_affinity_within_its_time_to_live(monkeypatch):
+    if not hasattr(machine.os, "sched_getaffinity"):
+        pytest.skip("this OS does not report an affinity")
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    monkeypatch.setattr(machine, "_cpu_count", (1, float("-inf")))  # nothing read yet
+    assert machine.cpu_count() == 3
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {5})
+    monkeypatch.setattr(machine, "CPU_COUNT_SECONDS", 3600.0)
+    assert machine.cpu_count() == 3  # kept: read less than an hour ago
+    monkeypatch.setattr(machine, "CPU_COUNT_SECONDS", 0.0)
+    assert machine.cpu_count() == 1  # read again: the process may now run on one core

@@ -86,6 +86,17 @@ def test_threads_are_validated():
     assert krypton.matmul(A, B, kernel="packed", threads=1).shape == (4, 5)
 
 
+@pytest.mark.parametrize("kernel", ["packed", "small"])
+def test_a_count_that_equals_a_cached_one_is_still_checked(kernel):
+    # The defaults are cached per thread count, and True == 1 and 1.0 == 1 as dict keys: a
+    # warm cache must not let either through as one thread.
+    assert krypton.matmul(A, B, kernel=kernel, threads=1).shape == (4, 5)
+    with pytest.raises(TypeError, match="threads must be a positive integer"):
+        krypton.matmul(A, B, kernel=kernel, threads=True)
+    with pytest.raises(TypeError, match="threads must be a positive integer"):
+        krypton.matmul(A, B, kernel=kernel, threads=1.0)
+
+
 def test_unaligned_and_byte_swapped_buffers_are_copied_not_misread():
     raw = np.zeros(4 * 12 + 1, np.uint8)
     a = np.frombuffer(raw.data, dtype=np.float32, offset=1, count=12).reshape(4, 3)
