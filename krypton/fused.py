@@ -392,7 +392,10 @@ def adam_step_numpy(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
     exp_avg_sq *= beta2
     exp_avg_sq += (1 - beta2) * (grad * grad)
     step_size = lr / (1 - beta1 ** step)
-    denominator = np.sqrt(exp_avg_sq) / math.sqrt(1 - beta2 ** step) + eps
+    # times the reciprocal, rounded once to the moment's dtype, as csrc/fused.c does for
+    # float32 (PyTorch divides)
+    unroot2 = exp_avg_sq.dtype.type(1 / math.sqrt(1 - beta2 ** step))
+    denominator = np.sqrt(exp_avg_sq) * unroot2 + eps
     param -= step_size * (exp_avg / denominator)
 
 
