@@ -11,8 +11,8 @@ S x L bytes each, and a block that takes whole ways cannot be evicted by data in
   ways(kc x NR) + ways(MR x kc) <= W1 - 1, and kc is the largest depth that satisfies it.
   (The paper solves this in closed form, ways_a = floor((W1 - 1) / (1 + NR / MR)) and
   kc = ways_a x S1 x L1 / (MR x element size), which makes A's panel fill its ways exactly;
-  when NR / MR is not a whole number that leaves ways unused, so the search here can only
-  give a kc at least as deep.)
+  when (W1 - 1) / (1 + NR / MR) is not a whole number, the floor leaves ways unused, so the
+  search here can only give a kc at least as deep.)
 - **mc (L2).** The mc x kc block of A is reused by every jr step; B's micro-panel passes
   through L2 too. B's micro-panel gets the ways it needs, one way is kept free, and A's block
   fills the rest: mc = ways x S2 x L2 / (kc x element size), a multiple of MR. And at most
