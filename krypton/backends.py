@@ -36,7 +36,22 @@ BACKENDS = KERNELS + ("numpy",)
 DEFAULT = KERNELS[-1]
 
 _default: tuple[str, dict[str, Any]] = (DEFAULT, {})
-_local = threading.local()  # a stack of (name, knobs) pushed by `with backend(...)`, per thread
+
+
+class _ThreadChoices(threading.local):
+    """What one thread chose with ``with backend(...)`` and ``with fused_kernels(...)``.
+
+    Set in ``__init__`` (which runs once in each thread that looks) rather than read with a
+    default by ``getattr``: a missing attribute raises and catches an AttributeError, which
+    costs more than the rest of a small product's Python (measure: time ``_current()`` both
+    ways)."""
+
+    def __init__(self) -> None:
+        self.stack: list[tuple[str, dict[str, Any]]] = []  # pushed by `with backend(...)`
+        self.fused: bool | None = None  # None: follow set_fused_kernels
+
+
+_local = _ThreadChoices()
 
 
 def _validated(name: str, knobs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -73,7 +88,7 @@ def get_backend() -> str:
 def backend(name: str, **knobs: Any) -> Iterator[str]:
     """Use backend ``name`` (with ``knobs``) inside a ``with`` block, in this thread only."""
     choice = _validated(name, knobs)
-    stack = _stack()
+    stack = _local.stack
     stack.append(choice)
     try:
         yield name
@@ -81,15 +96,8 @@ def backend(name: str, **knobs: Any) -> Iterator[str]:
         stack.pop()
 
 
-def _stack() -> list[tuple[str, dict[str, Any]]]:
-    stack = getattr(_local, "stack", None)
-    if stack is None:
-        stack = _local.stack = []
-    return stack
-
-
 def _current() -> tuple[str, dict[str, Any]]:
-    stack = getattr(_local, "stack", None)
+    stack = _local.stack
     return stack[-1] if stack else _default
 
 
@@ -157,7 +165,7 @@ def set_fused_kernels(enabled: bool) -> None:
 @contextlib.contextmanager
 def fused_kernels(enabled: bool) -> Iterator[bool]:
     """Use the fused C kernels, or not, inside a ``with`` block, in this thread only."""
-    previous = getattr(_local, "fused", None)
+    previous = _local.fused
     _local.fused = _flag(enabled)
     try:
         yield _local.fused
@@ -167,7 +175,7 @@ def fused_kernels(enabled: bool) -> Iterator[bool]:
 
 def uses_fused() -> bool:
     """True when this thread's element-wise work runs in C: fusion on and a backend not "numpy"."""
-    chosen = getattr(_local, "fused", None)
+    chosen = _local.fused
     return (_fused_default if chosen is None else chosen) and _current()[0] != "numpy"
 
 

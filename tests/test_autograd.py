@@ -4,6 +4,7 @@ backward pass's bookkeeping (accumulation, freeing, deep graphs), and backend sw
 from __future__ import annotations
 
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -412,6 +413,24 @@ def test_set_backend_and_the_context_manager():
         assert krypton.get_backend() == "packed"
     finally:
         krypton.set_backend(previous)
+
+
+def test_each_thread_starts_from_the_defaults_whatever_another_chose():
+    # Per-thread choices: a `with` block, no_grad and fused_kernels in this thread are not seen
+    # by a new thread, which starts with the process-wide backend, fusion on and grad enabled.
+    seen = {}
+
+    def look():
+        seen.update(backend=krypton.get_backend(), grad=krypton.is_grad_enabled(),
+                    fused=backends.uses_fused())
+
+    with krypton.backend("numpy"), krypton.no_grad(), backends.fused_kernels(False):
+        assert (krypton.get_backend(), krypton.is_grad_enabled(), backends.uses_fused()) == (
+            "numpy", False, False)
+        thread = threading.Thread(target=look)
+        thread.start()
+        thread.join()
+    assert seen == {"backend": backends._current()[0], "grad": True, "fused": True}
 
 
 def test_the_default_backend_is_the_fastest_rung():

@@ -23,12 +23,17 @@ import numpy as np
 # --------------------------------------------------------------------------------------------
 # Gradient mode: `with no_grad():` turns graph recording off, per thread (as in PyTorch).
 
-_mode = threading.local()
+class _Mode(threading.local):
+    def __init__(self) -> None:  # runs once in each thread: every thread starts recording
+        self.enabled = True
+
+
+_mode = _Mode()
 
 
 def is_grad_enabled() -> bool:
     """False inside ``with krypton.no_grad():`` (in this thread), True otherwise."""
-    return getattr(_mode, "enabled", True)
+    return _mode.enabled
 
 
 class _GradMode:
