@@ -116,3 +116,35 @@ def test_the_core_count_follows_the_affinity_within_its_time_to_live(monkeypatch
     assert machine.cpu_count() == 3  # kept: read less than an hour ago
     monkeypatch.setattr(machine, "CPU_COUNT_SECONDS", 0.0)
     assert machine.cpu_count() == 1  # read again: the process may now run on one core
+
+
+def test_a_peak_short_of_whole_pipes_is_measured_again(monkeypatch):
+    import cffi
+
+    # As when the host takes one of two cores for a whole run: the first run reaches 0.55 of a
+    # whole pipe on two cores, the second 1.0; the second counts, and no third is made.
+    rates = iter([0.55, 1.0, 1.0, 1.0])
+    calls = []
+
+    class Lib:
+        def kr_probe_clock_adds(self):
+            return 1
+
+        def kr_probe_vector_width(self):
+            return 16
+
+        def kr_probe_peak(self, passes, per_run, clock_passes, threads, repeats, rate, hz):
+            calls.append(passes)
+            hz[0] = 3e9
+            rate[0] = (1.0 if len(calls) == 1 else next(rates)) * 3e9 * 16 * 2 * threads
+            return 64_000 * 16 * 2
+
+    class Module:
+        lib = Lib()
+        ffi = cffi.FFI()  # only for its ffi.new("double *")
+
+    monkeypatch.setattr(machine, "_probes_for", lambda isa: Module)
+    monkeypatch.setattr(machine, "available_isas", lambda: ("avx512",))
+    peak = machine.peak(2, isa="avx512", seconds=0.01, repeats=1)
+    assert len(calls) == 3  # the calibration, the short run, the whole one
+    assert peak.fma_pipes == 1 and abs(peak.gflops - 2 * 3.0 * 16 * 2) < 1e-9
