@@ -288,9 +288,10 @@ int kr_sgd_step(int64_t count, const int64_t *sizes, float **params, const float
 /* One Adam pass over [begin, end), weight decay a constant of each call (as sgd_range).
  * PyTorch divides sqrt(v) by sqrt(1 - beta2^t); here it is multiplied by the reciprocal,
  * `unroot2`, rounded once per parameter, so each element costs one square root and one
- * division, not one and two: the divider is what bounds this loop (about a fifth faster;
- * measure: fused.adam_step on a 256 x 784 weight with the division put back). The results
- * stay within an ulp of the division's, and krypton.fused.adam_step_numpy computes the same. */
+ * division, not one and two: with the arrays in cache the divider is what bounds this loop
+ * (measure: fused.adam_step on a 256 x 784 weight, with the division put back and without).
+ * The results stay within an ulp of the division's, and krypton.fused.adam_step_numpy
+ * computes the same. */
 static inline __attribute__((always_inline)) void
 adam_range(int64_t begin, int64_t end, float *param, const float *grad, float *exp_avg,
            float *exp_avg_sq, float b1, float rest1, float b2, float rest2, float epsilon,

@@ -354,9 +354,9 @@ def peak(threads: int | None = None, isa: str | None = None, seconds: float = 0.
 PEAK_ATTEMPTS = 3
 """How many times ``peak`` measures, at most, while a run falls short of whole pipes."""
 WHOLE_PIPES = 0.9
-"""The share of a whole number of FMA pipes a run must reach to be taken at once: the
-probe's runs reach 0.99-1.03 of it on a quiet core (measure: ``peak`` on an idle machine,
-gflops / (clock_ghz x lanes x 2 x threads x fma_pipes))."""
+"""The share of a whole number of FMA pipes a run must reach to be taken at once: on an idle
+core the probe's runs come within a few percent of a whole number (measure: ``peak`` on an idle
+machine, gflops / (clock_ghz x lanes x 2 x threads x fma_pipes))."""
 
 
 def explain_fma_units(peaks: Mapping[str, Peak]) -> str:
