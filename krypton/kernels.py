@@ -193,11 +193,8 @@ class Kernel:
     def __call__(self, a: np.ndarray, b: np.ndarray, threads: int | None = None,
                  **knobs: Any) -> np.ndarray:
         # Training calls this thousands of times a second on small matrices, where each
-        # microsecond of Python shows (an output layer's products take a few microseconds in
-        # C), so the common case is written out inline: two plain 2-D float32 arrays pass a few identity
-        # tests, the defaults come from a dict, and the pointers of a row-major or a transposed
-        # operand from ffi.from_buffer. Anything else takes the full path with its messages.
-        # Measure: time kernel(a, b) on 1 x 1 matrices against the C function called directly.
+        # microsecond of Python shows: the common case (two plain 2-D float32 arrays) passes
+        # a few identity tests, and anything else takes the full check with its messages.
         if not (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype is _FLOAT32
                 and b.dtype is _FLOAT32 and a.ndim == 2 and b.ndim == 2
                 and a.shape[1] == b.shape[0]):
@@ -208,15 +205,8 @@ class Kernel:
             runtime, c_knobs = self._explicit(threads, knobs)
         else:  # the common case in training: defaults, resolved once per thread count (and
             # per side of the line between a C that fits in L2 and a larger one)
-            cached = None
-            if threads is None:
-                cached = self._default_knobs.get(
-                    (machine.cpu_count() if self.spec.threaded else 1,
-                     m * n > self._near_c_floats))
-            elif type(threads) is int:  # (not True, nor 2.0: _defaults refuses those)
-                cached = self._default_knobs.get((threads, m * n > self._near_c_floats))
-            runtime, c_knobs = cached or self._defaults(threads, (m, n))
-        c = np.empty((m, n), _FLOAT32) if m * n < ALIGN_C_FLOATS else _empty_c(m, n)
+            runtime, c_knobs = self._defaults(threads, (m, n))
+        c = _empty_c(m, n)
         if m == 0 or n == 0:
             return c
         if k == 0:  # an empty sum is 0 (and the strides of empty arrays mean nothing)
@@ -225,16 +215,8 @@ class Kernel:
         if self.spec.needs_unit_stride_b and n > 1 and b.strides[1] != 4:
             b = np.ascontiguousarray(b)  # rungs 3-4 load rows of B as vectors
         ffi = self._ffi
-        flags = a.flags  # as _operand does, for the two layouts a training step passes
-        if flags.c_contiguous and flags.aligned:
-            a_pointer, rsa, csa = ffi.from_buffer("float[]", a), k, 1
-        else:
-            a_pointer, rsa, csa = _operand(ffi, a)
-        flags = b.flags
-        if flags.c_contiguous and flags.aligned:
-            b_pointer, rsb, csb = ffi.from_buffer("float[]", b), n, 1
-        else:
-            b_pointer, rsb, csb = _operand(ffi, b)
+        a_pointer, rsa, csa = _operand(ffi, a)
+        b_pointer, rsb, csb = _operand(ffi, b)
         status = self._function(m, n, k, a_pointer, rsa, csa, b_pointer, rsb, csb,
                                 ffi.from_buffer("float[]", c), n, c_knobs)
         if status != 0:
