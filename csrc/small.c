@@ -70,11 +70,12 @@
 /* The dot path's threads each take rows of C and share nothing: no panel to pack, no barrier,
  * a fork and a join. With B^T read where it is (nothing to copy before the fork) that pays from
  * less work than rung 6's one thread per KR_MIN_FLOPS_PER_THREAD: one per this many flops.
- * Measure: `python -m krypton.bench --kernels small --shapes 128x256x10:nt 128x784x10:nt
- * --threads 2` against this rung compiled after `#define KR_DOT_MIN_FLOPS_PER_THREAD
- * KR_MIN_FLOPS_PER_THREAD` (krypton.kernels.compile_source). */
+ * Measure: time products of 0.25-0.5 Mflop by dot products (64 x 256 x 10:nt, 80 x 256 x
+ * 10:nt: a batch of 64 or 80 through the output layer) on all cores against this rung compiled
+ * after `#define KR_DOT_MIN_FLOPS_PER_THREAD KR_MIN_FLOPS_PER_THREAD`
+ * (krypton.kernels.compile_source), one run, interleaved. */
 #ifndef KR_DOT_MIN_FLOPS_PER_THREAD
-#  define KR_DOT_MIN_FLOPS_PER_THREAD (500 * 1000)
+#  define KR_DOT_MIN_FLOPS_PER_THREAD (250 * 1000)
 #endif
 /* The dot path walks k in chunks of this many floats (16 KiB of each row; a multiple of every
  * vector width), so that what its tiles re-read stays in L2 (see kr_dot_rows). */
