@@ -24,27 +24,81 @@
 #  define KR_PREFETCH_C_MIN_DEPTH 32
 #endif
 
+/* Edge tiles: fewer than MR rows, or (rung 7) a last panel of fewer than NV vectors.
+ * By default (rungs 5 and 6) the full kernel computes them on clamped rows and padded
+ * columns, as BLIS pads: simple, and as costly as a full tile; a copy of its own, so that the
+ * copy of full tiles knows mr = MR and reads A's rows at constant offsets. With
+ * KR_EDGE_KERNELS (rung 7, where a product of 10 rows is common, or N = 784 = 24 x 32 + 16)
+ * an edge costs about what it computes, from a few copies of the kernel:
+ *   - a narrow last panel of all MR rows runs on the kernel with just the vectors that cover
+ *     its columns (v = ceil(nr / VLEN) of NV: 784 = 24 x 32 + 16 ends on one vector, not two);
+ *   - a short last panel of r rows below a full one is one tall tile with it, MR + r rows, if
+ *     that many rows of accumulators fit the registers (KR_TALL_ROWS): each micro-panel of B
+ *     is then read once for all the rows, not once per tile, and the r rows get no kernel of
+ *     their own with only r x NV accumulators, fewer than the FMA latency times the pipes
+ *     where a core has two 512-bit pipes (M = 10, the weight gradient of a 10-class layer, is
+ *     one 10-row tile);
+ *   - other short rows are split into the powers of two of mr (7 = 4 + 2 + 1), each computed
+ *     by a kernel with only that many rows of accumulators and all NV vectors;
+ *   - a corner, short and narrow, takes whichever of the two does fewer vector FMAs per step
+ *     of k: mr x NV for the rows' kernels, MR x v for the narrow one on clamped rows.
+ * `python -m krypton.ablation` measures what they buy. */
+#ifndef KR_EDGE_KERNELS
+#  define KR_EDGE_KERNELS 0
+#endif
+/* Rows a tall tile may add to MR: fewer than MR (they are the rows of one more panel), as
+ * many as fit the registers beside B's NV vectors and A's broadcast, and at most 3: 11 x 32 on
+ * AVX-512 holds 22 accumulators in 25 of 32 registers, and reads A in place through 11 row
+ * pointers; 12 rows in place, 12 pointers of x86's 16 general registers, ran slower than 8 + 4.
+ * 0 on AVX2's 6 x 16, whose 16 vector registers are full. Measure: time 10 x 128 x 256:tn,
+ * 11 x 128 x 1024 and 12 x 128 x 256:tn (M x K x N) on this rung against one compiled after
+ * `#define KR_TALL_ROWS 0` (or 4), each in a process of its own. */
+#ifndef KR_TALL_ROWS
+#  if KR_EDGE_KERNELS
+#    define KR_TALL_FIT ((KR_VREGS - KR_NV - 1) / KR_NV - KR_MR)
+#    define KR_TALL_CAP (KR_MR - 1 < 3 ? KR_MR - 1 : 3)
+#    define KR_TALL_ROWS \
+         (KR_TALL_FIT > KR_TALL_CAP ? KR_TALL_CAP : KR_TALL_FIT > 0 ? KR_TALL_FIT : 0)
+#  else
+#    define KR_TALL_ROWS 0
+#  endif
+#endif
+#if KR_TALL_ROWS < 0 || KR_TALL_ROWS > 7 || (KR_TALL_ROWS >= KR_MR && KR_TALL_ROWS > 0)
+#  error "KR_TALL_ROWS must be from 0 to 7 and below KR_MR: a tall tile spans two panels of rows"
+#endif
+#define KR_TILE_ROWS (KR_MR + KR_TALL_ROWS)   /* the most rows a tile holds */
+
+/* The rows of the next tile of a block when `left` rows remain: MR; all of them at the bottom
+ * edge; and, with KR_TALL_ROWS, a short remainder together with the full panel above it. */
+static inline int64_t kr_tile_rows(int64_t left)
+{
+    return left <= KR_MR + KR_TALL_ROWS ? left : KR_MR;
+}
+
 /* A rows x (vectors x KR_VLEN) block of A*B over depth kc, held in registers; rows and vectors
  * are compile-time constants wherever this is inlined, so each pair gets its own code with
  * exactly rows x vectors accumulators (a full tile: KR_MR x KR_NV). Element (r, k) of the A
  * panel is A[r*rsa + k*csa]: a packed micro-panel for rsa = 1, csa = MR, or the caller's
- * matrix in place. Row k of the B panel starts at B[k*rsb]; the first vectors x KR_VLEN of its
- * floats are read. Only the first mr rows and nr columns of C are stored, so only mr rows of A
- * are read: a kernel with more rows than that re-reads row mr - 1 for the rest. `overwrite`
- * on the first kc block (C = AB); later blocks add (C += AB). A full tile of a row-major C is
- * stored straight from the registers; any other (an edge, or a transposed C with csc != 1)
- * goes through a small buffer, so the padding never lands outside C. */
+ * matrix in place; a tall tile's rows from MR on are those of the next panel, psa further on
+ * (KR_TALL_ROWS, above). Row k of the B panel starts at B[k*rsb]; the first vectors x KR_VLEN
+ * of its floats are read. Only the first mr rows and nr columns of C are stored, so only mr
+ * rows of A are read: a kernel with more rows than that re-reads row mr - 1 for the rest.
+ * `overwrite` on the first kc block (C = AB); later blocks add (C += AB). A full tile of a
+ * row-major C is stored straight from the registers; any other (an edge, or a transposed C
+ * with csc != 1) goes through a small buffer, so the padding never lands outside C. */
 static inline __attribute__((always_inline)) void
 kr_microkernel_tile(const int rows, const int vectors, int64_t kc, const float *restrict A,
-                    int64_t rsa, int64_t csa, const float *restrict B, int64_t rsb,
+                    int64_t rsa, int64_t csa, int64_t psa, const float *restrict B, int64_t rsb,
                     float *restrict C, int64_t rsc, int64_t csc, int64_t mr, int64_t nr,
                     int overwrite)
 {
-    const float *row[KR_MR];
+    const float *row[KR_TILE_ROWS];
 #pragma GCC unroll 32
-    for (int r = 0; r < rows; ++r)
-        row[r] = A + kr_min(r, mr - 1) * rsa;
-    kr_vec acc[KR_MR][KR_NV];
+    for (int r = 0; r < rows; ++r) {
+        const int64_t i = kr_min(r, mr - 1);
+        row[r] = i < KR_MR ? A + i * rsa : A + psa + (i - KR_MR) * rsa;
+    }
+    kr_vec acc[KR_TILE_ROWS][KR_NV];
 #pragma GCC unroll 32
     for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 8
@@ -88,7 +142,7 @@ kr_microkernel_tile(const int rows, const int vectors, int64_t kc, const float *
             }
         return;
     }
-    float tile[KR_MR * KR_NR] __attribute__((aligned(KR_ALIGN)));
+    float tile[KR_TILE_ROWS * KR_NR] __attribute__((aligned(KR_ALIGN)));
 #pragma GCC unroll 32
     for (int r = 0; r < rows; ++r)
 #pragma GCC unroll 8
@@ -109,23 +163,7 @@ kr_microkernel_tile(const int rows, const int vectors, int64_t kc, const float *
 #  define KR_READ_IN_PLACE 0
 #endif
 
-/* Edge tiles: fewer than MR rows, or (rung 7) a last panel of fewer than NV vectors.
- * By default (rungs 5 and 6) the full kernel computes them on clamped rows and padded
- * columns, as BLIS pads: simple, and as costly as a full tile; a copy of its own, so that the
- * copy of full tiles knows mr = MR and reads A's rows at constant offsets. With
- * KR_EDGE_KERNELS (rung 7, where a product of 10 rows is common, or N = 784 = 24 x 32 + 16)
- * an edge costs about what it computes, from a few copies of the kernel:
- *   - a narrow last panel of all MR rows runs on the kernel with just the vectors that cover
- *     its columns (v = ceil(nr / VLEN) of NV: 784 = 24 x 32 + 16 ends on one vector, not two);
- *   - short rows are split into the powers of two of mr (7 = 4 + 2 + 1), each computed by a
- *     kernel with only that many rows of accumulators and all NV vectors;
- *   - a corner, short and narrow, takes whichever of the two does fewer vector FMAs per step
- *     of k: mr x NV for the rows' kernels, MR x v for the narrow one on clamped rows.
- * `python -m krypton.ablation` measures what they buy. */
-#ifndef KR_EDGE_KERNELS
-#  define KR_EDGE_KERNELS 0
-#endif
-
+/* An edge tile (see "Edge tiles" above): fewer than MR rows, or a narrow last panel. */
 static __attribute__((noinline)) void
 kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa,
                     const float *restrict B, int64_t rsb, float *restrict C, int64_t rsc,
@@ -138,8 +176,8 @@ kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t cs
      * and compiles as a 1-vector copy (a kernel wider than NV would not fit acc[][KR_NV]). */
 #  define KR_EDGE_VECTORS(v)                                                                   \
         if (vectors == (v) && KR_NV > (v)) {                                                    \
-            kr_microkernel_tile(KR_MR, KR_NV > (v) ? (v) : 1, kc, A, rsa, csa, B, rsb, C, rsc,  \
-                                csc, mr, nr, overwrite);                                        \
+            kr_microkernel_tile(KR_MR, KR_NV > (v) ? (v) : 1, kc, A, rsa, csa, 0, B, rsb, C,    \
+                                rsc, csc, mr, nr, overwrite);                                   \
             return;                                                                             \
         }
         KR_EDGE_VECTORS(1)
@@ -152,7 +190,7 @@ kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t cs
 #  undef KR_EDGE_VECTORS
 #  if KR_NV > 8   /* a tile of more vectors than the copies above (one row of 9 or more) */
         if (mr == KR_MR) {
-            kr_microkernel_tile(KR_MR, KR_NV, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr,
+            kr_microkernel_tile(KR_MR, KR_NV, kc, A, rsa, csa, 0, B, rsb, C, rsc, csc, mr, nr,
                                 overwrite);
             return;
         }
@@ -160,8 +198,8 @@ kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t cs
     }
 #  define KR_EDGE_ROWS(n)                                                                       \
     if (KR_MR > (n) && (mr & (n))) {                                                            \
-        kr_microkernel_tile(KR_MR > (n) ? (n) : 1, KR_NV, kc, A, rsa, csa, B, rsb, C, rsc, csc, \
-                            (n), nr, overwrite);                                                \
+        kr_microkernel_tile(KR_MR > (n) ? (n) : 1, KR_NV, kc, A, rsa, csa, 0, B, rsb, C, rsc,   \
+                            csc, (n), nr, overwrite);                                           \
         A += (n) * rsa;                                                                         \
         C += (n) * rsc;                                                                         \
     }
@@ -172,32 +210,74 @@ kr_microkernel_edge(int64_t kc, const float *restrict A, int64_t rsa, int64_t cs
     KR_EDGE_ROWS(1)
 #  undef KR_EDGE_ROWS
 #else
-    kr_microkernel_tile(KR_MR, KR_NV, kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
+    kr_microkernel_tile(KR_MR, KR_NV, kc, A, rsa, csa, 0, B, rsb, C, rsc, csc, mr, nr, overwrite);
 #endif
 }
 
-/* C[0:mr, 0:nr] (+)= A panel * B panel: the one call the ir loop makes. A full tile of a packed
- * A panel (rsa = 1, csa = MR) takes the copy inlined here with constant strides and rows, rung
- * 4's code exactly: the compiler folds every offset into the loads. */
+#if KR_TALL_ROWS
+/* A tall tile, MR + 1 to MR + KR_TALL_ROWS rows: rows from MR on are the next panel's, psa
+ * after A. A narrow last panel is taken as a full-height tile and a short one below it, each
+ * with the edge kernels' fewer vectors. */
+static __attribute__((noinline)) void
+kr_microkernel_tall(int64_t kc, const float *restrict A, int64_t rsa, int64_t csa, int64_t psa,
+                    const float *restrict B, int64_t rsb, float *restrict C, int64_t rsc,
+                    int64_t csc, int64_t mr, int64_t nr, int overwrite)
+{
+    if (nr <= (KR_NV - 1) * KR_VLEN) {
+        kr_microkernel_edge(kc, A, rsa, csa, B, rsb, C, rsc, csc, KR_MR, nr, overwrite);
+        kr_microkernel_edge(kc, A + psa, rsa, csa, B, rsb, C + KR_MR * rsc, rsc, csc,
+                            mr - KR_MR, nr, overwrite);
+        return;
+    }
+    /* One copy per height; a height beyond KR_TALL_ROWS is never taken (kr_tile_rows). */
+#define KR_TALL(n)                                                                              \
+    if (mr == KR_MR + (n) && KR_TALL_ROWS >= (n)) {                                             \
+        kr_microkernel_tile(KR_MR + (KR_TALL_ROWS >= (n) ? (n) : 0), KR_NV, kc, A, rsa, csa,    \
+                            psa, B, rsb, C, rsc, csc, mr, nr, overwrite);                       \
+        return;                                                                                 \
+    }
+    KR_TALL(1)
+    KR_TALL(2)
+    KR_TALL(3)
+    KR_TALL(4)
+    KR_TALL(5)
+    KR_TALL(6)
+    KR_TALL(7)
+#undef KR_TALL
+}
+#endif
+
+/* C[0:mr, 0:nr] (+)= A panel * B panel: the one call the ir loop makes (mr from kr_tile_rows;
+ * the next panel of A, psa after this one, holds a tall tile's rows from MR on). A full tile
+ * of a packed A panel (rsa = 1, csa = MR) takes the copy inlined here with constant strides and
+ * rows, rung 4's code exactly: the compiler folds every offset into the loads. */
 static inline __attribute__((always_inline)) void
 kr_microkernel(int64_t mr, int64_t nr, int64_t kc, const float *restrict A, int64_t rsa,
-               int64_t csa, const float *restrict B, int64_t rsb, float *restrict C,
-               int64_t rsc, int64_t csc, int overwrite)
+               int64_t csa, int64_t psa, const float *restrict B, int64_t rsb,
+               float *restrict C, int64_t rsc, int64_t csc, int overwrite)
 {
+#if KR_TALL_ROWS
+    if (mr > KR_MR) {
+        kr_microkernel_tall(kc, A, rsa, csa, psa, B, rsb, C, rsc, csc, mr, nr, overwrite);
+        return;
+    }
+#endif
+    (void)psa;
     if (mr < KR_MR || (KR_EDGE_KERNELS && nr <= (KR_NV - 1) * KR_VLEN)) {
         kr_microkernel_edge(kc, A, rsa, csa, B, rsb, C, rsc, csc, mr, nr, overwrite);
         return;
     }
 #if KR_READ_IN_PLACE
     if (rsa != 1 || csa != KR_MR) {
-        kr_microkernel_tile(KR_MR, KR_NV, kc, A, rsa, csa, B, rsb, C, rsc, csc, KR_MR, nr,
+        kr_microkernel_tile(KR_MR, KR_NV, kc, A, rsa, csa, 0, B, rsb, C, rsc, csc, KR_MR, nr,
                             overwrite);
         return;
     }
 #else
     rsb = KR_NR;   /* rungs 5 and 6 pack B: a constant stride, folded into the loads */
 #endif
-    kr_microkernel_tile(KR_MR, KR_NV, kc, A, 1, KR_MR, B, rsb, C, rsc, csc, KR_MR, nr, overwrite);
+    kr_microkernel_tile(KR_MR, KR_NV, kc, A, 1, KR_MR, 0, B, rsb, C, rsc, csc, KR_MR, nr,
+                        overwrite);
 }
 
 #endif

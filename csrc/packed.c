@@ -48,7 +48,7 @@ static int kr_packed_five_loops(int64_t M, int64_t N, int64_t K, const kr_operan
                 for (int64_t jr = 0; jr < nc; jr += KR_NR)         /* jr: B micro-panel, L1 */
                     for (int64_t ir = 0; ir < mc; ir += KR_MR)     /* ir: tile in registers */
                         kr_microkernel(kr_min(KR_MR, mc - ir), kr_min(KR_NR, nc - jr), kc,
-                                       a.data + ir / KR_MR * a.ps, a.rs, a.cs,
+                                       a.data + ir / KR_MR * a.ps, a.rs, a.cs, a.ps,
                                        b.data + jr / KR_NR * b.ps, b.rs,
                                        C + (ic + ir) * rsc + (jc + jr) * csc, rsc, csc,
                                        pc == 0);

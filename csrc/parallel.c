@@ -125,12 +125,14 @@ static int kr_parallel_five_loops(int64_t M, int64_t N, int64_t K, const kr_oper
                 const int64_t mc = kr_min(max.mc, rows.end - ic);
                 const kr_view a = kr_pack_a(A, ic, pc, mc, kc, Ap);
                 for (int64_t jr = j_begin; jr < j_end; jr += KR_NR)   /* jr: B panel, L1 */
-                    for (int64_t ir = 0; ir < mc; ir += KR_MR)     /* ir: tile in registers */
-                        kr_microkernel(kr_min(KR_MR, mc - ir), kr_min(KR_NR, nc - jr), kc,
-                                       a.data + ir / KR_MR * a.ps, a.rs, a.cs,
+                    for (int64_t ir = 0, mr; ir < mc; ir += mr) {  /* ir: tile in registers */
+                        mr = kr_tile_rows(mc - ir);   /* MR, or the rows left (kr_microkernel.h) */
+                        kr_microkernel(mr, kr_min(KR_NR, nc - jr), kc,
+                                       a.data + ir / KR_MR * a.ps, a.rs, a.cs, a.ps,
                                        b.data + jr / KR_NR * b.ps, b.rs,
                                        C + (ic + ir) * rsc + (jc + jr) * csc, rsc, csc,
                                        pc == 0);
+                    }
             }
         }
     }
