@@ -17,9 +17,9 @@
 /* ... but only for a k loop at least this deep. A shorter one (K = 10, the gradient through a
  * 10-class output layer) ends before a line asked for from memory could arrive, while C small
  * enough to stay in L2 comes back in time unasked; there the prefetches only add their own
- * instructions, a measurable share of so short a tile. Measure: time 128 x 10 x 256 and 128 x 16 x
- * 256 (M x K x N) on this rung against one compiled after `#define KR_PREFETCH_C_MIN_DEPTH 1`,
- * each in a process of its own (two modules alternating in one process disturb each other). */
+ * instructions, a measurable share of so short a tile. Measure: time 128 x 10 x 256 and
+ * 128 x 16 x 256 (M x K x N) on this rung against one compiled after
+ * `#define KR_PREFETCH_C_MIN_DEPTH 1`, in interleaved rounds. */
 #ifndef KR_PREFETCH_C_MIN_DEPTH
 #  define KR_PREFETCH_C_MIN_DEPTH 32
 #endif
@@ -52,7 +52,7 @@
  * pointers; 12 rows in place, 12 pointers of x86's 16 general registers, ran slower than 8 + 4.
  * 0 on AVX2's 6 x 16, whose 16 vector registers are full. Measure: time 10 x 128 x 256:tn,
  * 11 x 128 x 1024 and 12 x 128 x 256:tn (M x K x N) on this rung against one compiled after
- * `#define KR_TALL_ROWS 0` (or 4), each in a process of its own. */
+ * `#define KR_TALL_ROWS 0` (or 4), in interleaved rounds. */
 #ifndef KR_TALL_ROWS
 #  if KR_EDGE_KERNELS
 #    define KR_TALL_FIT ((KR_VREGS - KR_NV - 1) / KR_NV - KR_MR)
