@@ -82,7 +82,8 @@ typedef struct kr_small_limits {
     int64_t dot_columns;          /* dot products for N <= this and N < NR / 2 (any N <= this
                                      with B's columns contiguous and few rows of A), */
     int64_t dot_chunk;            /*   taken through k in chunks of this many floats */
-    int64_t edge_kernels;         /* edge tiles on kernels with fewer rows */
+    int64_t edge_kernels;         /* edge tiles on kernels with fewer rows, */
+    int64_t tall_rows;            /*   and a tile of up to MR + this many rows at the bottom */
     int64_t min_flops_per_thread; /* rung 6: one more thread per this many flops */
     int64_t ties_to_columns;      /* rung 6: a tie of its thread grid splits columns */
     int64_t dot_min_flops_per_thread; /* dot products with B^T in place: a thread per this many */

@@ -100,7 +100,8 @@ int kr_small_thresholds(kr_small_limits *limits)
         .a_in_place_panels = KR_A_IN_PLACE_PANELS, .b_in_place_panels = KR_B_IN_PLACE_TILES,
         .b_in_place_floats = KR_B_IN_PLACE_FLOATS, .b_stream_panels = KR_B_STREAM_TILES,
         .dot_columns = KR_NARROW_DOT, .dot_chunk = KR_DOT_CHUNK,
-        .edge_kernels = KR_EDGE_KERNELS, .min_flops_per_thread = KR_MIN_FLOPS_PER_THREAD,
+        .edge_kernels = KR_EDGE_KERNELS, .tall_rows = KR_TALL_ROWS,
+        .min_flops_per_thread = KR_MIN_FLOPS_PER_THREAD,
         .ties_to_columns = KR_TIES_TO_COLUMNS,
         .dot_min_flops_per_thread = KR_DOT_MIN_FLOPS_PER_THREAD};
     return KR_OK;

@@ -16,8 +16,10 @@ bought:
     pack both       every operand packed, edge tiles on the full kernel: rung 6 (with C^T for
                     narrow C)
     + A in place    a block of C at most a few panels wide reads A where it is
-    + edge kernels  an edge tile of mr < MR rows runs on kernels of fewer rows, a last panel
-                    narrower than NR on one with just the vectors that cover it
+    + edge kernels  a short last panel of rows joins the full panel above it in one taller
+                    tile where the registers allow, other tiles of mr < MR rows run on kernels
+                    of fewer rows, a last panel narrower than NR on one with just the vectors
+                    that cover it
     + dot           C with fewer than NR/2 columns: dot products along k (kr_dot_rows)
     + B in place    a product of few rows reads B where it is, and takes dot products up to
                     KR_NARROW_DOT columns when B's columns are contiguous (nothing copied):
@@ -59,7 +61,7 @@ STEPS: tuple[Step, ...] = (
     Step("pack both", "every operand packed, edge tiles on the full kernel", dict(_OFF)),
     Step("+A in place", "narrow blocks of C read A in place",
          {k: v for k, v in _OFF.items() if k != "KR_A_IN_PLACE_PANELS"}),
-    Step("+edge kernels", "edge tiles on kernels of fewer rows or fewer vectors",
+    Step("+edge kernels", "edge tiles on kernels of fewer or more rows, or fewer vectors",
          {"KR_NARROW_DOT": 0, "KR_B_IN_PLACE_TILES": 0}),
     Step("+dot", "narrow C by dot products along k", {"KR_B_IN_PLACE_TILES": 0}),
     Step("+B in place", "few-row products read B in place (the rung as it is)", {}),

@@ -229,6 +229,44 @@ def test_the_shipped_rungs_agree_bitwise_for_every_thread_count_on_the_small_pat
             assert np.array_equal(c, expected), (m, n, k, layout_a, layout_b, threads)
 
 
+@functools.lru_cache(maxsize=None)
+def _without_tall_tiles():
+    return krypton.compile_source('#define KR_TALL_ROWS 0\n#include "small.c"\n',
+                                  "kr_sgemm_small", like="small", name="small_no_tall",
+                                  exports=("kr_small_plan",))
+
+
+def test_a_tall_tile_sums_exactly_as_the_two_tiles_it_replaces():
+    # A short last panel of r <= tall_rows rows joins the full panel above it (kr_tile_rows),
+    # its rows read from the next panel of A, packed or in place. Each element is still one
+    # chain of FMAs in the order of k, so the product is bitwise the one without tall tiles;
+    # one row past the tallest stays two tiles.
+    tall = LIMITS["tall_rows"]
+    if not tall:
+        pytest.skip("this micro-tile leaves no registers for a taller tile (KR_TALL_ROWS 0)")
+    isa = S.ISA
+    assert tall < MR and krypton.kernels.registers_needed(MR + tall, NR, isa) <= \
+        krypton.machine.VECTOR_REGISTERS[isa]
+    flat = _without_tall_tiles()
+    small = krypton.get_kernel("small")
+    # A packed (C wider than A is read in place for), in place, transposed in place, and a
+    # narrow last panel of columns (the tall tile splits into a full-height one and the rest)
+    layouts = ((A_PANELS * NR + NR, "c"), (2 * NR, "c"), (2 * NR, "transposed"),
+               (NR + NR // 2 + 1, "sliced"))
+    for index, m in enumerate(rows + extra for rows in (MR, 2 * MR)
+                              for extra in range(1, tall + 2)):
+        for n, layout_a in layouts:
+            for k in (1, 37):
+                a, b = _operands(m, n, k, layout_a, "c", seed=index)
+                expected = flat(a, b, threads=1)
+                _check(expected, a, b)
+                for threads in (1, 2):
+                    c = small(a, b, threads=threads)
+                    assert np.array_equal(c, expected), (m, n, k, layout_a, threads)
+                # blocks of one panel each: no block has a panel above its last rows
+                assert np.array_equal(small(a, b, threads=1, mc=MR), expected), (m, n, k)
+
+
 def test_the_variants_differ_only_in_time_not_in_what_they_compute_for_the_mlp_shapes():
     # The MLP's shapes take a different path in each variant; each must still be right.
     for m, n, k, layout in ablation.MLP_SHAPES:
