@@ -14,15 +14,6 @@
 #ifndef KR_PREFETCH_C
 #  define KR_PREFETCH_C 1
 #endif
-/* ... but only for a k loop at least this deep. A shorter one (K = 10, the gradient through a
- * 10-class output layer) ends before a line asked for from memory could arrive, while C small
- * enough to stay in L2 comes back in time unasked; there the prefetches only add their own
- * instructions, a measurable share of so short a tile. Measure: time 128 x 10 x 256 and
- * 128 x 16 x 256 (M x K x N) on this rung against one compiled after
- * `#define KR_PREFETCH_C_MIN_DEPTH 1`, in interleaved rounds. */
-#ifndef KR_PREFETCH_C_MIN_DEPTH
-#  define KR_PREFETCH_C_MIN_DEPTH 32
-#endif
 
 /* Edge tiles: fewer than MR rows, or (rung 7) a last panel of fewer than NV vectors.
  * By default (rungs 5 and 6) the full kernel computes them on clamped rows and padded
@@ -110,7 +101,7 @@ kr_microkernel_tile(const int rows, const int vectors, int64_t kc, const float *
      * cache line (NumPy aligns its arrays to 16 bytes, not 64), so it may touch one line more
      * than NR floats fill: asking for every line-step and for the row's last float covers
      * them all. */
-    if (KR_PREFETCH_C && csc == 1 && kc >= KR_PREFETCH_C_MIN_DEPTH)
+    if (KR_PREFETCH_C && csc == 1)
         for (int r = 0; r < rows; ++r) {
             for (int j = 0; j < vectors * KR_VLEN; j += KR_ALIGN / (int)sizeof(float))
                 __builtin_prefetch(C + r * rsc + j, 1, 3);
