@@ -35,9 +35,12 @@
 /* Packing B pays when each packed panel is read by many MR-row panels of A, ceil(M / MR) of
  * them. So a product of at most this many panels of rows reads B in place, if B's rows are
  * contiguous (vector loads need that) and B is small enough to stay in the caches: a larger B
- * comes from memory, where reading each panel's rows far apart costs more than packing. */
+ * comes from memory, where reading each panel's rows far apart costs more than packing.
+ * Measure: time 256 x 128 x 784:tn (M x K x N: the MLP's first weight gradient, 32 panels of
+ * 8 rows) and 256 x 1024 x 1024 on all cores against this rung compiled after
+ * `#define KR_B_IN_PLACE_TILES 16` (krypton.kernels.compile_source), in interleaved rounds. */
 #ifndef KR_B_IN_PLACE_TILES
-#  define KR_B_IN_PLACE_TILES 16
+#  define KR_B_IN_PLACE_TILES 32
 #endif
 #define KR_B_IN_PLACE_FLOATS (1 << 20)   /* 4 MiB of B */
 /* With fewer panels of rows still, B is read in place whatever its size (a convolution's
