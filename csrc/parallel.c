@@ -24,13 +24,14 @@
 #  include <omp.h>
 #endif
 
-/* Waking a team of threads and joining it costs about a microsecond even when its threads are
- * warm, so a product of t seconds on one thread gains from a second only if t/2 + fork-join < t:
- * t above twice the fork-join. A small product runs on one thread per KR_MIN_FLOPS_PER_THREAD
- * of work (half a million flops is a few microseconds of one core's work: on one 512-bit FMA
- * pipe about twice the fork-join, on two about once). The split never changes the sums, so
- * neither does this rule. Measure: time products of 0.5-1 Mflop (the MLP's 10 x 128 x 256 and
- * 128 x 10 x 256, 64 x 64 x 64, 32 x 128 x 64) on all cores against this rung compiled after
+/* Waking a team of threads and joining it costs time even when its threads are warm: under a
+ * microsecond for an empty parallel region, more inside a product, where each thread also finds
+ * its ranges and buffers and brings its part of the operands into its own caches. A product of
+ * t seconds on one thread gains from a second only if t/2 + that cost < t, so a small product
+ * runs on one thread per KR_MIN_FLOPS_PER_THREAD of work (half a million flops is a few
+ * microseconds of one core's work). The split never changes the sums, so neither does this
+ * rule. Measure: time products of 0.5-1 Mflop (the MLP's 10 x 128 x 256 and 128 x 10 x 256,
+ * 64 x 64 x 64, 32 x 128 x 64) on all cores against this rung compiled after
  * `#define KR_MIN_FLOPS_PER_THREAD (1000 * 1000)` (krypton.kernels.compile_source), one run,
  * interleaved; notebook 06's exercise 2 goes to the other extreme. */
 #ifndef KR_MIN_FLOPS_PER_THREAD
