@@ -277,8 +277,8 @@ def _empty_c(m: int, n: int) -> np.ndarray:
     it (finding the offset costs more than allocating a small array). Measure: time a large product, e.g.
     2048 x 2048, interleaved with ``kernels.ALIGN_C_FLOATS`` set above and below its size."""
     if m * n < ALIGN_C_FLOATS or (m * n + 16) * 4 > _MAX_BYTES:
-        # (past any address space: NumPy's own error). The dtype passed by position, not as
-        # dtype=: NumPy parses keywords more slowly, 50-200 ns of a call that takes a few µs.
+        # (a C past any address space gets NumPy's own error). The dtype goes by position, not
+        # as dtype=: NumPy parses the keyword more slowly, 50-200 ns of a call of a few µs.
         return np.empty((m, n), _FLOAT32)
     return aligned_empty((m, n))
 

@@ -304,7 +304,12 @@ def _cores(threads: int) -> str:
 
 def implied_pipes(gflops: float, clock_ghz: float, lanes: int, threads: int) -> int:
     """FMA pipes per core that ``gflops`` implies at ``clock_ghz``: rounded, at least 1."""
-    return max(1, round(gflops / (clock_ghz * lanes * 2 * threads)))
+    return max(1, round(gflops / _gflops_per_pipe(clock_ghz, lanes, threads)))
+
+
+def _gflops_per_pipe(clock_ghz: float, lanes: int, threads: int) -> float:
+    """What one FMA pipe on each of ``threads`` cores does: a vector FMA (2 flops a lane) a cycle."""
+    return clock_ghz * lanes * 2 * threads
 
 
 def peak(threads: int | None = None, isa: str | None = None, seconds: float = 0.3,
@@ -346,7 +351,8 @@ def peak(threads: int | None = None, isa: str | None = None, seconds: float = 0.
         pipes = implied_pipes(gflops, clock_ghz, lanes, threads) if clock_ghz else 0
         if best is None or gflops > best.gflops:
             best = Peak(gflops, clock_ghz, lanes, pipes, threads, isa)
-        if not clock_ghz or gflops >= WHOLE_PIPES * pipes * clock_ghz * lanes * 2 * threads:
+        whole = pipes * _gflops_per_pipe(clock_ghz, lanes, threads)  # those pipes, all busy
+        if not clock_ghz or gflops >= WHOLE_PIPES * whole:
             break
     return best
 
