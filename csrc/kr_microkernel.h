@@ -27,8 +27,8 @@
  *     that many rows of accumulators fit the registers (KR_TALL_ROWS): each micro-panel of B
  *     is then read once for all the rows, not once per tile, and the r rows get no kernel of
  *     their own with only r x NV accumulators, fewer than the FMA latency times the pipes
- *     where a core has two 512-bit pipes (M = 10, the weight gradient of a 10-class layer, is
- *     one 10-row tile);
+ *     where a core has two 512-bit pipes (with 8-row tiles, M = 10, the weight gradient of a
+ *     10-class layer, is one 10-row tile);
  *   - other short rows are split into the powers of two of mr (7 = 4 + 2 + 1), each computed
  *     by a kernel with only that many rows of accumulators and all NV vectors;
  *   - a corner, short and narrow, takes whichever of the two does fewer vector FMAs per step
