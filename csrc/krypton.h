@@ -87,6 +87,7 @@ typedef struct kr_small_limits {
     int64_t min_flops_per_thread; /* rung 6: one more thread per this many flops */
     int64_t ties_to_columns;      /* rung 6: a tie of its thread grid splits columns */
     int64_t dot_min_flops_per_thread; /* dot products with B^T in place: a thread per this many */
+    int64_t rows_outside_floats;  /* ir outside jr for a B block of at most this many floats */
 } kr_small_limits;
 
 int kr_small_plan(int64_t M, int64_t N, int64_t K, int64_t rsa, int64_t csa, int64_t rsb,

@@ -37,6 +37,29 @@
 #ifndef KR_MIN_FLOPS_PER_THREAD
 #  define KR_MIN_FLOPS_PER_THREAD (500 * 1000)
 #endif
+/* The loop order inside a block. BLIS's, jr outside ir, keeps one kc x NR micro-panel of B
+ * in L1 while the ir loop streams A's micro-panels from L2, and walks C down a column of
+ * tiles: for a column-major C, as BLIS's is, one contiguous run. A row-major C's tiles down a
+ * column are a row apart (N floats), so each tile writes MR rows of lines of its own. With ir
+ * outside jr, one MR x kc micro-panel of A stays in L1 while the jr loop streams B's, and C is
+ * written along its rows, a run of lines each, the order caches and prefetchers handle best.
+ * The streamed operand must then come from L2 (every MR rows re-read all of B's block, where
+ * BLIS's order reads it once), so rung 7 takes this order for a B block of at most
+ * KR_ROWS_OUTSIDE_FLOATS; 0 here keeps rung 5's order in rung 6. And only where a thread
+ * owns whole rows of the block: threads that split its columns write the same rows, and a
+ * row of a NumPy array need not start on a cache line, so the two share a line in every row;
+ * walking along rows, both reach those lines at the same moment, MR rows at a time, and the
+ * lines bounce between their cores (BLIS's order reaches them at opposite ends of a sweep).
+ * The order never changes a sum, only when each tile is computed. Measure: `python -m
+ * krypton.ablation` ("+rows outside"; the MLP's 128 x 10 x 256, K = 10, gains most). */
+#ifndef KR_ROWS_OUTSIDE_FLOATS
+#  define KR_ROWS_OUTSIDE_FLOATS 0
+#endif
+static int kr_rows_outside(int64_t kc, int64_t columns)
+{
+    return kc * columns <= KR_ROWS_OUTSIDE_FLOATS;
+}
+
 /* At most `threads`, one per `min_flops` of the product's work. */
 static int64_t kr_threads_for_work(int64_t M, int64_t N, int64_t K, int64_t threads,
                                    double min_flops)
@@ -125,15 +148,27 @@ static int kr_parallel_five_loops(int64_t M, int64_t N, int64_t K, const kr_oper
             for (int64_t ic = rows.begin; ic < rows.end; ic += max.mc) {   /* ic: A in L2 */
                 const int64_t mc = kr_min(max.mc, rows.end - ic);
                 const kr_view a = kr_pack_a(A, ic, pc, mc, kc, Ap);
-                for (int64_t jr = j_begin; jr < j_end; jr += KR_NR)   /* jr: B panel, L1 */
-                    for (int64_t ir = 0, mr; ir < mc; ir += mr) {  /* ir: tile in registers */
-                        mr = kr_tile_rows(mc - ir);   /* MR, or the rows left (kr_microkernel.h) */
-                        kr_microkernel(mr, kr_min(KR_NR, nc - jr), kc,
-                                       a.data + ir / KR_MR * a.ps, a.rs, a.cs, a.ps,
-                                       b.data + jr / KR_NR * b.ps, b.rs,
-                                       C + (ic + ir) * rsc + (jc + jr) * csc, rsc, csc,
-                                       pc == 0);
+                /* The tile at (ir, jr): MR rows (or the rows left, kr_tile_rows) of A's
+                 * block times NR columns of B's. */
+#define KR_TILE(ir, mr, jr)                                                                     \
+                kr_microkernel((mr), kr_min(KR_NR, nc - (jr)), kc,                              \
+                               a.data + (ir) / KR_MR * a.ps, a.rs, a.cs, a.ps,                  \
+                               b.data + (jr) / KR_NR * b.ps, b.rs,                              \
+                               C + (ic + (ir)) * rsc + (jc + (jr)) * csc, rsc, csc, pc == 0)
+                if (threads_n == 1 && kr_rows_outside(kc, nc)) {  /* rung 7: B's block in L2 */
+                    for (int64_t ir = 0, mr; ir < mc; ir += mr) {  /* ir: A panel, L1 */
+                        mr = kr_tile_rows(mc - ir);
+                        for (int64_t jr = j_begin; jr < j_end; jr += KR_NR)   /* jr: tile */
+                            KR_TILE(ir, mr, jr);
                     }
+                } else {
+                    for (int64_t jr = j_begin; jr < j_end; jr += KR_NR)   /* jr: B panel, L1 */
+                        for (int64_t ir = 0, mr; ir < mc; ir += mr) {  /* ir: tile in registers */
+                            mr = kr_tile_rows(mc - ir);   /* MR, or the rows left */
+                            KR_TILE(ir, mr, jr);
+                        }
+                }
+#undef KR_TILE
             }
         }
     }

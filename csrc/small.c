@@ -23,6 +23,13 @@
 #ifndef KR_EDGE_KERNELS
 #  define KR_EDGE_KERNELS 1
 #endif
+/* The loop order: ir outside jr, A's micro-panel in L1 and C written along its rows, for a
+ * block of B (its kc rows by one thread's columns) of at most this many floats: 512 KiB, half
+ * of the smallest L2 measured (1 MiB, Zen 4), so that re-reading it for every MR rows stays an
+ * L2 stream (see kr_rows_outside, parallel.c). */
+#ifndef KR_ROWS_OUTSIDE_FLOATS
+#  define KR_ROWS_OUTSIDE_FLOATS (128 * 1024)
+#endif
 #include "parallel.c"
 
 /* Packing A pays when the packed block is read many times: once per NR-wide panel of B in the
@@ -106,7 +113,8 @@ int kr_small_thresholds(kr_small_limits *limits)
         .edge_kernels = KR_EDGE_KERNELS, .tall_rows = KR_TALL_ROWS,
         .min_flops_per_thread = KR_MIN_FLOPS_PER_THREAD,
         .ties_to_columns = KR_TIES_TO_COLUMNS,
-        .dot_min_flops_per_thread = KR_DOT_MIN_FLOPS_PER_THREAD};
+        .dot_min_flops_per_thread = KR_DOT_MIN_FLOPS_PER_THREAD,
+        .rows_outside_floats = KR_ROWS_OUTSIDE_FLOATS};
     return KR_OK;
 }
 

@@ -22,8 +22,10 @@ bought:
                     that cover it
     + dot           C with fewer than NR/2 columns: dot products along k (kr_dot_rows)
     + B in place    a product of few rows reads B where it is, and takes dot products up to
-                    KR_NARROW_DOT columns when B's columns are contiguous (nothing copied):
-                    rung 7 as it is
+                    KR_NARROW_DOT columns when B's columns are contiguous (nothing copied)
+    + rows outside  a thread that owns whole rows of a block whose B stays in L2 runs the ir
+                    loop outside the jr loop: A's micro-panel stays in L1 and C is written
+                    along its rows (rung 7 as it is)
 
 Each step keeps the ones above it. All variants compute the same product (the tests check every
 one against NumPy); only the time differs.
@@ -55,16 +57,18 @@ class Step:
 
 
 _OFF = {"KR_A_IN_PLACE_PANELS": 0, "KR_EDGE_KERNELS": 0, "KR_NARROW_DOT": 0,
-        "KR_B_IN_PLACE_TILES": 0}
+        "KR_B_IN_PLACE_TILES": 0, "KR_ROWS_OUTSIDE_FLOATS": 0}
 
 STEPS: tuple[Step, ...] = (
     Step("pack both", "every operand packed, edge tiles on the full kernel", dict(_OFF)),
     Step("+A in place", "narrow blocks of C read A in place",
          {k: v for k, v in _OFF.items() if k != "KR_A_IN_PLACE_PANELS"}),
     Step("+edge kernels", "edge tiles on kernels of fewer or more rows, or fewer vectors",
-         {"KR_NARROW_DOT": 0, "KR_B_IN_PLACE_TILES": 0}),
-    Step("+dot", "narrow C by dot products along k", {"KR_B_IN_PLACE_TILES": 0}),
-    Step("+B in place", "few-row products read B in place (the rung as it is)", {}),
+         {"KR_NARROW_DOT": 0, "KR_B_IN_PLACE_TILES": 0, "KR_ROWS_OUTSIDE_FLOATS": 0}),
+    Step("+dot", "narrow C by dot products along k",
+         {"KR_B_IN_PLACE_TILES": 0, "KR_ROWS_OUTSIDE_FLOATS": 0}),
+    Step("+B in place", "few-row products read B in place", {"KR_ROWS_OUTSIDE_FLOATS": 0}),
+    Step("+rows outside", "ir outside jr where B's block stays in L2 (the rung as it is)", {}),
 )
 """The variants, cumulative: each adds one technique to the one before."""
 

@@ -267,6 +267,36 @@ def test_a_tall_tile_sums_exactly_as_the_two_tiles_it_replaces():
                 assert np.array_equal(small(a, b, threads=1, mc=MR), expected), (m, n, k)
 
 
+@functools.lru_cache(maxsize=None)
+def _blis_order_only():
+    return krypton.compile_source('#define KR_ROWS_OUTSIDE_FLOATS 0\n#include "small.c"\n',
+                                  "kr_sgemm_small", like="small", name="small_blis_order",
+                                  exports=("kr_small_plan",))
+
+
+def test_rows_outside_computes_every_tile_exactly_as_blis_order_does():
+    # With ir outside jr (a thread owning whole rows of a block whose B fits
+    # KR_ROWS_OUTSIDE_FLOATS) the tiles run in another order, each the same chain of FMAs, so
+    # the product is bitwise the one in BLIS's order: B in place and packed (a transposed B),
+    # tall tiles and short last panels, several kc and nc blocks, a B block on both sides of
+    # the limit, one thread and two.
+    limit = LIMITS["rows_outside_floats"]
+    assert limit > 0
+    blis = _blis_order_only()
+    small = krypton.get_kernel("small")
+    cases = [(128, 256, 10, {}), (10, 256, 128, {}), (37, 97, 300, {}), (2 * MR + 1, 3 * NR, 5, {}),
+             (129, 2 * NR + 3, 333, {"nc": NR}), (24, limit // 16 - NR, 16, {}),
+             (24, limit // 16 + NR, 16, {})]
+    for index, (m, n, k, knobs) in enumerate(cases):
+        for layout_b in ("c", "transposed"):
+            a, b = _operands(m, n, k, "c", layout_b, seed=index)
+            expected = blis(a, b, threads=1, **knobs)
+            _check(expected, a, b)
+            for threads in (1, 2):
+                c = small(a, b, threads=threads, **knobs)
+                assert np.array_equal(c, expected), (m, n, k, layout_b, threads, knobs)
+
+
 def test_the_variants_differ_only_in_time_not_in_what_they_compute_for_the_mlp_shapes():
     # The MLP's shapes take a different path in each variant; each must still be right.
     for m, n, k, layout in ablation.MLP_SHAPES:
@@ -288,7 +318,7 @@ def test_the_first_step_switches_every_technique_of_the_plan_off():
     limits = kernel._ffi.new("kr_small_limits *")
     kernel.module.lib.kr_small_thresholds(limits)
     assert (limits.a_in_place_panels, limits.b_in_place_panels, limits.dot_columns,
-            limits.edge_kernels) == (0, 0, 0, 0)
+            limits.edge_kernels, limits.rows_outside_floats) == (0, 0, 0, 0, 0)
 
 
 def test_ablation_cli_prints_a_row_per_shape_with_every_step_and_numpy():
