@@ -61,4 +61,11 @@ int kr_adam_step(int64_t count, const int64_t *sizes, float **params, const floa
 int kr_gather_rows(int64_t count, int64_t row_bytes, const void *src, int64_t src_rows,
                    const int64_t *indices, void *dst, int64_t threads);
 
+/* Gather a mini-batch of 8-bit images and standardize it: dst[r, j] = src[indices[r], j] *
+ * scale + shift in float32 (a multiply, then an add, rounded each), for rows of `pixels`
+ * bytes; indices and threads as for kr_gather_rows. */
+int kr_gather_pixels(int64_t count, int64_t pixels, const unsigned char *src, int64_t src_rows,
+                     const int64_t *indices, float scale, float shift, float *dst,
+                     int64_t threads);
+
 #endif

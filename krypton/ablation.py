@@ -72,13 +72,13 @@ STEPS: tuple[Step, ...] = (
 )
 """The variants, cumulative: each adds one technique to the one before."""
 
-MLP_SHAPES = ((128, 256, 784, "nt"), (128, 10, 256, "nn"), (128, 256, 10, "nt"),
+MLP_SHAPES = ((128, 256, 784, "nt"), (128, 10, 256, "nt"), (128, 256, 10, "nn"),
               (10, 256, 128, "tn"), (256, 784, 128, "tn"))
 """(M, N, K, layout) of the five products of one training step of a 784-256-10 MLP with batch
 128, as krypton's Linear runs them (written M x K x N): the forward layers x @ W1.T
-(128x784x256, B a transposed view: "nt") and h @ W2.T (128x256x10); the backward dY2 @ W2
+(128x784x256, B a transposed view: "nt") and h @ W2.T (128x256x10:nt); the backward dY2 @ W2
 (128x10x256), the weight gradients dY2.T @ h (10x128x256, A a transposed view: "tn") and
-dY1.T @ x (256x128x784). The images need no gradient, so dY1 @ W1 never runs."""
+dY1.T @ x (256x128x784:tn). The images need no gradient, so dY1 @ W1 never runs."""
 
 
 def variant(step: Step, threads: int = 1, **code_knobs: Any) -> Any:

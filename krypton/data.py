@@ -88,6 +88,14 @@ TRAIN_MEAN_STD: dict[str, tuple[float, float]] = {
     "fashion-mnist": (0.2860, 0.3530),
 }
 
+
+def scale_shift(dataset: str) -> tuple[float, float]:
+    """``(scale, shift)`` that standardize a pixel p of [0, 255] as ``p * scale + shift``: the
+    train split's mean and std (``TRAIN_MEAN_STD``, of pixels in [0, 1]) folded into one
+    multiply and one add, ``scale = 1 / (255 std)`` and ``shift = -mean / std``, in float32."""
+    mean, std = TRAIN_MEAN_STD[dataset]
+    return float(np.float32(1.0 / (255.0 * std))), float(np.float32(-mean / std))
+
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 DOWNLOAD_TIMEOUT = 30.0  # seconds without progress before a mirror counts as dead
@@ -454,12 +462,11 @@ def load_mnist(split: str = "train", dataset: str = "mnist",
     labels = _read_idx_cached(labels_path)
     _check_pair(images, labels, images_path, labels_path)
 
-    flat = images.reshape(len(images), _IMAGE_SIDE * _IMAGE_SIDE).astype(np.float32)
+    pixels = images.reshape(len(images), _IMAGE_SIDE * _IMAGE_SIDE)
+    if standardize:  # the arithmetic DataLoader's gather of the pixels does (fused.py)
+        return fused.standardize_pixels(pixels, *scale_shift(dataset)), labels.astype(np.int64)
+    flat = pixels.astype(np.float32)
     flat /= 255.0
-    if standardize:
-        mean, std = TRAIN_MEAN_STD[dataset]
-        flat -= mean
-        flat /= std
     return flat, labels.astype(np.int64)
 
 
@@ -512,6 +519,10 @@ class DataLoader:
         shuffle: Visit samples in a new random order each epoch; if false, in order.
         seed: Seed of epoch 0's shuffle.
         drop_last: Skip a final batch smaller than ``batch_size``.
+        pixels: Optional ``(uint8 array, scale, shift)`` the images were made from, as
+            ``fused.standardize_pixels(array, scale, shift)`` (what ``Data.loader`` passes):
+            each batch is then gathered from the bytes and standardized on the way, the same
+            numbers read from a quarter of the memory (``fused.gather_pixels``).
 
     Example:
         >>> loader = DataLoader(images, labels, batch_size=128)
@@ -521,12 +532,23 @@ class DataLoader:
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int,
-                 shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> None:
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = False,
+                 pixels: tuple[np.ndarray, float, float] | None = None) -> None:
         if len(images) != len(labels):
             raise ValueError(
                 f"images and labels must have the same length, got {len(images)} images and "
                 f"{len(labels)} labels"
             )
+        if pixels is not None:
+            array = pixels[0]
+            if not (isinstance(array, np.ndarray) and array.dtype == np.uint8
+                    and array.shape == np.shape(images)):
+                raise ValueError(
+                    f"pixels must be (a uint8 array of the images' shape {np.shape(images)}, "
+                    f"scale, shift), got an array of "
+                    f"{getattr(array, 'dtype', type(array).__name__)} and shape "
+                    f"{getattr(array, 'shape', None)}: pass Data.loader's, or leave it out")
+        self.pixels = pixels
         self.images = images
         self.labels = labels
         self.batch_size = positive_int("batch_size", batch_size)
@@ -561,11 +583,17 @@ class DataLoader:
 
     def _gather(self):
         """How a batch of images is copied: in C on the backend's threads (``fused.gather_rows``:
-        more cache misses in flight) where the fused kernels run, else by NumPy's indexing."""
-        images = self.images
-        if backends.uses_fused() and isinstance(images, np.ndarray) \
+        more cache misses in flight) where the fused kernels run, else by NumPy's indexing;
+        from the pixels, standardized on the way, where the loader has them."""
+        images, fast = self.images, backends.uses_fused()
+        threads = backends.kernel_threads() if fast else 1
+        if self.pixels is not None:
+            array, scale, shift = self.pixels
+            gather = fused.gather_pixels if fast and array.flags.c_contiguous \
+                else fused.gather_pixels_numpy
+            return lambda _, indices: gather(array, indices, scale, shift, threads)
+        if fast and isinstance(images, np.ndarray) \
                 and images.flags.c_contiguous and images.dtype.kind in "biuf":
-            threads = backends.kernel_threads()
             return lambda array, indices: fused.gather_rows(array, indices, threads)
         return fused.gather_rows_numpy
 
@@ -584,6 +612,20 @@ class Data:
     test_images: np.ndarray
     test_labels: np.ndarray
     note: str = ""
+    train_pixels: np.ndarray | None = None   # the train images as uint8, (N, 784)
+
+    def loader(self, batch_size: int, shuffle: bool = True, seed: int = 0,
+               drop_last: bool = False) -> DataLoader:
+        """A ``DataLoader`` over the train split that reads each batch from the 8-bit pixels
+        (a quarter of the bytes) and standardizes it on the way: the same batches as
+        ``DataLoader(self.train_images, self.train_labels, ...)``. The pixels are used while
+        they match the images (not after ``dataclasses.replace`` gives new ones)."""
+        pixels = self.train_pixels
+        if pixels is None or pixels.shape != self.train_images.shape:
+            return DataLoader(self.train_images, self.train_labels, batch_size, shuffle, seed,
+                              drop_last)
+        return DataLoader(self.train_images, self.train_labels, batch_size, shuffle, seed,
+                          drop_last, pixels=(pixels, *scale_shift(self.dataset)))
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -631,7 +673,9 @@ def load_data(dataset: str | None = None, root: str | os.PathLike | None = None,
 def _load_splits(dataset: str, root, download: bool, note: str) -> Data:
     train_images, train_labels = load_mnist("train", dataset, root, download, standardize=True)
     test_images, test_labels = load_mnist("test", dataset, root, download, standardize=True)
-    return Data(dataset, train_images, train_labels, test_images, test_labels, note)
+    images_path, _ = _locate(dataset, "train", root, download=False)  # found by load_mnist
+    pixels = _read_idx_cached(images_path).reshape(train_images.shape)
+    return Data(dataset, train_images, train_labels, test_images, test_labels, note, pixels)
 
 
 def find_local(dataset: str) -> Path | None:

@@ -5,6 +5,7 @@ backend switch (``krypton.backend("numpy")`` runs the references)."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -347,6 +348,89 @@ def test_gather_rows_refuses_bad_arguments_by_name(call, error, message):
         call()
 
 
+SCALE, SHIFT = krypton.data.scale_shift("fashion-mnist")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (9, 1), (1, 7), (300, 785), (60, 784)], ids=str)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gather_pixels_equals_standardizing_numpys_rows_bit_for_bit(shape, threads):
+    pixels = (np.arange(np.prod(shape)) * 7 % 256).astype(np.uint8).reshape(shape)
+    whole = fused.standardize_pixels(pixels, SCALE, SHIFT)
+    rng = np.random.default_rng(1)
+    for indices in (rng.integers(0, shape[0], 2 * shape[0] + 1), np.arange(shape[0])[::-1],
+                    np.zeros(0, np.int64)):
+        ours = fused.gather_pixels(pixels, indices, SCALE, SHIFT, threads)
+        assert ours.dtype == np.float32 and ours.shape == (len(indices), shape[1])
+        assert ours.tobytes() == whole[indices].tobytes()
+        assert ours.tobytes() == fused.gather_pixels_numpy(pixels, indices, SCALE, SHIFT).tobytes()
+
+
+def test_standardized_pixels_are_the_mean_and_std_of_their_unit_values():
+    # scale and shift fold 1/255, the mean and the std into one multiply and one add: within
+    # a few float32 roundings of ((p / 255) - mean) / std for every byte.
+    mean, std = krypton.data.TRAIN_MEAN_STD["fashion-mnist"]
+    values = fused.standardize_pixels(np.arange(256, dtype=np.uint8), SCALE, SHIFT)
+    exact = (np.arange(256) / 255.0 - mean) / std
+    np.testing.assert_allclose(values, exact, rtol=0, atol=4 * np.finfo(np.float32).eps * 3)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: fused.gather_pixels(np.zeros((4, 3), np.uint8), [4], 1.0, 0.0), IndexError,
+     "index 4 is out of range for an array of 4 rows"),
+    (lambda: fused.gather_pixels(np.zeros((4, 3), np.float32), [0], 1.0, 0.0), TypeError,
+     "uint8"),
+    (lambda: fused.gather_pixels(np.zeros((4, 3, 2), np.uint8), [0], 1.0, 0.0), TypeError,
+     "2-D uint8"),
+    (lambda: fused.gather_pixels(np.zeros((4, 6), np.uint8)[:, ::2], [0], 1.0, 0.0),
+     TypeError, "C-contiguous"),
+    (lambda: fused.gather_pixels(np.zeros((4, 3), np.uint8), [0.5], 1.0, 0.0), TypeError,
+     "1-D array of integers"),
+    (lambda: fused.gather_pixels(np.zeros((4, 3), np.uint8), [0], float("nan"), 0.0),
+     ValueError, "scale must be a finite number"),
+    (lambda: fused.gather_pixels(np.zeros((4, 3), np.uint8), [0], 1.0, "0"), ValueError,
+     "shift must be a finite number"),
+    (lambda: fused.gather_pixels(np.zeros((4, 3), np.uint8), [0], 1.0, 0.0, threads=0),
+     ValueError, "threads"),
+])
+def test_gather_pixels_refuses_bad_arguments_by_name(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_a_loader_with_pixels_yields_the_batches_of_one_without(monkeypatch):
+    pixels = (np.arange(50 * 6) % 256).astype(np.uint8).reshape(50, 6)
+    images, labels = fused.standardize_pixels(pixels, SCALE, SHIFT), labels_for(50, 10)
+    calls = []
+    monkeypatch.setattr(fused, "gather_pixels",
+                        lambda *a: calls.append(a[4]) or fused.gather_pixels_numpy(*a))
+    for name in ("small", "numpy"):
+        with krypton.backend(name):
+            plain = krypton.data.DataLoader(images, labels, batch_size=16, seed=2)
+            from_pixels = krypton.data.DataLoader(images, labels, batch_size=16, seed=2,
+                                                  pixels=(pixels, SCALE, SHIFT))
+            for (x, y), (x_ref, y_ref) in zip(from_pixels, plain, strict=True):
+                assert x.tobytes() == x_ref.tobytes()
+                np.testing.assert_array_equal(y, y_ref)
+    assert len(calls) == 4   # in C under "small" only
+    with pytest.raises(ValueError, match="pixels must be"):
+        krypton.data.DataLoader(images, labels, 16, pixels=(pixels[:10], SCALE, SHIFT))
+    with pytest.raises(ValueError, match="pixels must be"):
+        krypton.data.DataLoader(images, labels, 16, pixels=(images, SCALE, SHIFT))
+
+
+def test_data_loader_reads_the_pixels_while_they_match_the_images():
+    pixels = (np.arange(40 * 6) % 256).astype(np.uint8).reshape(40, 6)
+    images = fused.standardize_pixels(pixels, SCALE, SHIFT)
+    data = krypton.data.Data("fashion-mnist", images, labels_for(40, 10), images[:4],
+                             labels_for(4, 10), train_pixels=pixels)
+    assert data.loader(8).pixels[0] is pixels
+    fewer = dataclasses.replace(data, train_images=images[:20], train_labels=data.train_labels[:20])
+    assert fewer.loader(8).pixels is None   # the pixels no longer match: the images are read
+    assert [x.tobytes() for x, _ in fewer.loader(8, seed=1)] == \
+        [x.tobytes() for x, _ in krypton.data.DataLoader(images[:20], fewer.train_labels, 8,
+                                                         seed=1)]
+
+
 def test_the_data_loader_gathers_in_c_only_where_the_fused_kernels_run(monkeypatch):
     images, labels = floats((50, 6)), labels_for(50, 10)
     calls = []
@@ -499,6 +583,7 @@ sizes, sizes2 = ffi.new("int64_t[]", [4]), ffi.new("int64_t[]", [4, 4])
 zero = ffi.new("int64_t[]", [0])
 negative = ffi.new("int64_t[]", [-4, 0])
 rows = ffi.new("int64_t[]", [1, 0])
+bytes4 = ffi.new("unsigned char[8]")
 params, grads = ffi.new("float *[]", [one]), ffi.new("float *[]", [one])
 params2, holes = ffi.new("float *[]", [one, one]), ffi.new("float *[]", [one, NULL])
 nothing = ffi.new("float *[]", [NULL])
@@ -536,12 +621,17 @@ codes = [
     lib.kr_gather_rows(2, 4, one, 1, rows, one, 1),    # row 1 of a 1-row source
     lib.kr_gather_rows(2, 4, one, 2, negative, one, 1),
     lib.kr_gather_rows(2, 4, one, 2, rows, one, 0),    # no threads
+    lib.kr_gather_pixels(2, 4, NULL, 2, rows, 1.0, 0.0, one, 1),
+    lib.kr_gather_pixels(2, 4, bytes4, 1, rows, 1.0, 0.0, one, 1),   # row 1 of a 1-row source
+    lib.kr_gather_pixels(2, -4, bytes4, 2, rows, 1.0, 0.0, one, 1),
+    lib.kr_gather_pixels(2, 4, bytes4, 2, rows, 1.0, 0.0, NULL, 1),
 ]
 empty = [lib.kr_bias_relu_forward(0, 0, NULL, NULL, NULL),
          lib.kr_softmax_xent_forward(0, 3, NULL, NULL, NULL, NULL),
          lib.kr_sgd_step(0, NULL, NULL, NULL, NULL, NULL, 0.1, 0.9, 0.0, 0.0, 0, 2),
          lib.kr_sgd_step(1, zero, holes, holes, NULL, NULL, 0.1, 0.0, 0.0, 0.0, 0, 2),
-         lib.kr_gather_rows(0, 4, NULL, 0, NULL, NULL, 2)]
+         lib.kr_gather_rows(0, 4, NULL, 0, NULL, NULL, 2),
+         lib.kr_gather_pixels(0, 4, NULL, 0, NULL, 1.0, 0.0, NULL, 2)]
 print(codes, empty)
 assert codes == [2] * len(codes) and empty == [0] * len(empty), (codes, empty)
 print("refused")

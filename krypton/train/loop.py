@@ -2,7 +2,7 @@
 
 ``train`` runs ``run_epochs`` with krypton's forward and backward; the PyTorch twin
 (``krypton.train.twin``) runs the same ``run_epochs`` with PyTorch's. Every epoch walks the
-train split in the order ``krypton.data.DataLoader(..., seed=seed)`` gives, and the learning
+train split in the order ``data.loader(batch_size, seed=seed)`` gives, and the learning
 rate follows its schedule step by step over the whole run, so runs with the same settings see
 the same batches with the same learning rates.
 
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from krypton import backends, machine, optim
 from krypton.autograd import Tensor, no_grad
 from krypton.checks import finite_float, positive_int
-from krypton.data import Data, DataLoader
+from krypton.data import Data
 from krypton.kernels import KERNELS, SPECS
 from krypton.nn import functional as F
 from krypton.timing import Stopwatch, blas_threads
@@ -224,7 +224,7 @@ def run_epochs(history: History, plan: Plan, data: Data, training_step: StepFunc
                evaluate_each_epoch: bool, log: Callable[[str], None] | None,
                callback: Callable[[int, int, float], None] | None) -> None:
     """The epoch loop ``train`` and ``train_torch`` share: batches, clocks, records, Ctrl-C."""
-    loader = DataLoader(data.train_images, data.train_labels, plan.batch_size, seed=plan.seed)
+    loader = data.loader(plan.batch_size, seed=plan.seed)   # from the pixels, where known
     steps_per_epoch = plan.batches_run(data)
     total_steps = plan.epochs * steps_per_epoch
     for epoch in range(plan.epochs):
