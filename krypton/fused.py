@@ -249,26 +249,54 @@ def softmax_cross_entropy_backward_numpy(probs: np.ndarray, labels: Any,
 def _update_operands(ffi: Any, params: Any, grads: Any, **states: Any) -> tuple[Any, ...]:
     """Check the lists of an update (one entry per parameter, a state entry None where it is
     not needed) and return what C reads: the sizes, then one C array of pointers per list.
-    A strided gradient is copied once; the copies are returned last, to live through the call."""
+    A strided gradient is copied once; the copies are returned last, to live through the call.
+    The parameters and their states are the same arrays step after step, so their pointers are
+    checked and built once (``_stable_operands``); only the gradients' are built every step."""
     for name, arrays in (("grads", grads), *states.items()):
         if len(arrays) != len(params):
             raise ValueError(f"{name} has {len(arrays)} entries for {len(params)} parameters")
-    copies, lists = [], {name: [] for name in ("params", "grads", *states)}
+    sizes, *stable = _stable_operands(ffi, params, states)
+    copies, pointers = [], []
+    for param, grad in zip(params, grads):
+        checked = _float32("grad", grad)
+        if checked is not grad:
+            copies.append(checked)
+        _same_shape("grad", checked, param.shape)
+        pointers.append(ffi.from_buffer("float[]", checked))
+    return (sizes, stable[0], ffi.new("float *[]", pointers), *stable[1:], copies)
+
+
+def _stable_operands(ffi: Any, params: Any, states: dict[str, Any]) -> tuple[Any, ...]:
+    """The sizes and the pointer arrays of the parameters and of each state list, checked and
+    built once per set of arrays (each checked as the wrappers check, the first time). The key
+    is the arrays' identities, and the entry holds the arrays: none of them can be freed while
+    the entry lives, nor resized (NumPy refuses to resize an array another object refers to),
+    so every pointer stays inside an array of the size C is told. (Checking each array's shape
+    and flags again every step would cost as much as building the pointers.)"""
+    arrays = (*params, *(array for entries in states.values() for array in entries))
+    key = (tuple(states), tuple(map(id, arrays)))
+    cached = _STABLE_OPERANDS.get(key)
+    if cached is not None:
+        return cached[0]
+    lists = {name: [] for name in ("params", *states)}
     for index, param in enumerate(params):
         shape = _float32("param", param, writable=True).shape
-        grad = _float32("grad", grads[index])
-        if grad is not grads[index]:
-            copies.append(grad)
-        _same_shape("grad", grad, shape)
         lists["params"].append(ffi.from_buffer("float[]", param))
-        lists["grads"].append(ffi.from_buffer("float[]", grad))
-        for name, arrays in states.items():
-            array, entry = arrays[index], name.removesuffix("s")   # "buffers" -> "buffer"
+        for name, entries in states.items():
+            array, entry = entries[index], name.removesuffix("s")   # "buffers" -> "buffer"
             if array is not None:
                 _same_shape(entry, _float32(entry, array, writable=True), shape)
             lists[name].append(ffi.NULL if array is None else ffi.from_buffer("float[]", array))
-    sizes = ffi.new("int64_t[]", [param.size for param in params])
-    return (sizes, *(ffi.new("float *[]", pointers) for pointers in lists.values()), copies)
+    operands = (ffi.new("int64_t[]", [param.size for param in params]),
+                *(ffi.new("float *[]", pointers) for pointers in lists.values()))
+    if len(_STABLE_OPERANDS) >= 16:   # many optimizers, or arrays replaced: start again
+        _STABLE_OPERANDS.clear()
+    _STABLE_OPERANDS[key] = operands, arrays
+    return operands
+
+
+_STABLE_OPERANDS: dict[tuple, tuple[tuple[Any, ...], tuple]] = {}
+"""``_stable_operands``' entries: the C arrays, and the arrays they point into."""
 
 
 def _threads(threads: Any) -> int:

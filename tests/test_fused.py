@@ -260,6 +260,30 @@ def test_adam_steps_on_a_group_equal_the_reference_on_each_parameter(threads):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_group_updates_point_at_the_arrays_of_this_call_when_arrays_come_and_go():
+    # The parameters' and states' pointers are built once per set of arrays (fused's cache of
+    # stable operands): new arrays of the same shapes, a state swapped for a copy, or a list in
+    # another order must each be updated where they are, and a freed array never reused.
+    shapes = [(7, 3), (300, 130)]
+    for trial in range(4):
+        ours = [[floats(shape, trial + i), np.zeros(shape, np.float32),
+                 np.zeros(shape, np.float32)] for i, shape in enumerate(shapes)]
+        if trial % 2:
+            ours.reverse()
+        reference = [[array.copy() for array in entry] for entry in ours]
+        for step in range(1, 3):
+            grads = [floats(entry[0].shape, 40 + step + i) for i, entry in enumerate(ours)]
+            if step == 2:                                 # a moment replaced, as a load would
+                ours[0][1] = ours[0][1].copy()
+            for update, group in ((fused.adam_steps, ours), (fused.adam_steps_numpy, reference)):
+                update([e[0] for e in group], grads, [e[1] for e in group],
+                       [e[2] for e in group], [step] * len(group), 1e-2, threads=2)
+            for entry, expected in zip(ours, reference):
+                for a, b in zip(entry, expected):
+                    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        del ours, reference
+
+
 def test_group_updates_take_strided_gradients_and_propagate_nan_and_inf_as_numpy():
     shapes = [(7, 3), (257, 131), (5,)]
     grads = [floats(shape, 30 + i) for i, shape in enumerate(shapes)]
