@@ -183,6 +183,10 @@ class Kernel:
         self._ffi = module.ffi
         self._default_knobs: dict[tuple[int, bool], tuple[dict[str, int], Any]] = {}
         self._explicit_knobs: dict[tuple, tuple[dict[str, int], Any]] = {}
+        # The short path of __call__, per thread count asked (None: all cores): the largest C
+        # it takes (one that takes the near kc; nor does it take one _empty_c would align), the
+        # core count its C struct was built for, and that struct.
+        self._fast: dict[int | None, tuple[int, int, Any]] = {}
         # A C larger than this takes the deeper kc of blocking.KC_FAR (rungs with blocks).
         self._near_c_floats = c_floats_in_l2() if "kc" in spec.runtime_knobs else sys.maxsize
 
@@ -193,8 +197,43 @@ class Kernel:
     def __call__(self, a: np.ndarray, b: np.ndarray, threads: int | None = None,
                  **knobs: Any) -> np.ndarray:
         # Training calls this thousands of times a second on small matrices, where each
-        # microsecond of Python shows: the common case (two plain 2-D float32 arrays) passes
-        # a few identity tests, and anything else takes the full check with its messages.
+        # microsecond of Python shows. The common case, two plain 2-D float32 arrays, each
+        # row-major or a transpose, no knobs and a small C, takes the short path: a few
+        # identity tests, the defaults resolved before, one allocation, three pointers, the
+        # call. Anything else takes the full path, with its checks and messages.
+        if not knobs and type(a) is np.ndarray and type(b) is np.ndarray \
+                and a.dtype is _FLOAT32 and b.dtype is _FLOAT32 and a.ndim == 2 and b.ndim == 2:
+            m, k = a.shape
+            k_b, n = b.shape
+            fast = self._fast.get(threads) if threads is None or type(threads) is int else None
+            if fast is not None and k == k_b and 0 < m * n <= fast[0] and m * n < ALIGN_C_FLOATS \
+                    and k and fast[1] == machine.cpu_count():
+                a_flags, b_flags = a.flags, b.flags
+                if a_flags.aligned and b_flags.aligned:
+                    ffi = self._ffi
+                    if a_flags.c_contiguous:
+                        pa, rsa, csa = ffi.from_buffer("float[]", a), k, 1
+                    elif a_flags.f_contiguous:
+                        pa, rsa, csa = ffi.from_buffer("float[]", a.T), 1, m
+                    else:
+                        pa = None
+                    if b_flags.c_contiguous:
+                        pb, rsb, csb = ffi.from_buffer("float[]", b), n, 1
+                    elif b_flags.f_contiguous and not self.spec.needs_unit_stride_b:
+                        pb, rsb, csb = ffi.from_buffer("float[]", b.T), 1, k
+                    else:
+                        pb = None
+                    if pa is not None and pb is not None:
+                        c = np.empty((m, n), _FLOAT32)
+                        status = self._function(m, n, k, pa, rsa, csa, pb, rsb, csb,
+                                                ffi.from_buffer("float[]", c), n, fast[2])
+                        if status == 0:
+                            return c
+        return self._call(a, b, threads, knobs)
+
+    def _call(self, a: np.ndarray, b: np.ndarray, threads: int | None,
+              knobs: dict[str, Any]) -> np.ndarray:
+        """The full path of ``__call__``: every check, any strides, knobs, empty shapes."""
         if not (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype is _FLOAT32
                 and b.dtype is _FLOAT32 and a.ndim == 2 and b.ndim == 2
                 and a.shape[1] == b.shape[0]):
@@ -206,6 +245,9 @@ class Kernel:
         else:  # the common case in training: defaults, resolved once per thread count (and
             # per side of the line between a C that fits in L2 and a larger one)
             runtime, c_knobs = self._defaults(threads, (m, n))
+            if threads is None or type(threads) is int:
+                self._fast[threads] = (  # what the short path needs to skip all this
+                    self._near_c_floats, machine.cpu_count(), self._defaults(threads, (1, 1))[1])
         c = _empty_c(m, n)
         if m == 0 or n == 0:
             return c

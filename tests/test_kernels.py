@@ -310,3 +310,35 @@ def test_explicit_knobs_are_checked_every_call_and_resolved_once_per_set():
     kernel(a, b, threads=1, mc=1)
     with pytest.raises(TypeError, match="mc must be a positive integer"):  # True == 1, refused
         kernel(a, b, threads=1, mc=True)
+
+
+def test_the_short_path_takes_plain_operands_and_leaves_the_rest_to_the_full_one(monkeypatch):
+    # Kernel.__call__'s short path (training's products: row-major or transposed float32, no
+    # knobs, a C that fits in L2) computes what the full path does; any other call reaches the
+    # full path, with its checks.
+    from krypton import kernels
+    kernel = get_kernel("small")
+    rng = np.random.default_rng(21)
+    a, b = S.make_operand(rng, 37, 19, "c"), S.make_operand(rng, 19, 23, "transposed")
+    expected = kernel(a, b)   # the full path, which leaves what the short one needs
+    full = []
+    monkeypatch.setattr(kernels.Kernel, "_call",
+                        lambda self, *args: full.append(args) or pytest.fail("full path"))
+    assert np.array_equal(kernel(a, b), expected)
+    for x, y in ((b.T, a.T), (a.T.copy().T, b)):   # transposes both ways, read in place
+        check(kernel(x, y), x, y)
+    assert not full
+    monkeypatch.undo()
+    calls = []
+    original = kernels.Kernel._call
+    monkeypatch.setattr(kernels.Kernel, "_call",
+                        lambda self, *args: calls.append(args[2:]) or original(self, *args))
+    sliced = S.make_operand(rng, 37, 19, "sliced")
+    check(kernel(sliced, b), sliced, b)                       # strides of a slice
+    check(kernel(a, b, threads=1, kc=8), a, b)                # knobs
+    check(kernel(a[:, :0], b[:0]), a[:, :0], b[:0])           # K = 0
+    with pytest.raises(TypeError, match="threads"):
+        kernel(a, b, threads=True)
+    with pytest.raises(TypeError, match="float32"):
+        kernel(a.astype(np.float64), b)
+    assert len(calls) == 5
