@@ -9,7 +9,7 @@ Where things live, lowest layer first (each module imports only from those befor
 ``seam`` (C through cffi) -> ``machine`` (CPU, caches, probes) -> ``tuning`` (measured
 defaults) -> ``kernels`` (the ladder, ``matmul``) -> ``timing`` (how every number is made)
 -> ``backends`` (which kernel ``@`` uses) -> ``autograd`` (engine, tensor, functions) ->
-``nn``, ``optim`` -> ``data`` -> ``train``; on top, the commands and figures ``bench``,
+``nn``, ``optim`` -> ``batches``, ``data`` -> ``train``; on top, the commands and figures ``bench``,
 ``ablation``, ``autotune``, ``plotting``, and the notebooks' ``notebook`` and ``cachesim``.
 README.md's Layout section has the table.
 """

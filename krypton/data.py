@@ -14,8 +14,9 @@ If none has them and ``download=True``, the files are fetched from the mirrors i
 comma separated), checked against ``MD5_CHECKSUMS`` and moved into place only once verified, so an
 interrupted download never leaves a file that looks complete.
 
-``DataLoader`` walks the arrays in shuffled mini-batches, one epoch per loop; ``load_data``
-loads both splits, standardized, as a ``Data`` (what ``krypton.train`` trains on).
+``DataLoader`` (from ``krypton.batches``) walks the arrays in shuffled mini-batches, one epoch
+per loop; ``load_data`` loads both splits, standardized, as a ``Data`` (what ``krypton.train``
+trains on), and ``Data.loader`` batches its train split from the 8-bit pixels.
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from krypton import backends, fused
-from krypton.checks import positive_int
+from krypton.batches import DataLoader, standardize_pixels
 from krypton.files import download_verified
 
 __all__ = [
@@ -463,8 +462,8 @@ def load_mnist(split: str = "train", dataset: str = "mnist",
     _check_pair(images, labels, images_path, labels_path)
 
     pixels = images.reshape(len(images), _IMAGE_SIDE * _IMAGE_SIDE)
-    if standardize:  # the arithmetic DataLoader's gather of the pixels does (fused.py)
-        return fused.standardize_pixels(pixels, *scale_shift(dataset)), labels.astype(np.int64)
+    if standardize:  # the arithmetic DataLoader's gather of the pixels does (batches.py)
+        return standardize_pixels(pixels, *scale_shift(dataset)), labels.astype(np.int64)
     flat = pixels.astype(np.float32)
     flat /= 255.0
     return flat, labels.astype(np.int64)
@@ -496,106 +495,6 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, images_path: Path,
         raise IDXFormatError(
             f"{labels_path}: labels must be 0..{_NUM_CLASSES - 1}, found {labels.max()}"
         )
-
-
-# --------------------------------------------------------------------------------------------
-# Mini-batches
-
-
-class DataLoader:
-    """Iterate over ``(images, labels)`` in mini-batches, one epoch per ``for`` loop.
-
-    Shuffling is reproducible and changes every epoch: the loader counts the epochs it has
-    started, and epoch ``e`` visits the samples in the order
-    ``np.random.default_rng(seed + e).permutation(N)``. Two loaders built with the same seed
-    therefore yield the same sequence of epochs. ``set_epoch`` jumps to a given epoch.
-
-    Each batch is a copy, so changing it in place never changes the dataset.
-
-    Args:
-        images: Array whose first axis is the sample axis, e.g. ``(N, 784)``.
-        labels: Array of ``N`` labels.
-        batch_size: Samples per batch; the last batch may be smaller unless ``drop_last``.
-        shuffle: Visit samples in a new random order each epoch; if false, in order.
-        seed: Seed of epoch 0's shuffle.
-        drop_last: Skip a final batch smaller than ``batch_size``.
-        pixels: Optional ``(uint8 array, scale, shift)`` the images were made from, as
-            ``fused.standardize_pixels(array, scale, shift)`` (what ``Data.loader`` passes):
-            each batch is then gathered from the bytes and standardized on the way, the same
-            numbers read from a quarter of the memory (``fused.gather_pixels``).
-
-    Example:
-        >>> loader = DataLoader(images, labels, batch_size=128)
-        >>> for epoch in range(3):
-        ...     for x, y in loader:
-        ...         ...
-    """
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int,
-                 shuffle: bool = True, seed: int = 0, drop_last: bool = False,
-                 pixels: tuple[np.ndarray, float, float] | None = None) -> None:
-        if len(images) != len(labels):
-            raise ValueError(
-                f"images and labels must have the same length, got {len(images)} images and "
-                f"{len(labels)} labels"
-            )
-        if pixels is not None:
-            array = pixels[0]
-            if not (isinstance(array, np.ndarray) and array.dtype == np.uint8
-                    and array.shape == np.shape(images)):
-                raise ValueError(
-                    f"pixels must be (a uint8 array of the images' shape {np.shape(images)}, "
-                    f"scale, shift), got an array of "
-                    f"{getattr(array, 'dtype', type(array).__name__)} and shape "
-                    f"{getattr(array, 'shape', None)}: pass Data.loader's, or leave it out")
-        self.pixels = pixels
-        self.images = images
-        self.labels = labels
-        self.batch_size = positive_int("batch_size", batch_size)
-        self.shuffle = shuffle
-        self.seed = seed
-        self.drop_last = drop_last
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next ``for`` loop run epoch ``epoch`` (its shuffle order, then count on)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return len(self.images) // self.batch_size
-        return math.ceil(len(self.images) / self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        count = len(self.images)
-        if self.shuffle:
-            order = np.random.default_rng(self.seed + self.epoch).permutation(count)
-        else:
-            order = np.arange(count)
-        self.epoch += 1
-        return self._batches_in(order)
-
-    def _batches_in(self, order: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        gather = self._gather()
-        for batch in range(len(self)):
-            indices = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-            yield gather(self.images, indices), self.labels[indices]
-
-    def _gather(self):
-        """How a batch of images is copied: in C on the backend's threads (``fused.gather_rows``:
-        more cache misses in flight) where the fused kernels run, else by NumPy's indexing;
-        from the pixels, standardized on the way, where the loader has them."""
-        images, fast = self.images, backends.uses_fused()
-        threads = backends.kernel_threads() if fast else 1
-        if self.pixels is not None:
-            array, scale, shift = self.pixels
-            gather = fused.gather_pixels if fast and array.flags.c_contiguous \
-                else fused.gather_pixels_numpy
-            return lambda _, indices: gather(array, indices, scale, shift, threads)
-        if fast and isinstance(images, np.ndarray) \
-                and images.flags.c_contiguous and images.dtype.kind in "biuf":
-            return lambda array, indices: fused.gather_rows(array, indices, threads)
-        return fused.gather_rows_numpy
 
 
 # --------------------------------------------------------------------------------------------

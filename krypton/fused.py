@@ -32,6 +32,7 @@ from krypton import seam
 FUNCTIONS = ("kr_bias_relu_forward", "kr_bias_relu_backward", "kr_softmax_xent_forward",
              "kr_softmax_xent_backward", "kr_sgd_step", "kr_adam_step", "kr_gather_rows",
              "kr_gather_pixels")
+"""What Python calls in csrc/fused.c (the two gathers through ``krypton.batches``)."""
 SOURCE = seam.CSRC / "fused.c"
 HEADER = seam.CSRC / "kr_fused.h"
 FLAGS = ("-ffp-contract=off", "-fno-math-errno")
@@ -426,101 +427,6 @@ def adam_step_numpy(param: np.ndarray, grad: np.ndarray, exp_avg: np.ndarray,
     unroot2 = exp_avg_sq.dtype.type(1 / math.sqrt(1 - beta2 ** step))
     denominator = np.sqrt(exp_avg_sq) * unroot2 + eps
     param -= step_size * (exp_avg / denominator)
-
-
-# --------------------------------------------------------------------------------------------
-# The batch gather (krypton.data.DataLoader's copy of a mini-batch)
-
-
-def gather_rows(array: np.ndarray, indices: Any, threads: int = 1) -> np.ndarray:
-    """``array[indices]`` for a C-contiguous ``array`` and 1-D integer ``indices`` in
-    ``0..len(array)-1``: a new array, its rows copied in one pass (a large batch split over up
-    to ``threads`` threads; the result is the same)."""
-    if not isinstance(array, np.ndarray) or not array.flags.c_contiguous or array.ndim < 1:
-        raise ValueError("gather_rows takes a C-contiguous NumPy array of at least one "
-                         "dimension: pass np.ascontiguousarray(array), or index it with NumPy")
-    if array.dtype.hasobject:  # copying the bytes of Python objects would skip their counts
-        raise TypeError(f"gather_rows copies numbers, not Python objects (dtype "
-                        f"{array.dtype}): index the array with NumPy")
-    indices = _indices(indices)
-    out = np.empty((len(indices),) + array.shape[1:], dtype=array.dtype)
-    module = compiled()
-    ffi = module.ffi
-    code = module.lib.kr_gather_rows(len(indices), array.itemsize * math.prod(array.shape[1:]),
-                                     ffi.from_buffer(array), len(array),
-                                     _pointer(ffi, "int64_t[]", indices), ffi.from_buffer(out),
-                                     _threads(threads))
-    _check_gather(code, "kr_gather_rows", indices, len(array))
-    return out
-
-
-def _scalar32(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(np.float32(value))
-
-
-def _indices(indices: Any) -> np.ndarray:
-    indices = np.asarray(indices)
-    if indices.ndim != 1 or (indices.dtype.kind not in "iu" and indices.size):
-        raise TypeError(f"indices must be a 1-D array of integers, got dtype {indices.dtype} "
-                        f"and shape {indices.shape}")
-    return np.ascontiguousarray(indices, dtype=np.int64)
-
-
-def _check_gather(code: int, function: str, indices: np.ndarray, rows: int) -> None:
-    if code != 0:  # C refuses a bad index before copying: name the first one
-        bad = indices[(indices < 0) | (indices >= rows)]
-        if len(bad):
-            raise IndexError(f"index {bad[0]} is out of range for an array of {rows} "
-                             f"rows (indices must be 0..{rows - 1})")
-    _check(code, function)
-
-
-def gather_rows_numpy(array: np.ndarray, indices: Any, threads: int = 1) -> np.ndarray:
-    """The NumPy reference of ``gather_rows`` (``threads`` unused)."""
-    return array[np.asarray(indices)]
-
-
-def gather_pixels(pixels: np.ndarray, indices: Any, scale: float, shift: float,
-                  threads: int = 1) -> np.ndarray:
-    """``standardize_pixels(pixels[indices], scale, shift)`` in one pass: the rows of a 2-D
-    uint8 ``pixels`` array (one image per row) at ``indices``, as float32 ``p * scale + shift``
-    (a batch read as bytes, a quarter of what float32 images would take from memory)."""
-    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 2 \
-            or not pixels.flags.c_contiguous:
-        got = (f"{pixels.dtype} array of shape {pixels.shape}" if isinstance(pixels, np.ndarray)
-               else type(pixels).__name__)
-        raise TypeError(f"gather_pixels takes a C-contiguous 2-D uint8 array (one image per "
-                        f"row), got a {got}: for other arrays use gather_rows")
-    indices = _indices(indices)
-    out = np.empty((len(indices), pixels.shape[1]), dtype=np.float32)
-    module = compiled()
-    ffi = module.ffi
-    code = module.lib.kr_gather_pixels(len(indices), pixels.shape[1],
-                                       ffi.from_buffer("unsigned char[]", pixels),
-                                       len(pixels), _pointer(ffi, "int64_t[]", indices),
-                                       _scalar32("scale", scale), _scalar32("shift", shift),
-                                       ffi.from_buffer("float[]", out), _threads(threads))
-    _check_gather(code, "kr_gather_pixels", indices, len(pixels))
-    return out
-
-
-def standardize_pixels(pixels: np.ndarray, scale: float, shift: float) -> np.ndarray:
-    """8-bit pixels as float32 ``p * scale + shift``, the multiply and the add each rounded to
-    float32 (as ``gather_pixels`` computes them): ``scale = 1 / (255 * std)`` and ``shift =
-    -mean / std`` standardize pixels of [0, 255] with the mean and std of their [0, 1] values."""
-    out = np.asarray(pixels).astype(np.float32)
-    out *= np.float32(scale)
-    out += np.float32(shift)
-    return out
-
-
-def gather_pixels_numpy(pixels: np.ndarray, indices: Any, scale: float, shift: float,
-                        threads: int = 1) -> np.ndarray:
-    """The NumPy reference of ``gather_pixels`` (``threads`` unused)."""
-    return standardize_pixels(pixels[np.asarray(indices)], scale, shift)
 
 
 # --------------------------------------------------------------------------------------------

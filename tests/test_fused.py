@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import krypton
-from krypton import Tensor, backends, fused, nn
+from krypton import Tensor, backends, batches, fused, nn
 from krypton.nn import functional as F
 
 REPO = Path(__file__).resolve().parent.parent
@@ -337,8 +337,8 @@ def test_gather_rows_equals_numpy_indexing(shape, dtype, threads):
     rng = np.random.default_rng(0)
     for indices in (rng.integers(0, shape[0], 2 * shape[0] + 1), np.arange(shape[0])[::-1],
                     rng.permutation(shape[0])[::2], np.zeros(0, np.int64)):
-        ours = fused.gather_rows(array, indices, threads)
-        reference = fused.gather_rows_numpy(array, indices)
+        ours = batches.gather_rows(array, indices, threads)
+        reference = batches.gather_rows_numpy(array, indices)
         assert ours.dtype == reference.dtype and ours.shape == reference.shape
         np.testing.assert_array_equal(ours, reference)
         assert ours.flags.c_contiguous and not np.shares_memory(ours, array)
@@ -346,25 +346,25 @@ def test_gather_rows_equals_numpy_indexing(shape, dtype, threads):
 
 def test_gather_rows_keeps_nan_and_inf_bit_for_bit():
     array = np.array([[np.nan, np.inf], [-np.inf, -0.0]], np.float32)
-    ours = fused.gather_rows(array, [1, 0, 1])
+    ours = batches.gather_rows(array, [1, 0, 1])
     assert ours.tobytes() == array[[1, 0, 1]].tobytes()
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda: fused.gather_rows(np.zeros((4, 3), np.float32), [4]), IndexError,
+    (lambda: batches.gather_rows(np.zeros((4, 3), np.float32), [4]), IndexError,
      "index 4 is out of range for an array of 4 rows"),
-    (lambda: fused.gather_rows(np.zeros((4, 3), np.float32), [0, -1]), IndexError,
+    (lambda: batches.gather_rows(np.zeros((4, 3), np.float32), [0, -1]), IndexError,
      "index -1 is out of range"),
-    (lambda: fused.gather_rows(np.zeros((4, 3), np.float32), [0.5]), TypeError,
+    (lambda: batches.gather_rows(np.zeros((4, 3), np.float32), [0.5]), TypeError,
      "indices must be a 1-D array of integers"),
-    (lambda: fused.gather_rows(np.zeros((4, 3), np.float32), [[0]]), TypeError,
+    (lambda: batches.gather_rows(np.zeros((4, 3), np.float32), [[0]]), TypeError,
      "1-D array of integers"),
-    (lambda: fused.gather_rows(np.zeros((4, 6), np.float32)[:, ::2], [0]), ValueError,
+    (lambda: batches.gather_rows(np.zeros((4, 6), np.float32)[:, ::2], [0]), ValueError,
      "C-contiguous"),
-    (lambda: fused.gather_rows(np.array([None, 1], dtype=object), [0]), TypeError,
+    (lambda: batches.gather_rows(np.array([None, 1], dtype=object), [0]), TypeError,
      "not Python objects"),
-    (lambda: fused.gather_rows([[1.0]], [0]), ValueError, "NumPy array"),
-    (lambda: fused.gather_rows(np.zeros((4, 3), np.float32), [0], threads=0), ValueError,
+    (lambda: batches.gather_rows([[1.0]], [0]), ValueError, "NumPy array"),
+    (lambda: batches.gather_rows(np.zeros((4, 3), np.float32), [0], threads=0), ValueError,
      "threads"),
 ])
 def test_gather_rows_refuses_bad_arguments_by_name(call, error, message):
@@ -379,41 +379,41 @@ SCALE, SHIFT = krypton.data.scale_shift("fashion-mnist")
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_gather_pixels_equals_standardizing_numpys_rows_bit_for_bit(shape, threads):
     pixels = (np.arange(np.prod(shape)) * 7 % 256).astype(np.uint8).reshape(shape)
-    whole = fused.standardize_pixels(pixels, SCALE, SHIFT)
+    whole = batches.standardize_pixels(pixels, SCALE, SHIFT)
     rng = np.random.default_rng(1)
     for indices in (rng.integers(0, shape[0], 2 * shape[0] + 1), np.arange(shape[0])[::-1],
                     np.zeros(0, np.int64)):
-        ours = fused.gather_pixels(pixels, indices, SCALE, SHIFT, threads)
+        ours = batches.gather_pixels(pixels, indices, SCALE, SHIFT, threads)
         assert ours.dtype == np.float32 and ours.shape == (len(indices), shape[1])
         assert ours.tobytes() == whole[indices].tobytes()
-        assert ours.tobytes() == fused.gather_pixels_numpy(pixels, indices, SCALE, SHIFT).tobytes()
+        assert ours.tobytes() == batches.gather_pixels_numpy(pixels, indices, SCALE, SHIFT).tobytes()
 
 
 def test_standardized_pixels_are_the_mean_and_std_of_their_unit_values():
     # scale and shift fold 1/255, the mean and the std into one multiply and one add: within
     # a few float32 roundings of ((p / 255) - mean) / std for every byte.
     mean, std = krypton.data.TRAIN_MEAN_STD["fashion-mnist"]
-    values = fused.standardize_pixels(np.arange(256, dtype=np.uint8), SCALE, SHIFT)
+    values = batches.standardize_pixels(np.arange(256, dtype=np.uint8), SCALE, SHIFT)
     exact = (np.arange(256) / 255.0 - mean) / std
     np.testing.assert_allclose(values, exact, rtol=0, atol=4 * np.finfo(np.float32).eps * 3)
 
 
 @pytest.mark.parametrize("call, error, message", [
-    (lambda: fused.gather_pixels(np.zeros((4, 3), np.uint8), [4], 1.0, 0.0), IndexError,
+    (lambda: batches.gather_pixels(np.zeros((4, 3), np.uint8), [4], 1.0, 0.0), IndexError,
      "index 4 is out of range for an array of 4 rows"),
-    (lambda: fused.gather_pixels(np.zeros((4, 3), np.float32), [0], 1.0, 0.0), TypeError,
+    (lambda: batches.gather_pixels(np.zeros((4, 3), np.float32), [0], 1.0, 0.0), TypeError,
      "uint8"),
-    (lambda: fused.gather_pixels(np.zeros((4, 3, 2), np.uint8), [0], 1.0, 0.0), TypeError,
+    (lambda: batches.gather_pixels(np.zeros((4, 3, 2), np.uint8), [0], 1.0, 0.0), TypeError,
      "2-D uint8"),
-    (lambda: fused.gather_pixels(np.zeros((4, 6), np.uint8)[:, ::2], [0], 1.0, 0.0),
+    (lambda: batches.gather_pixels(np.zeros((4, 6), np.uint8)[:, ::2], [0], 1.0, 0.0),
      TypeError, "C-contiguous"),
-    (lambda: fused.gather_pixels(np.zeros((4, 3), np.uint8), [0.5], 1.0, 0.0), TypeError,
+    (lambda: batches.gather_pixels(np.zeros((4, 3), np.uint8), [0.5], 1.0, 0.0), TypeError,
      "1-D array of integers"),
-    (lambda: fused.gather_pixels(np.zeros((4, 3), np.uint8), [0], float("nan"), 0.0),
+    (lambda: batches.gather_pixels(np.zeros((4, 3), np.uint8), [0], float("nan"), 0.0),
      ValueError, "scale must be a finite number"),
-    (lambda: fused.gather_pixels(np.zeros((4, 3), np.uint8), [0], 1.0, "0"), ValueError,
+    (lambda: batches.gather_pixels(np.zeros((4, 3), np.uint8), [0], 1.0, "0"), ValueError,
      "shift must be a finite number"),
-    (lambda: fused.gather_pixels(np.zeros((4, 3), np.uint8), [0], 1.0, 0.0, threads=0),
+    (lambda: batches.gather_pixels(np.zeros((4, 3), np.uint8), [0], 1.0, 0.0, threads=0),
      ValueError, "threads"),
 ])
 def test_gather_pixels_refuses_bad_arguments_by_name(call, error, message):
@@ -423,10 +423,10 @@ def test_gather_pixels_refuses_bad_arguments_by_name(call, error, message):
 
 def test_a_loader_with_pixels_yields_the_batches_of_one_without(monkeypatch):
     pixels = (np.arange(50 * 6) % 256).astype(np.uint8).reshape(50, 6)
-    images, labels = fused.standardize_pixels(pixels, SCALE, SHIFT), labels_for(50, 10)
+    images, labels = batches.standardize_pixels(pixels, SCALE, SHIFT), labels_for(50, 10)
     calls = []
-    monkeypatch.setattr(fused, "gather_pixels",
-                        lambda *a: calls.append(a[4]) or fused.gather_pixels_numpy(*a))
+    monkeypatch.setattr(batches, "gather_pixels",
+                        lambda *a: calls.append(a[4]) or batches.gather_pixels_numpy(*a))
     for name in ("small", "numpy"):
         with krypton.backend(name):
             plain = krypton.data.DataLoader(images, labels, batch_size=16, seed=2)
@@ -444,7 +444,7 @@ def test_a_loader_with_pixels_yields_the_batches_of_one_without(monkeypatch):
 
 def test_data_loader_reads_the_pixels_while_they_match_the_images():
     pixels = (np.arange(40 * 6) % 256).astype(np.uint8).reshape(40, 6)
-    images = fused.standardize_pixels(pixels, SCALE, SHIFT)
+    images = batches.standardize_pixels(pixels, SCALE, SHIFT)
     data = krypton.data.Data("fashion-mnist", images, labels_for(40, 10), images[:4],
                              labels_for(4, 10), train_pixels=pixels)
     assert data.loader(8).pixels[0] is pixels
@@ -458,15 +458,15 @@ def test_data_loader_reads_the_pixels_while_they_match_the_images():
 def test_the_data_loader_gathers_in_c_only_where_the_fused_kernels_run(monkeypatch):
     images, labels = floats((50, 6)), labels_for(50, 10)
     calls = []
-    monkeypatch.setattr(fused, "gather_rows",
-                        lambda *a: calls.append(a[2]) or fused.gather_rows_numpy(*a))
-    batches = {}
+    monkeypatch.setattr(batches, "gather_rows",
+                        lambda *a: calls.append(a[2]) or batches.gather_rows_numpy(*a))
+    results = {}
     for name in ("small", "numpy"):
         with krypton.backend(name):
             loader = krypton.data.DataLoader(images, labels, batch_size=16, seed=2)
-            batches[name] = [(x.copy(), y.copy()) for x, y in loader]
+            results[name] = [(x.copy(), y.copy()) for x, y in loader]
     assert len(calls) == 4 and set(calls) == {backends.machine.cpu_count()}
-    for (x, y), (x_ref, y_ref) in zip(batches["small"], batches["numpy"]):
+    for (x, y), (x_ref, y_ref) in zip(results["small"], results["numpy"]):
         np.testing.assert_array_equal(x, x_ref)
         np.testing.assert_array_equal(y, y_ref)
     with krypton.backend("small"), backends.fused_kernels(False):

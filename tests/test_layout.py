@@ -32,7 +32,7 @@ LAYERS = [
     {"krypton.autograd", "krypton.autograd.engine", "krypton.autograd.ops",
      "krypton.autograd.functions", "krypton.autograd.conv"},
     {"krypton.nn", "krypton.nn.modules", "krypton.nn.functional", "krypton.optim"},
-    {"krypton.data"},
+    {"krypton.batches", "krypton.data"},
     {"krypton.train", "krypton.train.model", "krypton.train.history", "krypton.train.loop",
      "krypton.train.twin", "krypton.train.compare", "krypton.train.report",
      "krypton.train.cli", "krypton.train.__main__"},
