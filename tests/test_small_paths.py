@@ -230,10 +230,9 @@ def test_the_shipped_rungs_agree_bitwise_for_every_thread_count_on_the_small_pat
 
 
 @functools.lru_cache(maxsize=None)
-def _without_tall_tiles():
-    return krypton.compile_source('#define KR_TALL_ROWS 0\n#include "small.c"\n',
-                                  "kr_sgemm_small", like="small", name="small_no_tall",
-                                  exports=("kr_small_plan",))
+def _small_without(macro):
+    """Rung 7 compiled with one technique's macro at 0, as the ablation compiles its steps."""
+    return ablation.variant(ablation.Step(f"no {macro}", f"{macro} 0", {macro: 0})).func
 
 
 def test_a_tall_tile_sums_exactly_as_the_two_tiles_it_replaces():
@@ -247,7 +246,7 @@ def test_a_tall_tile_sums_exactly_as_the_two_tiles_it_replaces():
     isa = S.ISA
     assert tall < MR and krypton.kernels.registers_needed(MR + tall, NR, isa) <= \
         krypton.machine.VECTOR_REGISTERS[isa]
-    flat = _without_tall_tiles()
+    flat = _small_without("KR_TALL_ROWS")
     small = krypton.get_kernel("small")
     # A packed (C wider than A is read in place for), in place, transposed in place, and a
     # narrow last panel of columns (the tall tile splits into a full-height one and the rest)
@@ -267,13 +266,6 @@ def test_a_tall_tile_sums_exactly_as_the_two_tiles_it_replaces():
                 assert np.array_equal(small(a, b, threads=1, mc=MR), expected), (m, n, k)
 
 
-@functools.lru_cache(maxsize=None)
-def _blis_order_only():
-    return krypton.compile_source('#define KR_ROWS_OUTSIDE_FLOATS 0\n#include "small.c"\n',
-                                  "kr_sgemm_small", like="small", name="small_blis_order",
-                                  exports=("kr_small_plan",))
-
-
 def test_rows_outside_computes_every_tile_exactly_as_blis_order_does():
     # With ir outside jr (a thread owning whole rows of a block whose B fits
     # KR_ROWS_OUTSIDE_FLOATS) the tiles run in another order, each the same chain of FMAs, so
@@ -282,7 +274,7 @@ def test_rows_outside_computes_every_tile_exactly_as_blis_order_does():
     # the limit, one thread and two.
     limit = LIMITS["rows_outside_floats"]
     assert limit > 0
-    blis = _blis_order_only()
+    blis = _small_without("KR_ROWS_OUTSIDE_FLOATS")
     small = krypton.get_kernel("small")
     cases = [(128, 256, 10, {}), (10, 256, 128, {}), (37, 97, 300, {}), (2 * MR + 1, 3 * NR, 5, {}),
              (129, 2 * NR + 3, 333, {"nc": NR}), (24, limit // 16 - NR, 16, {}),
