@@ -183,10 +183,10 @@ class Kernel:
         self._ffi = module.ffi
         self._default_knobs: dict[tuple[int, bool], tuple[dict[str, int], Any]] = {}
         self._explicit_knobs: dict[tuple, tuple[dict[str, int], Any]] = {}
-        # The short path of __call__, per thread count asked (None: all cores): the largest C
-        # it takes (one that takes the near kc; nor does it take one _empty_c would align), the
-        # core count its C struct was built for, and that struct.
-        self._fast: dict[int | None, tuple[int, int, Any]] = {}
+        # The short path of __call__, per thread count asked (None: all cores): the core count
+        # and the C struct of the defaults for a C within L2 (the near kc), as the full path
+        # last resolved them.
+        self._fast: dict[int | None, tuple[int, Any]] = {}
         # A C larger than this takes the deeper kc of blocking.KC_FAR (rungs with blocks).
         self._near_c_floats = c_floats_in_l2() if "kc" in spec.runtime_knobs else sys.maxsize
 
@@ -206,27 +206,17 @@ class Kernel:
             m, k = a.shape
             k_b, n = b.shape
             fast = self._fast.get(threads) if threads is None or type(threads) is int else None
-            if fast is not None and k == k_b and 0 < m * n <= fast[0] and m * n < ALIGN_C_FLOATS \
-                    and k and fast[1] == machine.cpu_count():
+            if fast is not None and k == k_b and k and 0 < m * n <= self._near_c_floats \
+                    and m * n < ALIGN_C_FLOATS and fast[0] == machine.cpu_count():
                 a_flags, b_flags = a.flags, b.flags
-                if a_flags.aligned and b_flags.aligned:
+                if a_flags.aligned and b_flags.aligned \
+                        and (b_flags.c_contiguous or not self.spec.needs_unit_stride_b):
                     ffi = self._ffi
-                    if a_flags.c_contiguous:
-                        pa, rsa, csa = ffi.from_buffer("float[]", a), k, 1
-                    elif a_flags.f_contiguous:
-                        pa, rsa, csa = ffi.from_buffer("float[]", a.T), 1, m
-                    else:
-                        pa = None
-                    if b_flags.c_contiguous:
-                        pb, rsb, csb = ffi.from_buffer("float[]", b), n, 1
-                    elif b_flags.f_contiguous and not self.spec.needs_unit_stride_b:
-                        pb, rsb, csb = ffi.from_buffer("float[]", b.T), 1, k
-                    else:
-                        pb = None
-                    if pa is not None and pb is not None:
+                    a_operand, b_operand = _in_place(ffi, a, a_flags), _in_place(ffi, b, b_flags)
+                    if a_operand and b_operand:
                         c = np.empty((m, n), _FLOAT32)
-                        status = self._function(m, n, k, pa, rsa, csa, pb, rsb, csb,
-                                                ffi.from_buffer("float[]", c), n, fast[2])
+                        status = self._function(m, n, k, *a_operand, *b_operand,
+                                                ffi.from_buffer("float[]", c), n, fast[1])
                         if status == 0:
                             return c
         return self._call(a, b, threads, knobs)
@@ -245,9 +235,8 @@ class Kernel:
         else:  # the common case in training: defaults, resolved once per thread count (and
             # per side of the line between a C that fits in L2 and a larger one)
             runtime, c_knobs = self._defaults(threads, (m, n))
-            if threads is None or type(threads) is int:
-                self._fast[threads] = (  # what the short path needs to skip all this
-                    self._near_c_floats, machine.cpu_count(), self._defaults(threads, (1, 1))[1])
+            if (threads is None or type(threads) is int) and m * n <= self._near_c_floats:
+                self._fast[threads] = machine.cpu_count(), c_knobs   # for the short path
         c = _empty_c(m, n)
         if m == 0 or n == 0:
             return c
@@ -347,16 +336,23 @@ def _operand(ffi: Any, x: np.ndarray) -> tuple[Any, int, int]:
     if not flags.aligned:
         x = x.copy()
         flags = x.flags
-    # from_buffer is the fast way to a pointer, but it takes C-contiguous arrays only. A
-    # transposed matrix (F-contiguous, like w.T) starts where its C-contiguous transpose does.
-    # These two layouts, the ones a training step passes, know their strides from the shape;
-    # any other view goes by its address and its strides.
+    operand = _in_place(ffi, x, flags)
+    if operand is not None:
+        return operand
+    rows, cols = x.strides   # any other view goes by its address and its strides
+    return ffi.cast("float *", x.ctypes.data), rows // 4, cols // 4
+
+
+def _in_place(ffi: Any, x: np.ndarray, flags: Any) -> tuple[Any, int, int] | None:
+    """``_operand`` for the two layouts a training step passes, row-major and a transpose, else
+    None. from_buffer is the fast way to a pointer, but it takes C-contiguous arrays only; a
+    transposed matrix (F-contiguous, like w.T) starts where its C-contiguous transpose does, and
+    both know their strides from the shape. ``flags`` are x's (read once by the caller)."""
     if flags.c_contiguous:
         return ffi.from_buffer("float[]", x), x.shape[1], 1
     if flags.f_contiguous:
         return ffi.from_buffer("float[]", x.T), 1, x.shape[0]
-    rows, cols = x.strides
-    return ffi.cast("float *", x.ctypes.data), rows // 4, cols // 4
+    return None
 
 
 def _check_operands(a: Any, b: Any) -> None:
