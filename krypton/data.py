@@ -27,7 +27,7 @@ import math
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -448,6 +448,18 @@ def load_mnist(split: str = "train", dataset: str = "mnist",
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    pixels, labels = _read_split(split, dataset, root, download)
+    if standardize:  # the arithmetic DataLoader's gather of the pixels does (batches.py)
+        return standardize_pixels(pixels, *scale_shift(dataset)), labels
+    flat = pixels.astype(np.float32)
+    flat /= 255.0
+    return flat, labels
+
+
+def _read_split(split: str, dataset: str, root: str | os.PathLike | None,
+                download: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A split as its files hold it: uint8 pixels, one flattened image per row (a read-only view
+    of the cached file), and int64 labels."""
     root_dir = None if root is None else Path(root).expanduser()
     if root_dir is not None and root_dir.exists() and not root_dir.is_dir():
         raise NotADirectoryError(
@@ -455,18 +467,11 @@ def load_mnist(split: str = "train", dataset: str = "mnist",
             f"holds the IDX files (or should receive the download), e.g. "
             f"root={os.fspath(root_dir.parent)!r}"
         )
-
     images_path, labels_path = _locate(dataset, split, root, download)
     images = _read_idx_cached(images_path)
     labels = _read_idx_cached(labels_path)
     _check_pair(images, labels, images_path, labels_path)
-
-    pixels = images.reshape(len(images), _IMAGE_SIDE * _IMAGE_SIDE)
-    if standardize:  # the arithmetic DataLoader's gather of the pixels does (batches.py)
-        return standardize_pixels(pixels, *scale_shift(dataset)), labels.astype(np.int64)
-    flat = pixels.astype(np.float32)
-    flat /= 255.0
-    return flat, labels.astype(np.int64)
+    return images.reshape(len(images), _IMAGE_SIDE * _IMAGE_SIDE), labels.astype(np.int64)
 
 
 def _check_pair(images: np.ndarray, labels: np.ndarray, images_path: Path,
@@ -503,7 +508,9 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, images_path: Path,
 
 @dataclass
 class Data:
-    """The train and test splits of one dataset, standardized, and how they were found."""
+    """The train and test splits of one dataset, standardized, and how they were found.
+    ``load_data``'s ``train_images`` is read-only, since ``loader`` reads its batches from the
+    pixels it was made from: copy it (``data.train_images.copy()``) to change it."""
 
     dataset: str
     train_images: np.ndarray
@@ -511,20 +518,22 @@ class Data:
     test_images: np.ndarray
     test_labels: np.ndarray
     note: str = ""
-    train_pixels: np.ndarray | None = None   # the train images as uint8, (N, 784)
+    train_pixels: np.ndarray | None = None   # uint8 (N, 784): what train_images standardize
+    pixels_of: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The array ``train_pixels`` were standardized into (``load_data``'s ``train_images``, kept
+    read-only): ``loader`` reads the pixels only while ``train_images`` is that very array."""
 
     def loader(self, batch_size: int, shuffle: bool = True, seed: int = 0,
                drop_last: bool = False) -> DataLoader:
         """A ``DataLoader`` over the train split that reads each batch from the 8-bit pixels
         (a quarter of the bytes) and standardizes it on the way: the same batches as
-        ``DataLoader(self.train_images, self.train_labels, ...)``. The pixels are used while
-        they match the images (not after ``dataclasses.replace`` gives new ones)."""
-        pixels = self.train_pixels
-        if pixels is None or pixels.shape != self.train_images.shape:
-            return DataLoader(self.train_images, self.train_labels, batch_size, shuffle, seed,
-                              drop_last)
+        ``DataLoader(self.train_images, self.train_labels, ...)``. After
+        ``dataclasses.replace`` gives new images, it reads those instead."""
+        pixels = None
+        if self.train_pixels is not None and self.train_images is self.pixels_of:
+            pixels = self.train_pixels, *scale_shift(self.dataset)
         return DataLoader(self.train_images, self.train_labels, batch_size, shuffle, seed,
-                          drop_last, pixels=(pixels, *scale_shift(self.dataset)))
+                          drop_last, pixels=pixels)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -570,11 +579,12 @@ def load_data(dataset: str | None = None, root: str | os.PathLike | None = None,
 
 
 def _load_splits(dataset: str, root, download: bool, note: str) -> Data:
-    train_images, train_labels = load_mnist("train", dataset, root, download, standardize=True)
+    pixels, train_labels = _read_split("train", dataset, root, download)
+    train_images = standardize_pixels(pixels, *scale_shift(dataset))
+    train_images.flags.writeable = False   # Data.loader's batches come from the pixels
     test_images, test_labels = load_mnist("test", dataset, root, download, standardize=True)
-    images_path, _ = _locate(dataset, "train", root, download=False)  # found by load_mnist
-    pixels = _read_idx_cached(images_path).reshape(train_images.shape)
-    return Data(dataset, train_images, train_labels, test_images, test_labels, note, pixels)
+    return Data(dataset, train_images, train_labels, test_images, test_labels, note, pixels,
+                pixels_of=train_images)
 
 
 def find_local(dataset: str) -> Path | None:

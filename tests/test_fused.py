@@ -446,8 +446,10 @@ def test_data_loader_reads_the_pixels_while_they_match_the_images():
     pixels = (np.arange(40 * 6) % 256).astype(np.uint8).reshape(40, 6)
     images = batches.standardize_pixels(pixels, SCALE, SHIFT)
     data = krypton.data.Data("fashion-mnist", images, labels_for(40, 10), images[:4],
-                             labels_for(4, 10), train_pixels=pixels)
+                             labels_for(4, 10), train_pixels=pixels, pixels_of=images)
     assert data.loader(8).pixels[0] is pixels
+    same_shape = dataclasses.replace(data, train_images=images + 1)   # other images, same shape
+    assert same_shape.loader(8).pixels is None
     fewer = dataclasses.replace(data, train_images=images[:20], train_labels=data.train_labels[:20])
     assert fewer.loader(8).pixels is None   # the pixels no longer match: the images are read
     assert [x.tobytes() for x, _ in fewer.loader(8, seed=1)] == \
