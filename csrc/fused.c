@@ -356,8 +356,8 @@ int kr_adam_step(int64_t count, const int64_t *sizes, float **params, const floa
 typedef struct kr_gather_job {
     const char *src;           /* the source, row_bytes per row */
     int64_t row_bytes;
-    void *dst;                 /* the batch */
-    float scale, shift;        /* kr_gather_pixels: row_bytes pixels to floats, p * scale + shift */
+    void *dst;                 /* the batch: rows as the source's, or (pixels) row_bytes floats */
+    float scale, shift;        /* kr_gather_pixels: each byte p becomes p * scale + shift */
 } kr_gather_job;
 
 static void kr_copy_row(const kr_gather_job *job, int64_t r, const char *from)
@@ -368,7 +368,7 @@ static void kr_copy_row(const kr_gather_job *job, int64_t r, const char *from)
 static void kr_standardize_row(const kr_gather_job *job, int64_t r, const char *from)
 {
     const unsigned char *restrict pixel = (const unsigned char *)from;
-    float *restrict to = (float *)job->dst + r * job->row_bytes;
+    float *restrict to = (float *)job->dst + r * job->row_bytes;   /* a float per pixel */
     const float scale = job->scale, shift = job->shift;
     for (int64_t j = 0; j < job->row_bytes; ++j)   /* a multiply, then an add (no FMA) */
         to[j] = (float)pixel[j] * scale + shift;

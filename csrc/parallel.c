@@ -51,7 +51,8 @@
  * walking along rows, both reach those lines at the same moment, MR rows at a time, and the
  * lines bounce between their cores (BLIS's order reaches them at opposite ends of a sweep).
  * The order never changes a sum, only when each tile is computed. Measure: `python -m
- * krypton.ablation` ("+rows outside"; the MLP's 128 x 10 x 256, K = 10, gains most). */
+ * krypton.ablation` ("+rows outside"; a short k such as the MLP's 128 x 10 x 256, K = 10,
+ * leaves the tile's stores to C the most weight). */
 #ifndef KR_ROWS_OUTSIDE_FLOATS
 #  define KR_ROWS_OUTSIDE_FLOATS 0
 #endif
