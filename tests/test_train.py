@@ -112,6 +112,14 @@ def test_cli_trains_an_epoch_and_writes_every_number_as_json(capsys, toy_root, t
         assert 0 <= epoch["test_accuracy"] <= 1 and math.isfinite(epoch["train_loss"])
 
 
+def test_without_backend_the_cli_trains_on_the_top_rung(capsys, toy_root):
+    # The README's `python -m krypton.train` promises the fastest rung: the last of the ladder.
+    code, out = run_cli(capsys, "--dataset", "mnist", "--data-root", str(toy_root),
+                        "--epochs", "1", "--batch-size", str(BATCH), "--max-batches", "1")
+    assert code == 0
+    assert f"{krypton.KERNELS[-1]} epoch 1/1" in out
+
+
 def test_without_mnist_the_cli_falls_back_to_fashion_mnist_and_says_so(capsys, tmp_path,
                                                                       monkeypatch):
     write_dataset(tmp_path / "fashion-mnist")

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from krypton import machine
-from krypton.backends import BACKENDS
+from krypton.backends import BACKENDS, DEFAULT
 from krypton.data import DATASETS, DatasetNotFoundError, load_data
 from krypton.files import atomic_write, check_writable
 from krypton.timing import check_fits_in_memory, quick_mode, torch_available
@@ -88,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "available) with "
                     "the kernel ladder as its matmul; print epoch time, loss and test accuracy "
                     "per epoch and a summary table, optionally beside PyTorch.")
-    parser.add_argument("--backend", nargs="+", type=_backend_choice, default=["parallel"],
+    parser.add_argument("--backend", nargs="+", type=_backend_choice, default=[DEFAULT],
                         metavar="NAME",
                         help=f"one or more of {', '.join(BACKENDS)}, or all (every one in "
-                             "turn); default parallel")
+                             f"turn); default {DEFAULT}, the top rung")
     parser.add_argument("--dataset", choices=DATASETS, default=None,
                         help="default: mnist if it can be found or downloaded, else "
                              "fashion-mnist")
