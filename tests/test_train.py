@@ -326,6 +326,21 @@ def test_compare_torch_trains_the_same_model_on_the_same_batches(capsys, toy_roo
 
 
 @pytest.mark.torch
+def test_compare_torch_runs_without_a_warning(toy_root):
+    # load_data's train_images are read-only, and PyTorch warns when it wraps a read-only
+    # array: the comparison must hand it copies (a fresh process: PyTorch warns only once).
+    pytest.importorskip("torch")
+    command = [sys.executable, "-W", "error", "-m", "krypton.train", "--no-progress",
+               "--dataset", "mnist", "--data-root", str(toy_root), "--epochs", "1",
+               "--batch-size", str(BATCH), "--max-batches", "2", "--compare-torch"]
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=REPO,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "torch epoch 1/1" in done.stdout and "Warning" not in done.stderr
+
+
+@pytest.mark.torch
 def test_the_torch_twin_is_an_exact_copy_of_the_krypton_model():
     torch = pytest.importorskip("torch")
     model = train.build_mlp((784, 32, 10), seed=1)

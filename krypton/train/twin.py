@@ -89,7 +89,8 @@ def train_torch(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
     torch.set_num_threads(threads)
     try:
         with torch.no_grad():
-            twin(torch.from_numpy(data.train_images[:plan.batch_size]))
+            # a copy: load_data's train_images are read-only, and PyTorch warns on such views
+            twin(torch.from_numpy(data.train_images[:plan.batch_size].copy()))
         # The batches are gathered by NumPy's indexing, as a PyTorch user's loop gathers them,
         # not by krypton's threaded C copy (whose idle threads would spin beside PyTorch's).
         with backends.fused_kernels(False):
