@@ -26,29 +26,6 @@ from krypton.fused import _check, _pointer, _threads, compiled
 # The gathers
 
 
-
-def gather_rows(array: np.ndarray, indices: Any, threads: int = 1) -> np.ndarray:
-    """``array[indices]`` for a C-contiguous ``array`` and 1-D integer ``indices`` in
-    ``0..len(array)-1``: a new array, its rows copied in one pass (a large batch split over up
-    to ``threads`` threads; the result is the same)."""
-    if not isinstance(array, np.ndarray) or not array.flags.c_contiguous or array.ndim < 1:
-        raise ValueError("gather_rows takes a C-contiguous NumPy array of at least one "
-                         "dimension: pass np.ascontiguousarray(array), or index it with NumPy")
-    if array.dtype.hasobject:  # copying the bytes of Python objects would skip their counts
-        raise TypeError(f"gather_rows copies numbers, not Python objects (dtype "
-                        f"{array.dtype}): index the array with NumPy")
-    indices = _indices(indices)
-    out = np.empty((len(indices),) + array.shape[1:], dtype=array.dtype)
-    module = compiled()
-    ffi = module.ffi
-    code = module.lib.kr_gather_rows(len(indices), array.itemsize * math.prod(array.shape[1:]),
-                                     ffi.from_buffer(array), len(array),
-                                     _pointer(ffi, "int64_t[]", indices), ffi.from_buffer(out),
-                                     _threads(threads))
-    _check_gather(code, "kr_gather_rows", indices, len(array))
-    return out
-
-
 def _scalar32(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
             or not math.isfinite(value):
@@ -71,6 +48,28 @@ def _check_gather(code: int, function: str, indices: np.ndarray, rows: int) -> N
             raise IndexError(f"index {bad[0]} is out of range for an array of {rows} "
                              f"rows (indices must be 0..{rows - 1})")
     _check(code, function)
+
+
+def gather_rows(array: np.ndarray, indices: Any, threads: int = 1) -> np.ndarray:
+    """``array[indices]`` for a C-contiguous ``array`` and 1-D integer ``indices`` in
+    ``0..len(array)-1``: a new array, its rows copied in one pass (a large batch split over up
+    to ``threads`` threads; the result is the same)."""
+    if not isinstance(array, np.ndarray) or not array.flags.c_contiguous or array.ndim < 1:
+        raise ValueError("gather_rows takes a C-contiguous NumPy array of at least one "
+                         "dimension: pass np.ascontiguousarray(array), or index it with NumPy")
+    if array.dtype.hasobject:  # copying the bytes of Python objects would skip their counts
+        raise TypeError(f"gather_rows copies numbers, not Python objects (dtype "
+                        f"{array.dtype}): index the array with NumPy")
+    indices = _indices(indices)
+    out = np.empty((len(indices),) + array.shape[1:], dtype=array.dtype)
+    module = compiled()
+    ffi = module.ffi
+    code = module.lib.kr_gather_rows(len(indices), array.itemsize * math.prod(array.shape[1:]),
+                                     ffi.from_buffer(array), len(array),
+                                     _pointer(ffi, "int64_t[]", indices), ffi.from_buffer(out),
+                                     _threads(threads))
+    _check_gather(code, "kr_gather_rows", indices, len(array))
+    return out
 
 
 def gather_rows_numpy(array: np.ndarray, indices: Any, threads: int = 1) -> np.ndarray:
@@ -118,10 +117,8 @@ def gather_pixels_numpy(pixels: np.ndarray, indices: Any, scale: float, shift: f
     return standardize_pixels(pixels[np.asarray(indices)], scale, shift)
 
 
-
 # --------------------------------------------------------------------------------------------
 # The loader
-
 
 
 class DataLoader:
