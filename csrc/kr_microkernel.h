@@ -14,6 +14,9 @@
 #ifndef KR_PREFETCH_C
 #  define KR_PREFETCH_C 1
 #endif
+#ifndef KR_OPAQUE_C_ROWS   /* see the prefetch of C in kr_microkernel_tile; 0 switches it off */
+#  define KR_OPAQUE_C_ROWS 1
+#endif
 
 /* Edge tiles: fewer than MR rows, or (rung 7) a last panel of fewer than NV vectors.
  * By default (rungs 5 and 6) the full kernel computes them on clamped rows and padded
@@ -100,13 +103,23 @@ kr_microkernel_tile(const int rows, const int vectors, int64_t kc, const float *
      * notebook 05 measures it with KR_PREFETCH_C 0). A row of the tile need not start on a
      * cache line (NumPy aligns its arrays to 16 bytes, not 64), so it may touch one line more
      * than NR floats fill: asking for every line-step and for the row's last float covers
-     * them all. */
-    if (KR_PREFETCH_C && csc == 1)
-        for (int r = 0; r < rows; ++r) {
+     * them all. The rows are walked from a copy of C that the compiler cannot see through (an
+     * empty asm): it would otherwise keep the MR row addresses it computes here for the
+     * stores after the loop, and with A read in place (rung 7) the registers run out, so the
+     * addresses wait on the stack and every store first reloads one. Measure: time 128 x 2 x
+     * 256 and 2048 x 2048 x 2048 on rung 7 against it compiled after `#define
+     * KR_OPAQUE_C_ROWS 0` (krypton.kernels.compile_source), in interleaved rounds. */
+    if (KR_PREFETCH_C && csc == 1) {
+        const float *c_row = C;
+#if KR_OPAQUE_C_ROWS
+        __asm__("" : "+r"(c_row));
+#endif
+        for (int r = 0; r < rows; ++r, c_row += rsc) {
             for (int j = 0; j < vectors * KR_VLEN; j += KR_ALIGN / (int)sizeof(float))
-                __builtin_prefetch(C + r * rsc + j, 1, 3);
-            __builtin_prefetch(C + r * rsc + vectors * KR_VLEN - 1, 1, 3);
+                __builtin_prefetch(c_row + j, 1, 3);
+            __builtin_prefetch(c_row + vectors * KR_VLEN - 1, 1, 3);
         }
+    }
 
 #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; ++k) {                 /* depth: one rank-1 update per step */
