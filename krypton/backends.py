@@ -34,6 +34,7 @@ BACKENDS = KERNELS + ("numpy",)
 """Every backend name: the rungs of the ladder, then "numpy"."""
 
 DEFAULT = KERNELS[-1]
+_FLOAT32 = np.dtype(np.float32)
 
 _default: tuple[str, dict[str, Any]] = (DEFAULT, {})
 
@@ -140,10 +141,15 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _compute(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # A training step makes a few products of a few microseconds each, so the way to the
+    # kernel is kept short: with no knobs, the compiled kernel itself (kernels.matmul would
+    # take keyword arguments apart and look it up again: about 0.5 µs a product).
     name, knobs = _current()
-    if name == "numpy" or a.dtype != np.float32:
-        return np.matmul(a, b)
-    return kernels.matmul(a, b, kernel=name, **knobs)
+    if name == "numpy" or a.dtype is not _FLOAT32:   # a float32 dtype of another byte order
+        return np.matmul(a, b)                       # is not NumPy's one native float32
+    if knobs:
+        return kernels.matmul(a, b, kernel=name, **knobs)
+    return kernels.default_kernel(name)(a, b)
 
 
 
