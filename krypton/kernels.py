@@ -203,13 +203,13 @@ class Kernel:
                  **knobs: Any) -> np.ndarray:
         # Training calls this thousands of times a second on small matrices, where each
         # microsecond of Python shows: the output layer's products (128 x 10 x 256) compute
-        # for a few microseconds, and every attribute read, call or check here costs 20-200 ns. So the common case,
-        # two plain 2-D float32 arrays, each row-major or a transpose, no knobs, a small C and
-        # a thread count seen before, takes this short path: the defaults the full path
-        # resolved, one read of each array's flags, three pointers, the call. Anything else
-        # (and anything the short path does not recognise) takes the full path, with its
-        # checks and messages. Measure: time ``kernel(a, b)`` on 1 x 1 matrices against
-        # ``a @ b`` (NumPy's own overhead, about 0.8 µs) and against ``kernel._call``.
+        # for a few microseconds, and every attribute read, call or check here costs 20-200
+        # ns. So the common case, two plain 2-D float32 arrays, each row-major or a
+        # transpose, no knobs, a small C and a thread count seen before, takes this short
+        # path: the defaults the full path resolved, one read of each array's flags, three
+        # pointers, the call. Anything else (and anything the short path does not recognise)
+        # takes the full path, with its checks and messages. Measure: time ``kernel(a, b)``
+        # on 1 x 1 matrices against ``a @ b`` (NumPy's own overhead) and ``kernel._call``.
         if not knobs and type(a) is _NDARRAY and type(b) is _NDARRAY \
                 and a.dtype is _FLOAT32 and b.dtype is _FLOAT32 and a.ndim == 2 and b.ndim == 2:
             fast = self._fast.get(threads) if threads is None or type(threads) is int else None
