@@ -147,9 +147,11 @@ def _compute(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     name, knobs = _current()
     if name == "numpy" or a.dtype is not _FLOAT32:   # a float32 dtype of another byte order
         return np.matmul(a, b)                       # is not NumPy's one native float32
-    if knobs:
-        return kernels.matmul(a, b, kernel=name, **knobs)
-    return kernels.default_kernel(name)(a, b)
+    if not knobs:
+        return kernels.default_kernel(name)(a, b)
+    if len(knobs) == 1 and "threads" in knobs:   # krypton.train's backend(name, threads=t)
+        return kernels.default_kernel(name)(a, b, knobs["threads"])
+    return kernels.matmul(a, b, kernel=name, **knobs)
 
 
 
