@@ -18,8 +18,9 @@ import functools
 import math
 import re
 import sys
+import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -32,8 +33,6 @@ KERNELS = ("naive", "tiled", "simd", "regblock", "packed", "parallel", "small")
 LOOP_ORDERS = ("ijk", "ikj")
 
 _FLOAT32 = np.dtype(np.float32)
-_NDARRAY = np.ndarray
-_empty = np.empty
 
 
 @dataclass(frozen=True)
@@ -168,6 +167,21 @@ def kernel_source(kernel: str) -> str:
     return (seam.CSRC / f"{_spec(kernel).name}.c").read_text()
 
 
+@functools.lru_cache(maxsize=None)
+def _fastcall() -> Callable[..., np.ndarray | None] | None:
+    """The short way into a rung (csrc/kr_fastcall.c), compiled once; None, with a warning, if
+    it cannot be built here: every product then takes ``Kernel``'s full path, a microsecond or
+    two slower and otherwise the same."""
+    try:
+        return seam.compile_extension((seam.CSRC / "kr_fastcall.c").read_text(),
+                                      "fastcall").fastcall
+    except (seam.CompileError, ImportError, OSError) as error:
+        warnings.warn(f"krypton: the short way into the kernels (csrc/kr_fastcall.c) could "
+                      f"not be built, so every product takes the full path (slower on small "
+                      f"matrices, the same results): {error}", RuntimeWarning, stacklevel=3)
+        return None
+
+
 class Kernel:
     """A compiled rung (or a learner's own C with a rung's signature), callable like ``matmul``.
 
@@ -185,15 +199,17 @@ class Kernel:
         self._ffi = module.ffi
         self._default_knobs: dict[tuple[int, bool], tuple[dict[str, int], Any]] = {}
         self._explicit_knobs: dict[tuple, tuple[dict[str, int], Any]] = {}
-        self._from_buffer = module.ffi.from_buffer
-        self._floats = module.ffi.typeof("float[]")   # resolved once: 15 ns a pointer
-        self._unit_stride_b = spec.needs_unit_stride_b
-        # The short path of __call__, per thread count asked: the C struct of the defaults for
-        # a C within L2 (the near kc), as the full path last resolved them, and for None (all
-        # cores) the core count they were resolved for (else None: a count given is kept).
-        self._fast: dict[int | None, tuple[int | None, Any]] = {}
+        # The short path of __call__, per thread count asked: for None (all cores) the core
+        # count the defaults were resolved for (else None: a count given is kept), the
+        # fastcall function, and the address and C struct of the defaults for a C within L2
+        # (the near kc), as the full path last resolved them.
+        self._fast: dict[int | None, tuple[int | None, Any, int, Any]] = {}
         # A C larger than this takes the deeper kc of blocking.KC_FAR (rungs with blocks).
         self._near_c_floats = c_floats_in_l2() if "kc" in spec.runtime_knobs else sys.maxsize
+        # What fastcall needs to know of this rung: its C function, the largest C the short
+        # path may take, and whether B's columns must be contiguous.
+        address = int(self._ffi.cast("uintptr_t", self._ffi.addressof(module.lib, function)))
+        self._fastcall_kernel = (address, self._near_c_floats, spec.needs_unit_stride_b)
 
     def __repr__(self) -> str:
         knobs = ", ".join(f"{k}={v!r}" for k, v in self.code_knobs.items())
@@ -203,42 +219,16 @@ class Kernel:
                  **knobs: Any) -> np.ndarray:
         # Training calls this thousands of times a second on small matrices, where each
         # microsecond of Python shows: the output layer's products (128 x 10 x 256) compute
-        # for a few microseconds, and every attribute read, call or check here costs 20-200
-        # ns. So the common case, two plain 2-D float32 arrays, each row-major or a
-        # transpose, no knobs, a small C and a thread count seen before, takes this short
-        # path: the defaults the full path resolved, one read of each array's flags, three
-        # pointers, the call. Anything else (and anything the short path does not recognise)
-        # takes the full path, with its checks and messages. Measure: time ``kernel(a, b)``
-        # on 1 x 1 matrices against ``a @ b`` (NumPy's own overhead) and ``kernel._call``.
-        if not knobs and type(a) is _NDARRAY and type(b) is _NDARRAY \
-                and a.dtype is _FLOAT32 and b.dtype is _FLOAT32 and a.ndim == 2 and b.ndim == 2:
-            fast = self._fast.get(threads) if threads is None or type(threads) is int else None
-            if fast is not None:
-                m, k = a.shape
-                k_b, n = b.shape
-                a_flags, b_flags = a.flags, b.flags
-                if k == k_b and k and 0 < m * n <= self._near_c_floats \
-                        and m * n < ALIGN_C_FLOATS and a_flags.aligned and b_flags.aligned \
-                        and (fast[0] is None or fast[0] == machine.cpu_count()):
-                    from_buffer, floats = self._from_buffer, self._floats
-                    if a_flags.c_contiguous:
-                        pa, rsa, csa = from_buffer(floats, a), k, 1
-                    elif a_flags.f_contiguous:
-                        pa, rsa, csa = from_buffer(floats, a.T), 1, m
-                    else:
-                        pa = None
-                    if b_flags.c_contiguous:
-                        pb, rsb, csb = from_buffer(floats, b), n, 1
-                    elif b_flags.f_contiguous and not self._unit_stride_b:
-                        pb, rsb, csb = from_buffer(floats, b.T), 1, k
-                    else:
-                        pb = None
-                    if pa is not None and pb is not None:
-                        c = _empty((m, n), _FLOAT32)
-                        pc = from_buffer(floats, c)
-                        if self._function(m, n, k, pa, rsa, csa, pb, rsb, csb, pc, n,
-                                          fast[1]) == 0:
-                            return c
+        # for a few microseconds. So the common case, no knobs and a thread count seen before,
+        # goes to C at once (csrc/kr_fastcall.c: it checks the arrays, allocates C and calls
+        # the rung with the knobs the full path resolved, or declines and returns None).
+        # Anything else takes the full path, with its checks and messages.
+        if not knobs and (threads is None or type(threads) is int):
+            fast = self._fast.get(threads)
+            if fast is not None and (fast[0] is None or fast[0] == machine.cpu_count()):
+                c = fast[1](self._fastcall_kernel, fast[2], ALIGN_C_FLOATS, a, b)
+                if c is not None:
+                    return c
         return self._call(a, b, threads, knobs)
 
     def _call(self, a: np.ndarray, b: np.ndarray, threads: int | None,
@@ -255,9 +245,12 @@ class Kernel:
         else:  # the common case in training: defaults, resolved once per thread count (and
             # per side of the line between a C that fits in L2 and a larger one)
             runtime, c_knobs = self._defaults(threads, (m, n))
-            if (threads is None or type(threads) is int) and m * n <= self._near_c_floats:
+            fastcall = _fastcall()
+            if fastcall and (threads is None or type(threads) is int) \
+                    and m * n <= self._near_c_floats:   # for the short path
                 count = machine.cpu_count() if threads is None and self.spec.threaded else None
-                self._fast[threads] = count, c_knobs   # for the short path
+                self._fast[threads] = (count, fastcall,
+                                       int(self._ffi.cast("uintptr_t", c_knobs)), c_knobs)
         c = _empty_c(m, n)
         if m == 0 or n == 0:
             return c

@@ -411,6 +411,42 @@ def compile_c(source: str, cdef: str, *, name: str = "kernel",
     return compiled
 
 
+def compile_extension(source: str, name: str, *,
+                      include_dirs: Sequence[Path | str] = (CSRC,)) -> Any:
+    """Compile C source that is a CPython extension module of its own (it defines
+    ``PyInit__kr_<name>``, and may use NumPy's C API), cached and loaded as ``compile_c``'s
+    modules are; return the module. krypton.kernels builds its short way into the rungs
+    (csrc/kr_fastcall.c) with it."""
+    import numpy
+
+    include_dirs = [Path(d).resolve() for d in (*include_dirs, numpy.get_include())]
+    all_flags = [*base_flags(), *shlex.split(os.environ.get("KRYPTON_CFLAGS", ""))]
+    # NumPy's headers are included with <...>, which the key does not follow: its version is.
+    macros = {"KR_BUILT_FOR_NUMPY": json.dumps(numpy.__version__)}
+    key = _cache_key(source, "", macros, all_flags, include_dirs)
+    module_name = f"_kr_{name}"
+    target = cache_dir() / f"{module_name}_{key[:16]}{_EXT_SUFFIX}"
+    if target in _extensions:
+        return _extensions[target]
+    module = None
+    if target.exists() and _intact(target):
+        try:
+            module = _import_extension(module_name, target)
+        except ImportError:
+            module = None
+    if module is None:
+        said = _build(source, None, name, module_name, macros, all_flags, include_dirs, target)
+        if said:
+            _show_compiler_output(name, said)
+        module = _import_extension(module_name, target)
+    _extensions[target] = module
+    return module
+
+
+_extensions: dict[Path, Any] = {}
+"""The modules ``compile_extension`` loaded in this process, by file."""
+
+
 def _show_compiler_output(name: str, said: str) -> None:
     # Point the warning at the first caller outside krypton (the learner's cell or script),
     # not at whichever krypton function happened to ask for the build.
@@ -439,19 +475,25 @@ def _intact(target: Path) -> bool:
         return False
 
 
-def _build(source: str, cdef: str, name: str, module_name: str, macros: Mapping[str, Any],
-           flags: Sequence[str], include_dirs: Sequence[Path], target: Path) -> str:
-    """Compile into ``target``; return what the compiler said (its warnings), if anything."""
-    ffi = cffi.FFI()
-    ffi.cdef(cdef)
-    # Quiet, rather than redirecting sys.stdout around the call: the redirect is process-wide,
-    # so two threads compiling at once could leave sys.stdout pointing at a dead buffer.
-    ffi.set_source(module_name, f'#include "{name}.c"\n', compiler_verbose=False)
+def _build(source: str, cdef: str | None, name: str, module_name: str,
+           macros: Mapping[str, Any], flags: Sequence[str], include_dirs: Sequence[Path],
+           target: Path) -> str:
+    """Compile into ``target``; return what the compiler said (its warnings), if anything.
+    With a cdef, cffi's wrapper around the source is what is compiled; with None, the source
+    alone (a CPython extension of its own, ``compile_extension``)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"build-{name}-", dir=target.parent))
     try:
         (workdir / f"{name}.c").write_text(source)
-        wrapper = workdir / f"{module_name}.c"
-        ffi.emit_c_code(str(wrapper))
+        wrapper = workdir / f"{name}.c"
+        if cdef is not None:
+            ffi = cffi.FFI()
+            ffi.cdef(cdef)
+            # Quiet, rather than redirecting sys.stdout around the call: the redirect is
+            # process-wide, so two threads compiling at once could leave sys.stdout pointing
+            # at a dead buffer.
+            ffi.set_source(module_name, f'#include "{name}.c"\n', compiler_verbose=False)
+            wrapper = workdir / f"{module_name}.c"
+            ffi.emit_c_code(str(wrapper))
         python_include = _PYTHON_INCLUDE
         partial = workdir / target.name
         command = [

@@ -126,3 +126,30 @@ def test_an_idx_header_claiming_exabytes_is_a_format_error_not_an_allocation(tmp
     path.write_bytes(gzip.compress(payload) if compress else payload)
     with pytest.raises(data.IDXFormatError, match="truncated"):
         data.read_idx(path)
+
+
+def test_the_short_way_in_refuses_wrong_arguments_with_an_error_not_a_crash():
+    # csrc/kr_fastcall.c is called only by krypton.kernels, with the rung's own addresses; a
+    # call made by hand with wrong arguments must raise, never jump to address 0.
+    from krypton import kernels
+    fastcall = kernels._fastcall()
+    assert fastcall is not None, "the short way in did not build here"
+    kernel = kernels.get_kernel("small")
+    a = np.ones((2, 2), np.float32)
+    kernel(a, a)
+    _, _, knobs, _ = kernel._fast[None]
+    with pytest.raises(TypeError):
+        fastcall()
+    with pytest.raises(TypeError):
+        fastcall([0, 0, 0], knobs, 1 << 18, a, a)          # not a tuple
+    with pytest.raises(TypeError):
+        fastcall(("f", 1, False), knobs, 1 << 18, a, a)    # not an address
+    with pytest.raises(ValueError, match="NULL"):
+        fastcall((0, 1 << 18, False), knobs, 1 << 18, a, a)
+    with pytest.raises(ValueError, match="NULL"):
+        fastcall(kernel._fastcall_kernel, 0, 1 << 18, a, a)
+    # Operands it does not take are declined (None), for the full path to check.
+    for x, y in ((a, a.astype(np.float64)), ([[1.0]], a), (a, np.ones((3, 2), np.float32)),
+                 (np.ones((2, 2, 1), np.float32), a)):
+        assert fastcall(kernel._fastcall_kernel, knobs, 1 << 18, x, y) is None
+    assert np.array_equal(fastcall(kernel._fastcall_kernel, knobs, 1 << 18, a, a), a @ a)

@@ -313,9 +313,9 @@ def test_explicit_knobs_are_checked_every_call_and_resolved_once_per_set():
 
 
 def test_the_short_path_takes_plain_operands_and_leaves_the_rest_to_the_full_one(monkeypatch):
-    # Kernel.__call__'s short path (training's products: row-major or transposed float32, no
-    # knobs, a C that fits in L2) computes what the full path does; any other call reaches the
-    # full path, with its checks.
+    # Kernel.__call__'s short path (csrc/kr_fastcall.c: float32 arrays of any whole-float
+    # strides, no knobs, a C that fits in L2) computes what the full path does; any other call
+    # reaches the full path, with its checks.
     from krypton import kernels
     kernel = get_kernel("small")
     rng = np.random.default_rng(21)
@@ -325,20 +325,44 @@ def test_the_short_path_takes_plain_operands_and_leaves_the_rest_to_the_full_one
     monkeypatch.setattr(kernels.Kernel, "_call",
                         lambda self, *args: full.append(args) or pytest.fail("full path"))
     assert np.array_equal(kernel(a, b), expected)
-    for x, y in ((b.T, a.T), (a.T.copy().T, b)):   # transposes both ways, read in place
-        check(kernel(x, y), x, y)
+    sliced, reversed_rows = S.make_operand(rng, 37, 19, "sliced"), a[::-1]
+    broadcast = np.broadcast_to(a[:1], a.shape)   # a zero row stride, read-only
+    for x, y in ((b.T, a.T), (a.T.copy().T, b), (sliced, b), (reversed_rows, b[:, ::-2]),
+                 (broadcast, b)):
+        c = kernel(x, y)
+        check(c, x, y)
+        assert c.flags.c_contiguous and c.flags.writeable and c.dtype == np.float32
     assert not full
     monkeypatch.undo()
     calls = []
     original = kernels.Kernel._call
     monkeypatch.setattr(kernels.Kernel, "_call",
                         lambda self, *args: calls.append(args[2:]) or original(self, *args))
-    sliced = S.make_operand(rng, 37, 19, "sliced")
-    check(kernel(sliced, b), sliced, b)                       # strides of a slice
     check(kernel(a, b, threads=1, kc=8), a, b)                # knobs
     check(kernel(a[:, :0], b[:0]), a[:, :0], b[:0])           # K = 0
+    check(kernel(a[:0], b), a[:0], b)                         # M = 0
+    masked = np.ma.masked_array(a, mask=np.zeros(a.shape, bool))
+    with pytest.raises(TypeError, match="masked"):            # a subclass of ndarray
+        kernel(masked, b)
+    misaligned = np.frombuffer(bytearray(a.size * 4 + 1), np.uint8)[1:]   # one byte in
+    misaligned = misaligned.view(np.float32).reshape(a.shape)
+    misaligned[...] = a
+    assert not misaligned.flags.aligned
+    check(kernel(misaligned, b), misaligned, b)               # copied by the full path
+    swapped = a.astype(a.dtype.newbyteorder())                # big-endian float32
+    with pytest.raises(TypeError, match="float32"):
+        kernel(swapped, b)
     with pytest.raises(TypeError, match="threads"):
         kernel(a, b, threads=True)
     with pytest.raises(TypeError, match="float32"):
         kernel(a.astype(np.float64), b)
-    assert len(calls) == 5
+    assert len(calls) == 8
+    # A rung that loads B's rows as vectors (rungs 3-4) gets a B with strided columns copied
+    # by the full path; and a C at the size that is aligned to a line takes the full path.
+    simd, calls[:] = get_kernel("simd"), []
+    simd(a, b)
+    check(simd(a, b[:, ::2]), a, b[:, ::2])
+    assert len(calls) == 2
+    monkeypatch.setattr(kernels, "ALIGN_C_FLOATS", 37 * 23)
+    calls[:] = []
+    assert kernel(a, b).ctypes.data % 64 == 0 and len(calls) == 1
