@@ -395,17 +395,8 @@ def compile_c(source: str, cdef: str, *, name: str = "kernel",
         return _loaded[module_name]
 
     target = cache_dir() / f"{module_name}{_EXT_SUFFIX}"
-    module = None
-    if target.exists() and not force and _intact(target):
-        try:
-            module = _import_extension(module_name, target)
-        except ImportError:
-            module = None
-    if module is None:
-        said = _build(source, cdef, name, module_name, macros, all_flags, include_dirs, target)
-        if said:
-            _show_compiler_output(name, said)
-        module = _import_extension(module_name, target)
+    module = _load_or_build(source, cdef, name, module_name, macros, all_flags, include_dirs,
+                            target, force)
     compiled = CompiledModule(ffi=module.ffi, lib=module.lib, path=target, key=key)
     _loaded[module_name] = compiled
     return compiled
@@ -426,21 +417,26 @@ def compile_extension(source: str, name: str, *,
     key = _cache_key(source, "", macros, all_flags, include_dirs)
     module_name = f"_kr_{name}"
     target = cache_dir() / f"{module_name}_{key[:16]}{_EXT_SUFFIX}"
-    if target in _extensions:
-        return _extensions[target]
-    module = None
-    if target.exists() and _intact(target):
+    if target not in _extensions:
+        _extensions[target] = _load_or_build(source, None, name, module_name, macros,
+                                             all_flags, include_dirs, target)
+    return _extensions[target]
+
+
+def _load_or_build(source: str, cdef: str | None, name: str, module_name: str,
+                   macros: Mapping[str, Any], flags: Sequence[str],
+                   include_dirs: Sequence[Path], target: Path, force: bool = False) -> Any:
+    """The module in the cache at ``target`` if it is there and intact, else built (``_build``)
+    and loaded."""
+    if target.exists() and not force and _intact(target):
         try:
-            module = _import_extension(module_name, target)
+            return _import_extension(module_name, target)
         except ImportError:
-            module = None
-    if module is None:
-        said = _build(source, None, name, module_name, macros, all_flags, include_dirs, target)
-        if said:
-            _show_compiler_output(name, said)
-        module = _import_extension(module_name, target)
-    _extensions[target] = module
-    return module
+            pass
+    said = _build(source, cdef, name, module_name, macros, flags, include_dirs, target)
+    if said:
+        _show_compiler_output(name, said)
+    return _import_extension(module_name, target)
 
 
 _extensions: dict[Path, Any] = {}
