@@ -245,12 +245,8 @@ class Kernel:
         else:  # the common case in training: defaults, resolved once per thread count (and
             # per side of the line between a C that fits in L2 and a larger one)
             runtime, c_knobs = self._defaults(threads, (m, n))
-            fastcall = _fastcall()
-            if fastcall and (threads is None or type(threads) is int) \
-                    and m * n <= self._near_c_floats:   # for the short path
-                count = machine.cpu_count() if threads is None and self.spec.threaded else None
-                self._fast[threads] = (count, fastcall,
-                                       int(self._ffi.cast("uintptr_t", c_knobs)), c_knobs)
+            if (threads is None or type(threads) is int) and m * n <= self._near_c_floats:
+                self._remember_short_path(threads, c_knobs)
         c = _empty_c(m, n)
         if m == 0 or n == 0:
             return c
@@ -267,6 +263,18 @@ class Kernel:
         if status != 0:
             _raise_for_status(self.module.lib, status, self.spec.name, m, n, k, runtime)
         return c
+
+    def _remember_short_path(self, threads: int | None, c_knobs: Any) -> None:
+        """Keep what ``__call__``'s short path needs for this thread count (unless it has it):
+        for None the core count, the fastcall function, and the defaults' address."""
+        count = machine.cpu_count() if threads is None and self.spec.threaded else None
+        entry = self._fast.get(threads)
+        if entry is not None and entry[0] == count and entry[3] is c_knobs:
+            return
+        fastcall = _fastcall()
+        if fastcall is not None:
+            address = int(self._ffi.cast("uintptr_t", c_knobs))
+            self._fast[threads] = count, fastcall, address, c_knobs
 
     def _explicit(self, threads: int | None, knobs: Mapping[str, Any]) -> tuple[dict[str, int], Any]:
         """Explicit knobs and the C struct that carries them, checked and built once per
