@@ -70,9 +70,10 @@ static PyObject *kr_fastcall(PyObject *module, PyObject *const *args, Py_ssize_t
     const npy_intp M = PyArray_DIM((PyArrayObject *)a, 0), K = PyArray_DIM((PyArrayObject *)a, 1);
     const npy_intp N = PyArray_DIM((PyArrayObject *)b, 1);
     /* Empty products and large ones (their C is aligned to a line, and may take another kc)
-     * are the full path's; so is a strided B for the rungs that load its rows as vectors. */
+     * are the full path's; so is a strided B for the rungs that load its rows as vectors.
+     * M * N is compared by division: a broadcast operand may have 2^40 rows. */
     if (PyArray_DIM((PyArrayObject *)b, 0) != K || M == 0 || N == 0 || K == 0
-        || (long long)M * N > c_floats_max || (long long)M * N >= align_c_floats
+        || align_c_floats < 1 || M > c_floats_max / N || M > (align_c_floats - 1) / N
         || (unit_stride_b && N > 1 && csb != 1))
         Py_RETURN_NONE;
 
