@@ -3,7 +3,9 @@
 cffi runs in API mode, out of line: cffi writes a small C wrapper around our declarations
 (the cdef), the system C compiler builds wrapper and kernel into one extension module, and
 Python imports it. Calls through it release the GIL, so two Python threads can run kernels
-on two cores at once.
+on two cores at once. One module is not cffi's: ``compile_extension`` builds C that is a
+CPython extension of its own (csrc/kr_fastcall.c, the short way from Python into a rung), with
+the same compiler, flags, cache and checks.
 
 Built modules are cached on disk. The cache key is a hash of everything that changes the
 binary: the source, the cdef, the macros, the compiler flags, the compiler's version, the
