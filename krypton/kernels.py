@@ -353,28 +353,19 @@ def _operand(ffi: Any, x: np.ndarray) -> tuple[Any, int, int]:
     """What C is handed for the matrix x: a pointer to its first element and its row and column
     strides in elements. Transposes and slices are read in place; only a view that C cannot
     index with whole-element strides from an aligned pointer (a buffer at an odd byte offset,
-    say) is copied first (ascontiguousarray would keep it misaligned)."""
+    say) is copied first (ascontiguousarray would keep it misaligned). from_buffer, the fast way
+    to a pointer, takes C-contiguous arrays only; a transpose (F-contiguous, like w.T) starts
+    where its C-contiguous transpose does; any other view goes by its address."""
     flags = x.flags
     if not flags.aligned:
         x = x.copy()
         flags = x.flags
-    operand = _in_place(ffi, x, flags)
-    if operand is not None:
-        return operand
-    rows, cols = x.strides   # any other view goes by its address and its strides
-    return ffi.cast("float *", x.ctypes.data), rows // 4, cols // 4
-
-
-def _in_place(ffi: Any, x: np.ndarray, flags: Any) -> tuple[Any, int, int] | None:
-    """``_operand`` for the two layouts a training step passes, row-major and a transpose, else
-    None. from_buffer is the fast way to a pointer, but it takes C-contiguous arrays only; a
-    transposed matrix (F-contiguous, like w.T) starts where its C-contiguous transpose does, and
-    both know their strides from the shape. ``flags`` are x's (read once by the caller)."""
     if flags.c_contiguous:
         return ffi.from_buffer("float[]", x), x.shape[1], 1
     if flags.f_contiguous:
         return ffi.from_buffer("float[]", x.T), 1, x.shape[0]
-    return None
+    rows, cols = x.strides
+    return ffi.cast("float *", x.ctypes.data), rows // 4, cols // 4
 
 
 def _check_operands(a: Any, b: Any) -> None:
