@@ -3,6 +3,8 @@ chosen to break kernels: 0, 1, primes, block edges, transposed and strided opera
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -366,3 +368,31 @@ def test_the_short_path_takes_plain_operands_and_leaves_the_rest_to_the_full_one
     monkeypatch.setattr(kernels, "ALIGN_C_FLOATS", 37 * 23)
     calls[:] = []
     assert kernel(a, b).ctypes.data % 64 == 0 and len(calls) == 1
+
+
+def test_without_the_short_way_in_every_product_takes_the_full_path(monkeypatch):
+    # Where csrc/kr_fastcall.c cannot be built (no NumPy headers, say), krypton warns once and
+    # computes every product through the Python path, with the same results.
+    from krypton import kernels, seam
+
+    def no_compiler(*args, **kwargs):
+        raise seam.CompileError("no NumPy headers here")
+
+    monkeypatch.setattr(seam, "compile_extension", no_compiler)
+    kernels._fastcall.cache_clear()
+    try:
+        kernel = kernels.compile_source('#include "small.c"\n', "kr_sgemm_small", like="small",
+                                        exports=("kr_small_plan", "kr_small_thresholds",
+                                                 "kr_parallel_threads"))
+        rng = np.random.default_rng(5)
+        a, b = S.make_operand(rng, 13, 7, "c"), S.make_operand(rng, 7, 11, "transposed")
+        with pytest.warns(RuntimeWarning, match="kr_fastcall.c.*no NumPy headers"):
+            check(kernel(a, b), a, b)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")   # once is enough: a second warning fails here
+            check(kernel(a, b), a, b)
+        assert kernel._fast == {}
+    finally:
+        monkeypatch.undo()
+        kernels._fastcall.cache_clear()
+    assert kernels._fastcall() is not None
