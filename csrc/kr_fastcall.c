@@ -1,14 +1,14 @@
 /* kr_fastcall.c: the way from Python to a rung for the products of a training step.
  *
- * cffi calls a C function from Python in about 0.3 µs; getting there costs more. Python checks
- * the two arrays (type, dtype, shape, flags), allocates C, and makes a pointer for each array
- * (ffi.from_buffer, about 0.2 µs apiece): about 2 µs in all, where NumPy's `a @ b` does the
- * same work in C in under 1 µs. A product of the MLP's output layer (128 x 10 x 256) computes
- * for a few microseconds, so that difference is a quarter of its time. This one function does
- * the common case in C, through NumPy's own C API: two plain float32 arrays of any strides, a
- * new C, one call of the rung's function with the GIL released. Anything else it declines (it
- * returns None, having done nothing), and krypton.kernels takes the full path, with its checks
- * and messages. It is not a kernel: it computes nothing, and the rungs never see it.
+ * cffi's call into C is quick; getting there is not. Python checks the two arrays (type, dtype,
+ * shape, flags), allocates C and makes a pointer for each array (ffi.from_buffer), which
+ * together take several times what NumPy's `a @ b` spends doing the same work in C. A product
+ * of the MLP's output layer (128 x 10 x 256) computes for only a few microseconds, so that
+ * difference is a large share of its time. This one function does the common case in C,
+ * through NumPy's own C API: two plain float32 arrays of any strides, a new C, one call of the
+ * rung's function with the GIL released. Anything else it declines (it returns None, having
+ * done nothing), and krypton.kernels takes the full path, with its checks and messages. It is
+ * not a kernel: it computes nothing, and the rungs never see it.
  *
  *     fastcall(kernel, knobs, align_c_floats, a, b) -> C, or None
  *
