@@ -16,7 +16,12 @@
  * be contiguous); knobs: the address of the kr_knobs the rung is called with. Both addresses
  * come from the rung's cffi module (krypton.kernels), which keeps what they point at alive.
  * Measure: time `kernel(a, b)` on 1 x 1 matrices against `a @ b` and against `kernel._call`.
+ *
+ * Only seam.compile_extension builds this file: it defines KR_CPYTHON_EXTENSION and passes
+ * Python's and NumPy's include directories. A compiler run over csrc/ without them (a plain
+ * `cc -Wall -c` of every file in csrc/, as for the rungs) compiles it to nothing.
  */
+#ifdef KR_CPYTHON_EXTENSION
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
@@ -27,22 +32,23 @@ typedef int (*kr_sgemm)(int64_t M, int64_t N, int64_t K, const float *A, int64_t
                         int64_t csa, const float *B, int64_t rsb, int64_t csb, float *C,
                         int64_t ldc, const kr_knobs *knobs);
 
-/* A and B as the rungs take them: float32 in this machine's byte order, 2-D, aligned to a
- * float, strides a whole number of floats. Its row and column strides in floats, or 0. */
-static int kr_operand_strides(PyObject *x, int64_t *rows, int64_t *cols)
+/* x as the rungs take an operand: a plain ndarray of float32 in this machine's byte order,
+ * 2-D, aligned to a float, its strides a whole number of floats, which go to *rows and *cols
+ * (in floats). NULL for anything else. */
+static PyArrayObject *kr_operand(PyObject *x, int64_t *rows, int64_t *cols)
 {
     if (!PyArray_CheckExact(x))   /* a subclass (a masked array, say) may mean other things */
-        return 0;
+        return NULL;
     PyArrayObject *array = (PyArrayObject *)x;
     if (PyArray_NDIM(array) != 2 || PyArray_TYPE(array) != NPY_FLOAT32
         || !PyArray_ISNOTSWAPPED(array) || !PyArray_ISALIGNED(array))
-        return 0;
+        return NULL;
     const npy_intp *strides = PyArray_STRIDES(array);
     if (strides[0] % (npy_intp)sizeof(float) != 0 || strides[1] % (npy_intp)sizeof(float) != 0)
-        return 0;
+        return NULL;
     *rows = strides[0] / (npy_intp)sizeof(float);
     *cols = strides[1] / (npy_intp)sizeof(float);
-    return 1;
+    return array;
 }
 
 static PyObject *kr_fastcall(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -63,16 +69,15 @@ static PyObject *kr_fastcall(PyObject *module, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_ValueError, "fastcall: a NULL function or knobs address");
         return NULL;
     }
-    PyObject *a = args[3], *b = args[4];
     int64_t rsa, csa, rsb, csb;
-    if (!kr_operand_strides(a, &rsa, &csa) || !kr_operand_strides(b, &rsb, &csb))
+    PyArrayObject *a = kr_operand(args[3], &rsa, &csa), *b = kr_operand(args[4], &rsb, &csb);
+    if (a == NULL || b == NULL)
         Py_RETURN_NONE;
-    const npy_intp M = PyArray_DIM((PyArrayObject *)a, 0), K = PyArray_DIM((PyArrayObject *)a, 1);
-    const npy_intp N = PyArray_DIM((PyArrayObject *)b, 1);
+    const npy_intp M = PyArray_DIM(a, 0), K = PyArray_DIM(a, 1), N = PyArray_DIM(b, 1);
     /* Empty products and large ones (their C is aligned to a line, and may take another kc)
      * are the full path's; so is a strided B for the rungs that load its rows as vectors.
      * M * N is compared by division: a broadcast operand may have 2^40 rows. */
-    if (PyArray_DIM((PyArrayObject *)b, 0) != K || M == 0 || N == 0 || K == 0
+    if (PyArray_DIM(b, 0) != K || M == 0 || N == 0 || K == 0
         || align_c_floats < 1 || M > c_floats_max / N || M > (align_c_floats - 1) / N
         || (unit_stride_b && N > 1 && csb != 1))
         Py_RETURN_NONE;
@@ -81,7 +86,7 @@ static PyObject *kr_fastcall(PyObject *module, PyObject *const *args, Py_ssize_t
     PyObject *c = PyArray_SimpleNew(2, shape, NPY_FLOAT32);
     if (c == NULL)
         return NULL;
-    const float *A = PyArray_DATA((PyArrayObject *)a), *B = PyArray_DATA((PyArrayObject *)b);
+    const float *A = PyArray_DATA(a), *B = PyArray_DATA(b);
     float *C = PyArray_DATA((PyArrayObject *)c);
     /* While the GIL is released, another thread may run Python: the references held here
      * keep a and b alive and unresizable (ndarray.resize refuses an array referenced
@@ -117,3 +122,6 @@ PyMODINIT_FUNC PyInit__kr_fastcall(void)
     import_array();   /* NumPy's C API: returns NULL from here if NumPy cannot be imported */
     return PyModule_Create(&kr_module);
 }
+#else
+typedef int kr_fastcall_needs_python_headers;   /* ISO C wants a translation unit to hold one */
+#endif

@@ -142,15 +142,14 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _compute(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     # A training step makes a few products of a few microseconds each, so the way to the
-    # kernel is kept short: with no knobs, the compiled kernel itself (kernels.matmul would
-    # take keyword arguments apart and look it up again: about 0.5 µs a product).
+    # kernel is kept short: with no knobs but a thread count (krypton.train's backend(name,
+    # threads=t)), the compiled kernel itself; kernels.matmul would take keyword arguments
+    # apart and look the kernel up again.
     name, knobs = _current()
     if name == "numpy" or a.dtype is not _FLOAT32:   # a float32 dtype of another byte order
         return np.matmul(a, b)                       # is not NumPy's one native float32
-    if not knobs:
-        return kernels.default_kernel(name)(a, b)
-    if len(knobs) == 1 and "threads" in knobs:   # krypton.train's backend(name, threads=t)
-        return kernels.default_kernel(name)(a, b, knobs["threads"])
+    if not knobs or (len(knobs) == 1 and "threads" in knobs):
+        return kernels.default_kernel(name)(a, b, knobs.get("threads"))
     return kernels.matmul(a, b, kernel=name, **knobs)
 
 

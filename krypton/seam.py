@@ -408,14 +408,15 @@ def compile_extension(source: str, name: str, *,
                       include_dirs: Sequence[Path | str] = (CSRC,)) -> Any:
     """Compile C source that is a CPython extension module of its own (it defines
     ``PyInit__kr_<name>``, and may use NumPy's C API), cached and loaded as ``compile_c``'s
-    modules are; return the module. krypton.kernels builds its short way into the rungs
-    (csrc/kr_fastcall.c) with it."""
+    modules are; return the module. The source is compiled with ``KR_CPYTHON_EXTENSION``
+    defined, so that it can keep its body from compilers run without Python's headers.
+    krypton.kernels builds its short way into the rungs (csrc/kr_fastcall.c) with it."""
     import numpy
 
     include_dirs = [Path(d).resolve() for d in (*include_dirs, numpy.get_include())]
     all_flags = [*base_flags(), *shlex.split(os.environ.get("KRYPTON_CFLAGS", ""))]
     # NumPy's headers are included with <...>, which the key does not follow: its version is.
-    macros = {"KR_BUILT_FOR_NUMPY": json.dumps(numpy.__version__)}
+    macros = {"KR_CPYTHON_EXTENSION": 1, "KR_BUILT_FOR_NUMPY": json.dumps(numpy.__version__)}
     key = _cache_key(source, "", macros, all_flags, include_dirs)
     module_name = f"_kr_{name}"
     target = cache_dir() / f"{module_name}_{key[:16]}{_EXT_SUFFIX}"
