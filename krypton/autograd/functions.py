@@ -122,6 +122,7 @@ def cross_entropy(logits: Tensor, target: Any, reduction: str = "mean") -> Tenso
     scale = (1.0 / n if n else 0.0) if reduction == "mean" else 1.0
     if n and _fusable(logits.data):
         return _fused_cross_entropy(logits, labels, reduction, scale)
+    _check_classes(labels, logits.shape[1])
     log_probs = _log_softmax(logits.data, axis=1)
     picked = -log_probs[np.arange(n), labels]
     loss = picked if reduction == "none" else np.asarray(picked.sum() * scale,
@@ -141,7 +142,11 @@ def _fused_cross_entropy(logits: Tensor, labels: np.ndarray, reduction: str,
                          scale: float) -> Tensor:
     """``cross_entropy`` through csrc/fused.c: the softmax, saved by the forward pass, is what
     the backward needs (``softmax - onehot``), so neither pass recomputes an exponential."""
-    losses, probs = fused.softmax_cross_entropy(logits.data, labels)
+    try:
+        losses, probs = fused.softmax_cross_entropy(logits.data, labels)
+    except ValueError:  # C checks the classes' range as it reads them: name the culprit here
+        _check_classes(labels, logits.shape[1])
+        raise
     loss = losses if reduction == "none" else np.asarray(losses.sum() * scale,
                                                          dtype=logits.dtype)
 
@@ -153,18 +158,21 @@ def _fused_cross_entropy(logits: Tensor, labels: np.ndarray, reduction: str,
 
 
 def _class_indices(target: Any, logits_shape: tuple[int, ...]) -> np.ndarray:
+    """``target`` as int64 class indices, one per row of logits (their range is checked by
+    ``_check_classes``, or by the fused C kernel as it reads them)."""
     labels = np.asarray(target.data if isinstance(target, Tensor) else target)
-    n, classes = logits_shape
+    n = logits_shape[0]
     if labels.shape != (n,):
         raise ValueError(f"target must hold one class index per row of logits, shape ({n},); "
                          f"got shape {labels.shape}")
-    if labels.dtype.kind not in "iu":
-        if labels.dtype.kind == "f" and np.all(labels == np.round(labels)):
-            labels = labels.astype(np.int64)
-        else:
-            raise TypeError(f"target must hold integer class indices, got dtype {labels.dtype}")
+    if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f"
+                                               and np.all(labels == np.round(labels))):
+        raise TypeError(f"target must hold integer class indices, got dtype {labels.dtype}")
+    return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def _check_classes(labels: np.ndarray, classes: int) -> None:
     if labels.size and (labels.min() < 0 or labels.max() >= classes):
         bad = labels[(labels < 0) | (labels >= classes)][0]
         raise ValueError(f"target holds class {bad}, out of range for {classes} classes "
                          f"(0 to {classes - 1})")
-    return labels
