@@ -325,6 +325,7 @@ def test_broadcasting_errors_and_reshape_errors_name_the_shapes():
     ([0, 1], ValueError, r"shape \(3,\)"),
     ([0, 1, 7], ValueError, "class 7.*5 classes"),
     ([0, -1, 2], ValueError, "class -1"),
+    (np.array([0, 2**63 + 1, 2], np.uint64), ValueError, "class 9223372036854775809"),
     ([0.5, 1, 2], TypeError, "integer class indices"),
 ])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])  # the NumPy path and the fused C

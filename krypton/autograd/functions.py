@@ -168,6 +168,8 @@ def _class_indices(target: Any, logits_shape: tuple[int, ...]) -> np.ndarray:
     if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f"
                                                and np.all(labels == np.round(labels))):
         raise TypeError(f"target must hold integer class indices, got dtype {labels.dtype}")
+    if labels.dtype == np.uint64:  # above 2**63 it would wrap to a negative int64
+        _check_classes(labels, logits_shape[1])
     return np.ascontiguousarray(labels, dtype=np.int64)
 
 
