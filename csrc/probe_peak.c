@@ -24,7 +24,7 @@
  * every x86-64 and AArch64 core, so adds per second is cycles per second. (Not adds of an
  * immediate: Intel's cores since Golden Cove fold `add $1, reg` chains in the renamer and
  * run several per cycle, which read as a 14-22 GHz clock. Check a probe by its pipe count:
- * `python -m krypton.machine` must print a whole number of pipes.) The FMA chains keep
+ * `python build.py` and `python -m krypton.bench` print it, a whole number.) The FMA chains keep
  * running beside it, at a lower density, so the clock read is the one a vector load holds.
  *
  * The probe uses the vector width of the ISA kr_simd.h selects, so forcing AVX2 measures the

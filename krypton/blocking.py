@@ -88,6 +88,15 @@ class Cache:
         """Bytes in one way: sets x line (whole lines, if the OS reports an odd size)."""
         return self.size // self.ways // self.line * self.line
 
+    def share(self, sharers: int) -> Cache:
+        """What one of ``sharers`` threads that run at once on this cache may count on: an equal
+        part of its ways (the model gives blocks whole ways, and so do Low et al. for a cache
+        shared by several cores), at least the 2 the model needs."""
+        if sharers <= 1:
+            return self
+        ways = max(2, self.ways // sharers)
+        return Cache(ways * self.way_bytes, ways, self.line)
+
 
 @dataclass(frozen=True)
 class Blocks:
@@ -176,12 +185,22 @@ DEFAULT_WAYS = {1: 8, 2: 8, 3: 16}
 """Associativity assumed where the OS does not report it (common for L1d and L2 today)."""
 
 
+def for_this_machine(mr: int, nr: int, element: int = 4, threads: int = 1) -> Blocks:
+    """``derive`` with this machine's caches and ways as the OS reports them, for each of
+    ``threads`` threads: where threads run at once on one L1 or L2 (two hardware threads of a
+    core, or the cores of a cluster that shares its L2: ``machine.cache_sharers``), each thread's
+    blocks get its share of that cache's ways. L3 is left whole: every thread's B block is
+    already sized to the L3 ways the others' A blocks leave, and ``NC_MAX`` bounds it."""
+    sharers = tuple(machine.cache_sharers(level, threads) for level in (1, 2))
+    return _for_caches(mr, nr, element, sharers)
+
+
 @functools.lru_cache(maxsize=None)
-def for_this_machine(mr: int, nr: int, element: int = 4) -> Blocks:
-    """``derive`` with this machine's caches and ways as the OS reports them, once per tile
-    (a call with explicit knobs resolves the defaults again, and derive's search would cost
-    more than a small product)."""
+def _for_caches(mr: int, nr: int, element: int, sharers: tuple[int, int]) -> Blocks:
+    """``for_this_machine`` once per tile and sharing (a call with explicit knobs resolves the
+    defaults again, and derive's search would cost more than a small product)."""
     sizes = machine.cache_sizes()
     levels = [Cache(size, machine.cache_ways(level) or DEFAULT_WAYS[level], sizes.line)
               for level, size in ((1, sizes.l1d), (2, sizes.l2), (3, sizes.l3))]
-    return derive(*levels, mr=mr, nr=nr, element=element)
+    l1, l2, l3 = levels[0].share(sharers[0]), levels[1].share(sharers[1]), levels[2]
+    return derive(l1, l2, l3, mr=mr, nr=nr, element=element)

@@ -99,7 +99,7 @@ def registers_needed(mr: int, nr: int, isa: str) -> int:
 
 
 def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True,
-                  c_shape: tuple[int, int] | None = None) -> dict[str, Any]:
+                  c_shape: tuple[int, int] | None = None, threads: int = 1) -> dict[str, Any]:
     """The knob values ``kernel`` uses when none are given, derived from this machine's caches.
 
     Tiles (rungs 2-4): a tile_k x tile_n tile of B fills about half of L2, so it stays
@@ -108,6 +108,9 @@ def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True,
     streaming MR x kc micro-panels share L1 by ways, mc so that A's mc x kc block fills L2's
     ways beside B's micro-panel, nc so that B's kc x nc block fills L3's; and for a product
     whose C (``c_shape``, rows x columns) is larger than L2, kc at least ``blocking.KC_FAR``.
+    Blocks are per thread: ``threads`` threads that would share an L1 or L2
+    (``machine.cache_sharers``: more threads than cores, or cores that share an L2) each get
+    their share of its ways; one thread per core with caches of its own changes nothing.
     When autotune has saved measured values for this machine, rungs 5-7 use those instead, for
     every shape (pass ``tuned=False`` to see the model's).
     """
@@ -127,7 +130,7 @@ def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True,
         knobs["isa"] = isa
     if "mc" in spec.knobs:
         mr, nr = knobs["mr"], knobs["nr"]
-        derived = blocking.for_this_machine(mr, nr, element=4)
+        derived = blocking.for_this_machine(mr, nr, element=4, threads=threads)
         far = c_shape is not None and c_shape[0] * c_shape[1] > c_floats_in_l2()
         knobs.update(mc=derived.mc, kc=derived.kc_far if far else derived.kc, nc=derived.nc)
         if tuned:
@@ -291,7 +294,7 @@ class Kernel:
             key, cached = None, None
         if cached is None:
             resolved = _resolve_threads(self.spec, threads)
-            runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, knobs)
+            runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, knobs, threads=resolved)
             cached = runtime, self._ffi.new("kr_knobs *", dict(runtime, threads=resolved))
             if key is not None:
                 if len(self._explicit_knobs) >= 256:  # a long sweep: keep the memory bounded
@@ -311,7 +314,7 @@ class Kernel:
         cached = self._default_knobs.get((threads, far)) if type(threads) is int else None
         if cached is None:
             resolved = _resolve_threads(self.spec, threads)  # raises for a bad count
-            runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, {}, c_shape)
+            runtime = _resolve_runtime_knobs(self.spec, self.code_knobs, {}, c_shape, resolved)
             cached = runtime, self._ffi.new("kr_knobs *", dict(runtime, threads=resolved))
             self._default_knobs[resolved, far] = cached
         return cached
@@ -392,8 +395,8 @@ def _check_operands(a: Any, b: Any) -> None:
 
 
 def _resolve_runtime_knobs(spec: KernelSpec, code_knobs: Mapping[str, Any],
-                           knobs: Mapping[str, Any],
-                           c_shape: tuple[int, int] | None = None) -> dict[str, int]:
+                           knobs: Mapping[str, Any], c_shape: tuple[int, int] | None = None,
+                           threads: int = 1) -> dict[str, int]:
     unknown = sorted(set(knobs) - set(spec.runtime_knobs))
     if unknown:
         hint = (" (code knobs are given when the kernel is compiled, as they are for "
@@ -401,8 +404,8 @@ def _resolve_runtime_knobs(spec: KernelSpec, code_knobs: Mapping[str, Any],
         raise ValueError(
             f"kernel {spec.name!r} has no knob {', '.join(map(repr, unknown))}{hint}; its knobs "
             f"are {', '.join(spec.runtime_knobs) or 'none'}")
-    values = {k: v for k, v in default_knobs(spec.name, code_knobs.get("isa"),
-                                             c_shape=c_shape).items()
+    values = {k: v for k, v in default_knobs(spec.name, code_knobs.get("isa"), c_shape=c_shape,
+                                             threads=threads).items()
               if k in spec.runtime_knobs}
     values.update(knobs)
     resolved: dict[str, int] = {}
@@ -630,9 +633,10 @@ def small_plan(m: int, n: int, k: int, a_strides: tuple[int, int] | None = None,
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     rsa, csa = a_strides or (k, 1)
     rsb, csb = b_strides or (n, 1)
+    resolved = _resolve_threads(kernel.spec, threads)
     c_knobs = kernel._ffi.new("kr_knobs *", dict(
-        _resolve_runtime_knobs(kernel.spec, kernel.code_knobs, runtime),
-        threads=_resolve_threads(kernel.spec, threads)))
+        _resolve_runtime_knobs(kernel.spec, kernel.code_knobs, runtime, threads=resolved),
+        threads=resolved))
     plan = kernel._ffi.new("kr_plan *")
     kernel.module.lib.kr_small_plan(m, n, k, rsa, csa, rsb, csb, c_knobs, plan)
     return SmallPlan(bool(plan.declined), bool(plan.dot), bool(plan.transposed),

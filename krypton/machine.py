@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -206,7 +206,16 @@ def check_threads(name: str, threads: Any) -> int:
 
 
 def cpu_count() -> int:
-    """Cores this process may run on (respects taskset/cgroup affinity where the OS tells).
+    """Cores this process may run on: physical cores, not hardware threads (respects
+    taskset/cgroup affinity where the OS tells). The default thread count of every threaded
+    kernel, probe and training run.
+
+    Two hardware threads of one core (Intel's Hyper-Threading, AMD's SMT) share its FMA pipes
+    and its L1 and L2: a second thread adds no FLOPs to a product whose thread already keeps
+    the pipes busy, and its packed blocks take half the caches the first one's were sized for.
+    So the default is one thread per core, as MKL's and PyTorch's are; ask for more with
+    ``threads=`` (the blocks then shrink to each thread's share, ``cache_sharers``). Where the
+    OS says nothing of cores (not Linux), each CPU counts as one.
 
     Every product with the default thread count asks this, and asking the OS is a system call
     that costs as much as the Python around a small product, so the answer is kept for
@@ -214,16 +223,106 @@ def cpu_count() -> int:
     global _cpu_count
     now = time.monotonic()
     if now - _cpu_count[1] > CPU_COUNT_SECONDS:
-        try:
-            _cpu_count = len(os.sched_getaffinity(0)), now
-        except AttributeError:
-            _cpu_count = os.cpu_count() or 1, now
+        _cpu_count = len(topology().cores), now
     return _cpu_count[0]
 
 
 CPU_COUNT_SECONDS = 0.1
 """How long ``cpu_count`` keeps the count it read."""
 _cpu_count = (1, float("-inf"))  # the count read last, and when (time.monotonic)
+
+
+def _allowed_cpus() -> frozenset[int]:
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows: no affinity to ask for
+        return frozenset(range(os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Which of the CPUs this process may run on share a core, and which share each cache.
+
+    ``cores``: the hardware threads of each physical core (one set per core); ``caches``: for
+    each data cache level (1, 2, 3), one set per instance of that cache, the CPUs that share
+    it. Only CPUs of ``cpus`` (the affinity) appear. Linux's sysfs says all of it
+    (``/sys/devices/system/cpu/cpuN/topology/core_cpus_list`` and
+    ``cache/index*/shared_cpu_list``); what it does not say counts as private: a core per CPU,
+    an L1 and L2 per core, one L3 for all.
+    """
+
+    cpus: frozenset[int]
+    cores: tuple[frozenset[int], ...]
+    caches: Mapping[int, tuple[frozenset[int], ...]]
+
+
+_SYSFS_CPUS = Path("/sys/devices/system/cpu")
+
+
+def topology() -> Topology:
+    """This process's ``Topology``: its allowed CPUs grouped by core and by cache instance."""
+    cpus = _allowed_cpus()
+    reported = {cpu: _cpu_groups(cpu) for cpu in cpus}
+    cores = _groups(reported[cpu].get(0, frozenset({cpu})) & cpus for cpu in cpus)
+    core_of = {cpu: core for core in cores for cpu in core}
+    # A cache the OS does not describe: L1 and L2 the core's own, L3 shared by all.
+    unreported = {1: lambda cpu: core_of[cpu], 2: lambda cpu: core_of[cpu], 3: lambda cpu: cpus}
+    caches = {level: _groups(reported[cpu].get(level, guess(cpu)) & cpus for cpu in cpus)
+              for level, guess in unreported.items()}
+    return Topology(cpus, cores, caches)
+
+
+def _groups(sets: Iterable[frozenset[int]]) -> tuple[frozenset[int], ...]:
+    """The distinct sets, in the order of their lowest CPU."""
+    return tuple(sorted(set(sets), key=min))
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_groups(cpu: int) -> dict[int, frozenset[int]]:
+    """What sysfs says of one CPU: the CPUs of its core (key 0) and those sharing its data
+    cache of each level (keys 1-3). Read once per CPU: they do not change while it runs."""
+    base = _SYSFS_CPUS / f"cpu{cpu}"
+    found: dict[int, frozenset[int]] = {}
+    for name in ("core_cpus_list", "thread_siblings_list"):   # the second on kernels < 5.7
+        try:
+            found[0] = cpu_list((base / "topology" / name).read_text())
+            break
+        except (OSError, ValueError):
+            continue
+    for index in sorted((base / "cache").glob("index*")):
+        try:
+            if (index / "type").read_text().strip() not in ("Data", "Unified"):
+                continue
+            found[int((index / "level").read_text())] = cpu_list(
+                (index / "shared_cpu_list").read_text())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def cpu_list(text: str) -> frozenset[int]:
+    """Linux's CPU list syntax, e.g. ``"0-3,8-11"``, as a set of CPU numbers."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        if "-" in part:
+            first, last = part.split("-")
+            cpus.update(range(int(first), int(last) + 1))
+        elif part:
+            cpus.add(int(part))
+    return frozenset(cpus)
+
+
+def cache_sharers(level: int, threads: int) -> int:
+    """How many of ``threads`` threads share one level-``level`` data cache, when the OS spreads
+    them evenly over the caches this process may use (as Linux does on an idle machine: a
+    core's second hardware thread is used only when every core has one): the threads per
+    instance, rounded up, and at most the CPUs of one instance (more threads than CPUs take
+    turns, they do not share it at the same moment). 1 for a cache of each core's own while
+    ``threads`` is at most the core count; 2 for L1 and L2 with two threads per core; up to 4
+    for the L2 of a cluster of 4 cores that share one (many Arm chips)."""
+    instances = topology().caches[level]
+    widest = max(len(instance) for instance in instances)
+    return max(1, min(widest, -(-threads // len(instances))))
 
 
 @functools.lru_cache(maxsize=None)
@@ -457,6 +556,7 @@ def machine_info() -> dict[str, Any]:
         "machine": platform.machine(),
         "os": platform.platform(),
         "cores": cpu_count(),
+        "hardware_threads": len(_allowed_cpus()),
         "isa": native_isa(),
         "isas_available": list(available_isas()),
         "caches": asdict(cache_sizes()),
@@ -471,6 +571,8 @@ def machine_info() -> dict[str, Any]:
 def describe() -> str:
     """One line naming the machine, for plot captions and table headers."""
     caches = cache_sizes()
-    return (f"{cpu_model()}, {cpu_count()} cores, {native_isa().upper()}, "
+    cores, cpus = cpu_count(), len(_allowed_cpus())
+    threads = f" ({cpus} hardware threads)" if cpus != cores else ""
+    return (f"{cpu_model()}, {cores} cores{threads}, {native_isa().upper()}, "
             f"L1d {caches.l1d // 1024} KiB / L2 {caches.l2 // 1024} KiB / "
             f"L3 {caches.l3 // 1024**2} MiB, NumPy {np.__version__}")

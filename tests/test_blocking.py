@@ -128,3 +128,35 @@ def test_a_kernels_default_call_uses_the_kc_of_its_side_of_l2(monkeypatch):
     blocks = blocking.for_this_machine(tile["mr"], tile["nr"])
     used = {far: runtime["kc"] for (_, far), (runtime, _) in kernel._default_knobs.items()}
     assert used == {False: blocks.kc, True: blocks.kc_far}
+
+
+def test_a_shared_cache_gives_each_thread_its_share_of_the_ways():
+    l1 = Cache(48 * KIB, 12)
+    assert l1.share(1) is l1
+    half = l1.share(2)
+    assert (half.ways, half.way_bytes, half.size) == (6, l1.way_bytes, 24 * KIB)
+    assert Cache(32 * KIB, 8).share(8).ways == 2      # never fewer than the model's 2
+    alone, shared = derive(*SKYLAKE_X, mr=8, nr=32), derive(
+        SKYLAKE_X[0].share(2), SKYLAKE_X[1].share(2), SKYLAKE_X[2], mr=8, nr=32)
+    assert shared.kc < alone.kc and shared.mc * shared.kc < alone.mc * alone.kc
+
+
+def test_default_blocks_are_each_threads_share_of_the_caches_it_shares(monkeypatch):
+    # Two threads on one core's L1 and L2 (hardware threads) get blocks for half of each;
+    # threads with caches of their own get the whole machine's model.
+    monkeypatch.setattr(blocking.machine, "cache_sharers", lambda level, threads: threads)
+    one = kernels.default_knobs("small", tuned=False, threads=1)
+    two = kernels.default_knobs("small", tuned=False, threads=2)
+    assert one == kernels.default_knobs("small", tuned=False)
+    assert two["kc"] < one["kc"] or two["mc"] < one["mc"]
+    kernel = kernels.Kernel(kernels.SPECS["small"], kernels.get_kernel("small").module,
+                            "kr_sgemm_small", {})
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((96, 700), dtype=np.float32)
+    b = rng.standard_normal((700, 80), dtype=np.float32)
+    for threads in (1, 2):
+        np.testing.assert_allclose(kernel(a, b, threads=threads), a.astype(np.float64) @ b,
+                                   rtol=1e-4, atol=1e-3)
+    used = {count: (runtime["kc"], runtime["mc"])
+            for (count, _), (runtime, _) in kernel._default_knobs.items()}
+    assert used == {1: (one["kc"], one["mc"]), 2: (two["kc"], two["mc"])}

@@ -147,3 +147,87 @@ def test_a_peak_short_of_whole_pipes_is_measured_again(monkeypatch):
     peak = machine.peak(2, isa="avx512", seconds=0.01, repeats=1)
     assert len(calls) == 3  # the calibration, the short run, the whole one
     assert peak.fma_pipes == 1 and abs(peak.gflops - 2 * 3.0 * 16 * 2) < 1e-9
+
+
+# --- the topology: cores and shared caches, from a sysfs tree written for the test ----------
+
+def _fake_sysfs(root: Path, cores: list[list[int]], caches: dict[int, list[list[int]]]) -> None:
+    """cpuN/topology/core_cpus_list and cpuN/cache/indexI/{level,type,shared_cpu_list}, as
+    Linux writes them (plus an instruction cache, which must be skipped)."""
+    def text(cpus):
+        return ",".join(map(str, cpus)) + "\n"
+    for core in cores:
+        for cpu in core:
+            base = root / f"cpu{cpu}"
+            (base / "topology").mkdir(parents=True)
+            (base / "topology" / "core_cpus_list").write_text(text(core))
+            index = base / "cache" / "index9"
+            index.mkdir(parents=True)
+            for name, value in (("level", "1\n"), ("type", "Instruction\n"),
+                                ("shared_cpu_list", text([cpu]))):
+                (index / name).write_text(value)
+            for level, groups in caches.items():
+                group = next(g for g in groups if cpu in g)
+                index = base / "cache" / f"index{level}"
+                index.mkdir()
+                for name, value in (("level", f"{level}\n"), ("type", "Unified\n"),
+                                    ("shared_cpu_list", text(group))):
+                    (index / name).write_text(value)
+
+
+@pytest.fixture
+def fake_topology(tmp_path, monkeypatch):
+    """Point machine at a fake sysfs tree; returns a function (cores, caches, allowed)."""
+    def use(cores, caches, allowed=None):
+        root = tmp_path / f"sysfs{len(list(tmp_path.iterdir()))}"
+        _fake_sysfs(root, cores, caches)
+        cpus = frozenset(allowed if allowed is not None else (c for core in cores for c in core))
+        monkeypatch.setattr(machine, "_SYSFS_CPUS", root)
+        monkeypatch.setattr(machine, "_allowed_cpus", lambda: cpus)
+        monkeypatch.setattr(machine, "_cpu_count", (1, float("-inf")))
+        machine._cpu_groups.cache_clear()
+    yield use
+    machine._cpu_groups.cache_clear()
+
+
+def test_cpu_lists_are_read_as_linux_writes_them():
+    assert machine.cpu_list("0-3,8-11\n") == frozenset([0, 1, 2, 3, 8, 9, 10, 11])
+    assert machine.cpu_list("5") == frozenset([5])
+    assert machine.cpu_list("0,2,4") == frozenset([0, 2, 4])
+
+
+def test_hardware_threads_of_a_core_count_as_one_core(fake_topology):
+    # 4 cores of 2 hardware threads (Linux numbers the second threads 4-7), L1 and L2 per
+    # core, one L3: the default thread count is the 4 cores, as MKL's and PyTorch's.
+    cores = [[0, 4], [1, 5], [2, 6], [3, 7]]
+    fake_topology(cores, {1: cores, 2: cores, 3: [list(range(8))]})
+    assert machine.cpu_count() == 4
+    topology = machine.topology()
+    assert topology.cores == tuple(frozenset(core) for core in cores)
+    assert topology.caches[3] == (frozenset(range(8)),)
+    assert "4 cores (8 hardware threads)" in machine.describe()
+    # One thread per core shares nothing but L3; a second thread per core shares L1 and L2.
+    assert [machine.cache_sharers(level, 4) for level in (1, 2, 3)] == [1, 1, 4]
+    assert [machine.cache_sharers(level, 8) for level in (1, 2, 3)] == [2, 2, 8]
+    assert machine.cache_sharers(1, 16) == 2          # more threads than CPUs take turns
+    fake_topology(cores, {1: cores, 2: cores, 3: [list(range(8))]}, allowed=[0, 4])
+    assert machine.cpu_count() == 1                   # taskset to the two threads of one core
+    assert machine.cache_sharers(1, 2) == 2
+
+
+def test_cores_that_share_an_l2_share_it_by_thread_count(fake_topology):
+    # Two clusters of four cores, an L2 per cluster (as many Arm chips), one L3.
+    cores = [[cpu] for cpu in range(8)]
+    clusters = [[0, 1, 2, 3], [4, 5, 6, 7]]
+    fake_topology(cores, {1: cores, 2: clusters, 3: [list(range(8))]})
+    assert machine.cpu_count() == 8
+    assert [machine.cache_sharers(2, t) for t in (1, 2, 3, 4, 8)] == [1, 1, 2, 2, 4]
+    assert machine.cache_sharers(1, 8) == 1
+
+
+def test_what_sysfs_does_not_say_counts_as_private(fake_topology):
+    fake_topology([[0]], {}, allowed=[0, 1, 2])   # CPUs 1 and 2 have no sysfs entries at all
+    topology = machine.topology()
+    assert len(topology.cores) == 3
+    assert [len(topology.caches[level]) for level in (1, 2, 3)] == [3, 3, 1]
+    assert machine.cache_sharers(2, 3) == 1 and machine.cache_sharers(3, 3) == 3
