@@ -51,8 +51,8 @@ KC_FAR = 512
 tile then comes from L3 or memory once per kc block, and halving those visits is worth more
 than B's micro-panel staying in L1 (where a deeper kc makes it outgrow L1 it streams from L2, as
 the vector-wide panel of BLIS's Skylake-X sgemm kernel does: 384 x 32 floats per call). A
-measured rule, not a derived one: the README's results give the machine, the tiles and the
-sizes it was measured on. Measure yours: time ``kernel(a, b, kc=...)`` at 4096 and at 512
+measured rule, not a derived one: RESULTS.md (2026-12-03, night) gives the machine, the tiles
+and the sizes it was measured on. Measure yours: time ``kernel(a, b, kc=...)`` at 4096 and at 512
 against the default, interleaved (``python -m krypton.bench --sizes 512 4096`` gives the
 defaults)."""
 MC_ROWS_MAX = 192
