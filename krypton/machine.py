@@ -261,7 +261,13 @@ _SYSFS_CPUS = Path("/sys/devices/system/cpu")
 
 def topology() -> Topology:
     """This process's ``Topology``: its allowed CPUs grouped by core and by cache instance."""
-    cpus = _allowed_cpus()
+    return _topology_of(_allowed_cpus())
+
+
+@functools.lru_cache(maxsize=16)
+def _topology_of(cpus: frozenset[int]) -> Topology:
+    """``topology`` for one set of allowed CPUs (built once per set: a machine with hundreds
+    of CPUs would otherwise group them again every ``CPU_COUNT_SECONDS``)."""
     reported = {cpu: _cpu_groups(cpu) for cpu in cpus}
     cores = _groups(reported[cpu].get(0, frozenset({cpu})) & cpus for cpu in cpus)
     core_of = {cpu: core for core in cores for cpu in core}

@@ -186,8 +186,10 @@ def fake_topology(tmp_path, monkeypatch):
         monkeypatch.setattr(machine, "_allowed_cpus", lambda: cpus)
         monkeypatch.setattr(machine, "_cpu_count", (1, float("-inf")))
         machine._cpu_groups.cache_clear()
+        machine._topology_of.cache_clear()
     yield use
     machine._cpu_groups.cache_clear()
+    machine._topology_of.cache_clear()
 
 
 def test_cpu_lists_are_read_as_linux_writes_them():
