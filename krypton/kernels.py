@@ -108,9 +108,8 @@ def default_knobs(kernel: str, isa: str | None = None, tuned: bool = True,
     streaming MR x kc micro-panels share L1 by ways, mc so that A's mc x kc block fills L2's
     ways beside B's micro-panel, nc so that B's kc x nc block fills L3's; and for a product
     whose C (``c_shape``, rows x columns) is larger than L2, kc at least ``blocking.KC_FAR``.
-    Blocks are per thread: ``threads`` threads that would share an L1 or L2
-    (``machine.cache_sharers``: more threads than cores, or cores that share an L2) each get
-    their share of its ways; one thread per core with caches of its own changes nothing.
+    Blocks are per thread: ``threads`` threads that share an L1 or L2 each get their share of
+    its ways (``machine.cache_sharers``: none while each core has its own and threads <= cores).
     When autotune has saved measured values for this machine, rungs 5-7 use those instead, for
     every shape (pass ``tuned=False`` to see the model's).
     """
@@ -634,9 +633,8 @@ def small_plan(m: int, n: int, k: int, a_strides: tuple[int, int] | None = None,
     rsa, csa = a_strides or (k, 1)
     rsb, csb = b_strides or (n, 1)
     resolved = _resolve_threads(kernel.spec, threads)
-    c_knobs = kernel._ffi.new("kr_knobs *", dict(
-        _resolve_runtime_knobs(kernel.spec, kernel.code_knobs, runtime, threads=resolved),
-        threads=resolved))
+    c_knobs = kernel._ffi.new("kr_knobs *", dict(_resolve_runtime_knobs(
+        kernel.spec, kernel.code_knobs, runtime, threads=resolved), threads=resolved))
     plan = kernel._ffi.new("kr_plan *")
     kernel.module.lib.kr_small_plan(m, n, k, rsa, csa, rsb, csb, c_knobs, plan)
     return SmallPlan(bool(plan.declined), bool(plan.dot), bool(plan.transposed),
