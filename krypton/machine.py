@@ -117,7 +117,7 @@ class CacheSizes:
     line: int
 
 
-_SYSFS_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+_SYSFS_CPUS = Path("/sys/devices/system/cpu")
 _LEVEL_NAMES = {1: "l1d", 2: "l2", 3: "l3"}
 
 
@@ -131,15 +131,23 @@ class _ReportedCache:
     ways: int | None
 
 
+def _data_cache_dirs(cpu: int) -> Iterator[tuple[int, Path]]:
+    """(level, directory) of each data or unified cache of ``cpu`` in sysfs
+    (``/sys/devices/system/cpu/cpuN/cache/index*``); instruction caches are skipped."""
+    for index in sorted((_SYSFS_CPUS / f"cpu{cpu}" / "cache").glob("index*")):
+        try:
+            if (index / "type").read_text().strip() in ("Data", "Unified"):
+                yield int((index / "level").read_text()), index
+        except (OSError, ValueError):
+            continue
+
+
 @functools.lru_cache(maxsize=None)
 def _reported_caches() -> tuple[_ReportedCache, ...]:
-    """The data and unified caches of cpu0 in /sys/devices/system/cpu/cpu0/cache/index*."""
+    """The data and unified caches of cpu0, with their sizes, lines and ways."""
     found = []
-    for index in sorted(_SYSFS_CACHES.glob("index*")):
+    for level, index in _data_cache_dirs(0):
         try:
-            if (index / "type").read_text().strip() not in ("Data", "Unified"):
-                continue
-            level = int((index / "level").read_text())
             size = _parse_size((index / "size").read_text().strip())
             line = int((index / "coherency_line_size").read_text())
         except (OSError, ValueError):
@@ -256,9 +264,6 @@ class Topology:
     caches: Mapping[int, tuple[frozenset[int], ...]]
 
 
-_SYSFS_CPUS = Path("/sys/devices/system/cpu")
-
-
 def topology() -> Topology:
     """This process's ``Topology``: its allowed CPUs grouped by core and by cache instance."""
     return _topology_of(_allowed_cpus())
@@ -271,10 +276,10 @@ def _topology_of(cpus: frozenset[int]) -> Topology:
     reported = {cpu: _cpu_groups(cpu) for cpu in cpus}
     cores = _groups(reported[cpu].get(0, frozenset({cpu})) & cpus for cpu in cpus)
     core_of = {cpu: core for core in cores for cpu in core}
-    # A cache the OS does not describe: L1 and L2 the core's own, L3 shared by all.
-    unreported = {1: lambda cpu: core_of[cpu], 2: lambda cpu: core_of[cpu], 3: lambda cpu: cpus}
-    caches = {level: _groups(reported[cpu].get(level, guess(cpu)) & cpus for cpu in cpus)
-              for level, guess in unreported.items()}
+    # A cache the OS does not describe is taken to be the core's own (L1, L2) or everyone's (L3).
+    caches = {level: _groups(reported[cpu].get(level, cpus if level == 3 else core_of[cpu])
+                             & cpus for cpu in cpus)
+              for level in (1, 2, 3)}
     return Topology(cpus, cores, caches)
 
 
@@ -295,12 +300,9 @@ def _cpu_groups(cpu: int) -> dict[int, frozenset[int]]:
             break
         except (OSError, ValueError):
             continue
-    for index in sorted((base / "cache").glob("index*")):
+    for level, index in _data_cache_dirs(cpu):
         try:
-            if (index / "type").read_text().strip() not in ("Data", "Unified"):
-                continue
-            found[int((index / "level").read_text())] = cpu_list(
-                (index / "shared_cpu_list").read_text())
+            found[level] = cpu_list((index / "shared_cpu_list").read_text())
         except (OSError, ValueError):
             continue
     return found
@@ -562,7 +564,7 @@ def machine_info() -> dict[str, Any]:
         "machine": platform.machine(),
         "os": platform.platform(),
         "cores": cpu_count(),
-        "hardware_threads": len(_allowed_cpus()),
+        "hardware_threads": len(topology().cpus),
         "isa": native_isa(),
         "isas_available": list(available_isas()),
         "caches": asdict(cache_sizes()),
@@ -577,7 +579,7 @@ def machine_info() -> dict[str, Any]:
 def describe() -> str:
     """One line naming the machine, for plot captions and table headers."""
     caches = cache_sizes()
-    cores, cpus = cpu_count(), len(_allowed_cpus())
+    cores, cpus = cpu_count(), len(topology().cpus)
     threads = f" ({cpus} hardware threads)" if cpus != cores else ""
     return (f"{cpu_model()}, {cores} cores{threads}, {native_isa().upper()}, "
             f"L1d {caches.l1d // 1024} KiB / L2 {caches.l2 // 1024} KiB / "
