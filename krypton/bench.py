@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -29,9 +30,9 @@ from krypton.checks import positive_int
 from krypton.files import atomic_write, check_writable
 from krypton.kernels import KERNELS
 from krypton.timing import (IDLE_SECONDS, LAYOUTS, REFERENCES, SPREAD_WARNING, Measurement,
-                            blas_threads, check_fits_in_memory, contender, gflops, is_threaded,
-                            measure_shape, quick_mode, shape_label, too_noisy_to_compare,
-                            torch_available)
+                            ColdCalls, blas_threads, check_fits_in_memory, cold_calls, contender,
+                            gflops, is_threaded, measure_shape, quick_mode, shape_label,
+                            too_noisy_to_compare, torch_available)
 
 __all__ = ["IDLE_SECONDS", "REFERENCES", "Measurement", "blas_threads", "check_output_dir",
            "contender", "format_table", "gflops", "main", "measure_shape", "measured_peaks",
@@ -142,8 +143,10 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
 
 
 def save_results(measurements: Sequence[Measurement], peak: dict[int, float],
-                 out_dir: Path | str, plots: bool = True) -> dict[str, Path]:
-    """Write results.json (numbers + the machine they came from) and the PNG plots.
+                 out_dir: Path | str, plots: bool = True,
+                 core: ColdCalls | None = None) -> dict[str, Path]:
+    """Write results.json (numbers + the machine they came from, and ``core``: whether the
+    core was shared, from ``timing.cold_calls``) and the PNG plots.
 
     Each file is written atomically (``krypton.files.atomic_write``): an interrupted save
     leaves the previous results as they were.
@@ -153,6 +156,8 @@ def save_results(measurements: Sequence[Measurement], peak: dict[int, float],
     document = {
         "machine": machine.machine_info(),
         "peak_gflops": {str(t): g for t, g in peak.items()},
+        "core": None if core is None else {**asdict(core), "ratio": core.ratio,
+                                           "shared": core.shared},
         "measurements": [x.to_dict() for x in measurements],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -226,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--vs torch: PyTorch is not installed (pip install torch==2.13.0)")
 
     print(f"Machine: {machine.describe()}", flush=True)
+    core = cold_calls()
+    print(f"This core: {core}", flush=True)
     measured = measured_peaks(threads_list)
     for result in measured.values():
         print(f"Measured FMA {result}", flush=True)
@@ -233,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     measurements = run(list(args.kernels) + references, shapes, threads_list, args.repeats,
                        progress=not args.no_progress)
     print(format_table(measurements, peak))
-    paths = save_results(measurements, peak, args.out, plots=not args.no_plots)
+    paths = save_results(measurements, peak, args.out, plots=not args.no_plots, core=core)
     print("Saved " + ", ".join(str(p) for p in paths.values()))
     return 0
 

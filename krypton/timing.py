@@ -191,6 +191,70 @@ def settle_idle_threads(seconds: float = IDLE_SECONDS) -> None:
     time.sleep(seconds)
 
 
+SHARED_CORE_GAP = 0.02
+"""Seconds a thread spins between the two calls ``cold_calls`` compares."""
+
+SHARED_CORE_RATIO = 3.0
+"""How many times slower the call after the gap must be for ``cold_calls`` to say that
+something else ran on the core. The rule: a spinning thread keeps its core busy and touches a
+few cache lines, so on a core of its own the call finds its code and data where it left them
+and should run about as fast as right after itself. A
+core shared with another thread (a hyperthread of another virtual machine on a cloud host, a
+process on the sibling) loses them to it within a millisecond. Check it on yours: run
+``cold_calls(gap)`` for gaps of 0.1, 1 and 20 ms and see whether the ratio grows with the gap."""
+
+
+@dataclass(frozen=True)
+class ColdCalls:
+    """What a pause does to a short call on this core (``cold_calls``): the median seconds of a
+    4 KiB NumPy add right after itself (``hot``) and after ``gap`` seconds of spinning
+    (``cold``)."""
+
+    hot: float
+    cold: float
+    gap: float
+
+    @property
+    def ratio(self) -> float:
+        return self.cold / self.hot
+
+    @property
+    def shared(self) -> bool:
+        """True when the call after the gap ran ``SHARED_CORE_RATIO`` times slower or more."""
+        return self.ratio >= SHARED_CORE_RATIO
+
+    def __str__(self) -> str:
+        seen = (f"a 4 KiB add took {self.hot * 1e6:.1f} µs right after itself and "
+                f"{self.cold * 1e6:.1f} µs after {self.gap * 1e3:g} ms of spinning "
+                f"({self.ratio:.1f}x)")
+        if self.shared:
+            return (f"{seen}: something else ran on this core meanwhile and took over its "
+                    "caches, so a short call costs more the longer since the last, and step "
+                    "times vary from run to run; compare contenders within one run only")
+        return f"{seen}: nothing else seems to run on this core"
+
+
+def cold_calls(gap: float = SHARED_CORE_GAP, rounds: int = 25) -> ColdCalls:
+    """Whether this thread has its core to itself: time a tiny call right after itself and
+    after ``gap`` seconds of spinning (busy, not asleep: a sleeping core may lose its caches by
+    design), ``rounds`` times each in turn (about ``rounds * gap`` seconds in all)."""
+    positive_int("rounds", rounds)
+    left, right, out = (np.ones(1024, np.float32) for _ in range(3))
+    hot, cold = [], []
+    np.add(left, right, out=out)
+    for _ in range(rounds):
+        start = time.perf_counter()
+        np.add(left, right, out=out)
+        hot.append(time.perf_counter() - start)
+        end = time.perf_counter() + gap
+        while time.perf_counter() < end:
+            pass
+        start = time.perf_counter()
+        np.add(left, right, out=out)
+        cold.append(time.perf_counter() - start)
+    return ColdCalls(statistics.median(hot), statistics.median(cold), gap)
+
+
 def median_seconds(call: Callable[[], Any], repeats: int) -> float:
     """Median time of ``repeats`` calls of ``call``, after one untimed call (the warm-up)."""
     repeats = positive_int("repeats", repeats)

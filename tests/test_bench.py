@@ -142,7 +142,10 @@ def test_cli_prints_the_table_and_saves_json_and_plots(tmp_path, capsys):
     assert status == 0
     out = capsys.readouterr().out
     assert "% NumPy" in out and "Measured FMA peak" in out and "8x16x4" in out
+    assert "This core: a 4 KiB add took" in out
     document = json.loads((tmp_path / "results.json").read_text())
+    core = document["core"]
+    assert core["hot"] > 0 and core["cold"] > 0 and core["shared"] == (core["ratio"] >= 3)
     machine = document["machine"]
     for key in ("cpu", "isa", "caches", "cores", "compiler", "numpy", "blas"):
         assert machine[key] not in (None, "", [])
@@ -151,6 +154,27 @@ def test_cli_prints_the_table_and_saves_json_and_plots(tmp_path, capsys):
     assert ("packed", 2) not in kinds  # single-threaded rungs are measured once
     assert (tmp_path / "ladder.png").stat().st_size > 10_000
     assert (tmp_path / "gflops_vs_size.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("cold, shared", [(1.2e-6, False), (2.9e-6, False), (3e-6, True),
+                                          (40e-6, True)])
+def test_a_call_slowed_by_a_pause_is_read_as_a_shared_core(cold, shared):
+    core = timing.ColdCalls(hot=1e-6, cold=cold, gap=0.02)
+    assert core.ratio == pytest.approx(cold / 1e-6) and core.shared is shared
+    text = str(core)
+    assert "1.0 µs right after itself" in text and "after 20 ms of spinning" in text
+    assert ("something else ran on this core" in text) is shared
+    assert ("nothing else seems to run on this core" in text) is not shared
+
+
+def test_cold_calls_times_both_calls_in_every_round(monkeypatch):
+    ticks = iter(range(10**6))   # a clock that moves one second per reading
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: float(next(ticks)))
+    core = timing.cold_calls(gap=0.5, rounds=3)
+    # per round: hot start/end (2), the gap's end and one check (2), cold start/end (2)
+    assert core == timing.ColdCalls(hot=1.0, cold=1.0, gap=0.5)
+    with pytest.raises(ValueError, match="rounds must be a positive integer"):
+        timing.cold_calls(rounds=0)
 
 
 def test_cli_rejects_unknown_kernels():

@@ -95,6 +95,7 @@ def test_cli_trains_an_epoch_and_writes_every_number_as_json(capsys, toy_root, t
     assert code == 0
     assert "parallel epoch 1/2" in out and "parallel epoch 2/2" in out
     assert "epoch time" in out and "test acc" in out
+    assert "This core: a 4 KiB add took" in out   # whether step times can be compared
 
     document = json.loads(out_file.read_text())
     assert document["dataset"] == "mnist"

@@ -21,7 +21,7 @@ from krypton import machine
 from krypton.backends import BACKENDS, DEFAULT
 from krypton.data import DATASETS, DatasetNotFoundError, load_data
 from krypton.files import atomic_write, check_writable
-from krypton.timing import check_fits_in_memory, quick_mode, torch_available
+from krypton.timing import check_fits_in_memory, cold_calls, quick_mode, torch_available
 from krypton.train.compare import NAIVE_BATCHES, train_backends
 from krypton.train.loop import OPTIMIZERS, SCHEDULES, make_plan
 from krypton.train.model import (DEFAULT_SIZES, IMAGE_SHAPE, MODELS, build_model, describe,
@@ -190,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     threads = args.threads or machine.cpu_count()
     print(f"Machine: {machine.describe()}")
+    print(f"This core: {cold_calls()}")
     print(f"Dataset: {data.dataset}, {len(data.train_images)} train and "
           f"{len(data.test_images)} test images")
     architecture = describe(build_model(args.model, args.sizes))
