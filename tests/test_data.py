@@ -103,6 +103,8 @@ def test_read_idx_round_trips_images_and_labels(tmp_path, compress):
     assert read_images.dtype == np.uint8 and read_images.shape == (12, 28, 28)
     np.testing.assert_array_equal(read_images, images)
     np.testing.assert_array_equal(read_labels, labels)
+    # In memory NumPy allocated (huge pages for a large array), not a view of the read buffer.
+    assert read_images.flags.owndata and read_images.flags.writeable
 
 
 def test_read_idx_detects_gzip_by_content_not_name(tmp_path):
