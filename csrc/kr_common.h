@@ -10,6 +10,20 @@
 
 #define KR_ALIGN 64   /* one cache line: buffers start on a line, vector loads never split one */
 
+/* Unroll the next loop completely. It runs a compile-time constant number of times (rows or
+ * vectors of a micro-tile, at most 32), and unrolled, every array it indexes (accumulators,
+ * vectors of B, row pointers) becomes a set of named registers; indexed by a variable, those
+ * arrays live in memory and every FMA waits on a load and a store. gcc takes a count; clang
+ * reads `#pragma GCC unroll 32` too, but where many copies of a loop are inlined into one
+ * function it unrolled some of them only partly (rung 7 ran at a third of its gcc speed).
+ * Check: compile with CC=clang and look for loads from the stack among a micro-kernel's FMAs
+ * (notebook 04's loop_counts), or time `small` against `packed`. */
+#if defined(__clang__)
+#  define KR_UNROLL _Pragma("clang loop unroll(full)")
+#else
+#  define KR_UNROLL _Pragma("GCC unroll 32")
+#endif
+
 static inline int64_t kr_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t kr_max(int64_t a, int64_t b) { return a > b ? a : b; }
 static inline int64_t kr_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

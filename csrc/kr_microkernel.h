@@ -87,15 +87,15 @@ kr_microkernel_tile(const int rows, const int vectors, int64_t kc, const float *
                     int overwrite)
 {
     const float *row[KR_TILE_ROWS];
-#pragma GCC unroll 32
+KR_UNROLL
     for (int r = 0; r < rows; ++r) {
         const int64_t i = kr_min(r, mr - 1);
         row[r] = i < KR_MR ? A + i * rsa : A + psa + (i - KR_MR) * rsa;
     }
     kr_vec acc[KR_TILE_ROWS][KR_NV];
-#pragma GCC unroll 32
+KR_UNROLL
     for (int r = 0; r < rows; ++r)
-#pragma GCC unroll 8
+KR_UNROLL
         for (int v = 0; v < vectors; ++v)
             acc[r][v] = kr_zero();
     /* C is touched only after the k loop. Ask for its lines now, so that on large matrices,
@@ -124,22 +124,22 @@ kr_microkernel_tile(const int rows, const int vectors, int64_t kc, const float *
 #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; ++k) {                 /* depth: one rank-1 update per step */
         kr_vec b[KR_NV];
-#pragma GCC unroll 8
+KR_UNROLL
         for (int v = 0; v < vectors; ++v)
             b[v] = kr_load(B + k * rsb + v * KR_VLEN);
-#pragma GCC unroll 32
+KR_UNROLL
         for (int r = 0; r < rows; ++r) {
             const kr_vec a = kr_set1(row[r][k * csa]);
-#pragma GCC unroll 8
+KR_UNROLL
             for (int v = 0; v < vectors; ++v)
                 acc[r][v] = kr_fma(a, b[v], acc[r][v]);
         }
     }
 
     if (mr == rows && nr == vectors * KR_VLEN && csc == 1) {
-#pragma GCC unroll 32
+KR_UNROLL
         for (int r = 0; r < rows; ++r)
-#pragma GCC unroll 8
+KR_UNROLL
             for (int v = 0; v < vectors; ++v) {
                 float *c = C + r * rsc + v * KR_VLEN;
                 kr_store(c, overwrite ? acc[r][v] : kr_add(acc[r][v], kr_load(c)));
@@ -147,9 +147,9 @@ kr_microkernel_tile(const int rows, const int vectors, int64_t kc, const float *
         return;
     }
     float tile[KR_TILE_ROWS * KR_NR] __attribute__((aligned(KR_ALIGN)));
-#pragma GCC unroll 32
+KR_UNROLL
     for (int r = 0; r < rows; ++r)
-#pragma GCC unroll 8
+KR_UNROLL
         for (int v = 0; v < vectors; ++v)
             kr_store(tile + r * KR_NR + v * KR_VLEN, acc[r][v]);
     for (int64_t r = 0; r < mr; ++r)

@@ -172,15 +172,15 @@ kr_dot_step(kr_vec acc[KR_DOT_ROWS][KR_DOT_COLS], const float *const a[KR_DOT_RO
             const float *const b[KR_DOT_COLS], int64_t k, int64_t lanes)
 {
     kr_vec bv[KR_DOT_COLS];
-#pragma GCC unroll 8
+KR_UNROLL
     for (int c = 0; c < KR_DOT_COLS; ++c) {
         bv[c] = lanes == KR_VLEN ? kr_load(b[c] + k) : kr_load_n(b[c] + k, lanes);
         KR_IN_REGISTER(bv[c]);   /* one load per vector of B, not one per FMA (kr_simd.h) */
     }
-#pragma GCC unroll 8
+KR_UNROLL
     for (int r = 0; r < KR_DOT_ROWS; ++r) {
         const kr_vec av = lanes == KR_VLEN ? kr_load(a[r] + k) : kr_load_n(a[r] + k, lanes);
-#pragma GCC unroll 8
+KR_UNROLL
         for (int c = 0; c < KR_DOT_COLS; ++c)
             acc[r][c] = kr_fma(av, bv[c], acc[r][c]);
     }
@@ -225,18 +225,18 @@ static void kr_dot_rows(int64_t i_begin, int64_t i_end, int64_t N, int64_t K,
                     b[c] = Bt + (j0 + kr_min(c, cols - 1)) * ldbt;
                 const int64_t at = tile++ * KR_DOT_TILE;   /* its sums in `partial` */
                 kr_vec acc[KR_DOT_ROWS][KR_DOT_COLS];
-#pragma GCC unroll 8
+KR_UNROLL
                 for (int r = 0; r < KR_DOT_ROWS; ++r)
-#pragma GCC unroll 8
+KR_UNROLL
                     for (int c = 0; c < KR_DOT_COLS; ++c)
                         acc[r][c] = k0 == 0 ? kr_zero()
                                   : kr_load(partial + at + (r * KR_DOT_COLS + c) * KR_VLEN);
                 for (int64_t k = k0; k < k1; k += KR_VLEN)        /* depth: a vector at a time */
                     kr_dot_step(acc, a, b, k, KR_VLEN);
                 if (!last) {   /* the next chunk goes on from here */
-#pragma GCC unroll 8
+KR_UNROLL
                     for (int r = 0; r < KR_DOT_ROWS; ++r)
-#pragma GCC unroll 8
+KR_UNROLL
                         for (int c = 0; c < KR_DOT_COLS; ++c)
                             kr_store(partial + at + (r * KR_DOT_COLS + c) * KR_VLEN, acc[r][c]);
                     continue;
@@ -246,7 +246,7 @@ static void kr_dot_rows(int64_t i_begin, int64_t i_end, int64_t N, int64_t K,
                 /* A constant trip count, so acc[.][c] names registers: indexed by a variable,
                  * the accumulators would have to live in memory (gcc spills all 20 to the
                  * stack). */
-#pragma GCC unroll 8
+KR_UNROLL
                 for (int c = 0; c < KR_DOT_COLS; ++c) {
                     float sums[KR_DOT_ROWS];
                     kr_sum4(acc[0][c], acc[1][c], acc[2][c], acc[3][c], sums);
