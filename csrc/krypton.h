@@ -113,6 +113,7 @@ double kr_probe_peak(int64_t warmup, int64_t fma_iterations, int64_t clock_itera
                      int64_t threads, int64_t repeats, double *flops_per_second,
                      double *clock_hz);
 int64_t kr_probe_clock_adds(void);
+int64_t kr_probe_threads(int64_t threads);
 int64_t kr_probe_chains(void);
 double kr_probe_triad(float *a, const float *b, const float *c, int64_t n,
                       int64_t repeats, int64_t threads);

@@ -107,8 +107,9 @@ static void kr_probe_loop(int64_t iterations, int clock)
     (void)increment;
 }
 
-/* The threads the probe really runs: without OpenMP, one. */
-static int64_t kr_probe_threads(int64_t threads)
+/* The threads the probe really runs when asked for `threads`: without OpenMP, one (Python's
+ * machine.peak reports the peak of that many cores, not of the number asked for). */
+int64_t kr_probe_threads(int64_t threads)
 {
 #ifdef _OPENMP
     return threads > 0 ? threads : 1;

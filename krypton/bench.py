@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from krypton import machine, plotting
+from krypton import machine, plotting, seam
 from krypton.checks import positive_int
 from krypton.files import atomic_write, check_writable
 from krypton.kernels import KERNELS
@@ -95,8 +95,10 @@ def peaks(threads_list: Iterable[int]) -> dict[int, float]:
 
 
 def measured_peaks(threads_list: Iterable[int]) -> dict[int, machine.Peak]:
-    """The measured FMA peak of this machine for each thread count, with its clock and pipes."""
-    return {t: machine.peak(threads=t) for t in sorted(set(threads_list))}
+    """The measured FMA peak of this machine for each thread count, with its clock and pipes;
+    a thread count the probe cannot run (a build without OpenMP runs one) is left out."""
+    measured = {t: machine.peak(threads=t) for t in sorted(set(threads_list))}
+    return {t: result for t, result in measured.items() if result.threads == t}
 
 
 def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) -> str:
@@ -236,6 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     measured = measured_peaks(threads_list)
     for result in measured.values():
         print(f"Measured FMA {result}", flush=True)
+    unmeasured = sorted(set(threads_list) - set(measured))
+    if unmeasured:
+        print(f"No peak for {', '.join(map(str, unmeasured))} threads: this build has no OpenMP "
+              f"(the compiler {seam.compiler()[0]!r} has none), so the probe and the threaded "
+              "rungs run on one thread; those rows have no % peak. For threads, install the "
+              "compiler's OpenMP (apt install libomp-dev for clang, brew install libomp).",
+              flush=True)
     peak = {t: result.gflops for t, result in measured.items()}
     measurements = run(list(args.kernels) + references, shapes, threads_list, args.repeats,
                        progress=not args.no_progress)

@@ -368,13 +368,16 @@ def _probes() -> seam.CompiledModule:
     return _probes_for(native_isa())
 
 
+PROBE_SOURCE = '#include "probe_peak.c"\n#include "probe_bandwidth.c"\n'
+PROBE_FUNCTIONS = ("kr_probe_fma", "kr_probe_peak", "kr_probe_clock_adds", "kr_probe_threads",
+                   "kr_probe_triad", "kr_probe_vector_width", "kr_probe_chains")
+"""The probes' module: its source and the functions Python calls (declared in krypton.h)."""
+
+
 @functools.lru_cache(maxsize=None)
 def _probes_for(isa: str) -> seam.CompiledModule:
-    source = '#include "probe_peak.c"\n#include "probe_bandwidth.c"\n'
-    cdef = seam.cdef_for(["kr_probe_fma", "kr_probe_peak", "kr_probe_clock_adds",
-                          "kr_probe_triad", "kr_probe_vector_width", "kr_probe_chains"])
-    return seam.compile_c(source, cdef, name="probes", macros={"KR_ISA": ISA_MACROS[isa]},
-                          flags=ISA_FLAGS[isa])
+    return seam.compile_c(PROBE_SOURCE, seam.cdef_for(PROBE_FUNCTIONS), name="probes",
+                          macros={"KR_ISA": ISA_MACROS[isa]}, flags=ISA_FLAGS[isa])
 
 
 @dataclass(frozen=True)
@@ -433,6 +436,10 @@ def peak(threads: int | None = None, isa: str | None = None, seconds: float = 0.
     A virtual machine's core can also be taken by the host, and then its CPU time runs on
     while its FMAs wait: a rate below ``WHOLE_PIPES`` of the whole number of pipes it implies
     is measured again, up to ``PEAK_ATTEMPTS`` times, and the fastest counts.
+
+    Built without OpenMP (a compiler that has none, such as Apple's clang), the probe runs on
+    one thread whatever it is asked, and the Peak is that of one core (``threads`` 1), as the
+    kernels then compute on one.
     """
     threads = cpu_count() if threads is None else check_threads("threads", threads)
     repeats = positive_int("repeats", repeats)
@@ -440,6 +447,7 @@ def peak(threads: int | None = None, isa: str | None = None, seconds: float = 0.
     if isa not in available_isas():
         raise ValueError(f"isa {isa!r} is not available here; choose from {available_isas()}")
     lib, ffi = _probes_for(isa).lib, _probes_for(isa).ffi
+    threads = int(lib.kr_probe_threads(threads))
     rate, hz = ffi.new("double *"), ffi.new("double *")
     adds_per_pass = lib.kr_probe_clock_adds()
     # Learn how many passes make a run of per_run seconds (CPU time: load does not skew it).

@@ -129,6 +129,9 @@ def test_a_peak_short_of_whole_pipes_is_measured_again(monkeypatch):
         def kr_probe_clock_adds(self):
             return 1
 
+        def kr_probe_threads(self, threads):
+            return threads
+
         def kr_probe_vector_width(self):
             return 16
 
@@ -147,6 +150,27 @@ def test_a_peak_short_of_whole_pipes_is_measured_again(monkeypatch):
     peak = machine.peak(2, isa="avx512", seconds=0.01, repeats=1)
     assert len(calls) == 3  # the calibration, the short run, the whole one
     assert peak.fma_pipes == 1 and abs(peak.gflops - 2 * 3.0 * 16 * 2) < 1e-9
+
+
+def test_a_probe_without_openmp_reports_the_peak_of_the_one_core_it_ran_on(monkeypatch):
+    # As under a compiler with no OpenMP (Apple's clang, or clang without libomp): built here
+    # with -fno-openmp, the probe runs one thread whatever it is asked.
+    isa = machine.native_isa()
+    module = seam.compile_c(machine.PROBE_SOURCE, seam.cdef_for(machine.PROBE_FUNCTIONS),
+                            name="probes_no_openmp", macros={"KR_ISA": machine.ISA_MACROS[isa]},
+                            flags=(*machine.ISA_FLAGS[isa], "-fno-openmp"))
+    assert module.lib.kr_probe_threads(2) == 1
+    assert machine._probes_for(isa).lib.kr_probe_threads(2) == (2 if seam.openmp_flags() else 1)
+    monkeypatch.setattr(machine, "_probes_for", lambda isa: module)
+    peak = machine.peak(2, isa=isa, seconds=0.01, repeats=1)
+    assert peak.threads == 1 and "= 1 core x" in str(peak)
+
+
+def test_the_bench_leaves_out_the_peak_of_threads_the_probe_cannot_run(monkeypatch):
+    from krypton import bench
+    monkeypatch.setattr(machine, "peak", lambda threads: machine.Peak(100.0, 3.0, 16, 1, 1,
+                                                                      "avx512"))
+    assert list(bench.measured_peaks([1, 2])) == [1]
 
 
 # --- the topology: cores and shared caches, from a sysfs tree written for the test ----------
