@@ -37,7 +37,7 @@ BUILDS = {
 }
 ISA_IDS = {"neon": 1, "avx2": 2, "avx512": 3}   # kr_simd.h's KR_ISA_* values
 
-JUMP_BACK = re.compile(r"\s([0-9a-f]+) <[^>]*>\s*(//.*)?$")   # aarch64 objdump adds "// b.any"
+JUMP_BACK = re.compile(r"\s(?:0x)?([0-9a-f]+) <[^>]*>\s*(//.*)?$")  # GNU aarch64: "// b.any"
 FMA = re.compile(r"\t(vfmadd\d*ps|fmla)\s")
 STACK = re.compile(r"\(%rsp|\[sp\b")   # a load or store at the stack pointer: a spill slot
 
