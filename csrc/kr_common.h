@@ -15,9 +15,9 @@
  * vectors of B, row pointers) becomes a set of named registers; indexed by a variable, those
  * arrays live in memory and every FMA waits on a load and a store. gcc takes a count; clang
  * reads `#pragma GCC unroll 32` too, but where many copies of a loop are inlined into one
- * function it unrolled some of them only partly (rung 7 ran at a third of its gcc speed).
- * Check: compile with CC=clang and look for loads from the stack among a micro-kernel's FMAs
- * (notebook 04's loop_counts), or time `small` against `packed`. */
+ * function (rung 7's edge kernels) it unrolled only some of them. Check:
+ * tests/test_codegen.py reads each compiler's machine code for a tile loop off the stack; or
+ * time `small` against `packed` built by the same compiler. */
 #if defined(__clang__)
 #  define KR_UNROLL _Pragma("clang loop unroll(full)")
 #else

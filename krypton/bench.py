@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -158,8 +157,7 @@ def save_results(measurements: Sequence[Measurement], peak: dict[int, float],
     document = {
         "machine": machine.machine_info(),
         "peak_gflops": {str(t): g for t, g in peak.items()},
-        "core": None if core is None else {**asdict(core), "ratio": core.ratio,
-                                           "shared": core.shared},
+        "core": None if core is None else core.to_dict(),
         "measurements": [x.to_dict() for x in measurements],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -223,9 +223,7 @@ def _parse_idx_stream(stream: BinaryIO, path: Path, compressed: bool) -> np.ndar
     # and a page walk. Measure: time batches.gather_pixels of 128 random rows from
     # np.frombuffer(payload) and from this copy, in turns (AnonHugePages in /proc/self/smaps
     # says which pages each has).
-    array = np.frombuffer(payload, dtype=np.uint8).reshape(shape).copy()
-    del payload
-    return array
+    return np.frombuffer(payload, dtype=np.uint8).reshape(shape).copy()
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:

@@ -223,6 +223,9 @@ class ColdCalls:
         """True when the call after the gap ran ``SHARED_CORE_RATIO`` times slower or more."""
         return self.ratio >= SHARED_CORE_RATIO
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio, "shared": self.shared}
+
     def __str__(self) -> str:
         seen = (f"a 4 KiB add took {self.hot * 1e6:.1f} µs right after itself and "
                 f"{self.cold * 1e6:.1f} µs after {self.gap * 1e3:g} ms of spinning "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from krypton import machine
+from krypton import kernels, machine
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 
@@ -35,19 +35,9 @@ BUILDS = {
     "clang neon": (["clang", "--target=aarch64-linux-gnu"], ["-march=armv8-a"],
                    "aarch64-linux-gnu-objdump", "clang gcc-aarch64-linux-gnu"),
 }
-ISA_IDS = {"neon": 1, "avx2": 2, "avx512": 3}   # kr_simd.h's KR_ISA_* values
-
 JUMP_BACK = re.compile(r"\s(?:0x)?([0-9a-f]+) <[^>]*>\s*(//.*)?$")  # GNU aarch64: "// b.any"
 FMA = re.compile(r"\t(vfmadd\d*ps|fmla)\s")
 STACK = re.compile(r"\(%rsp|\[sp\b")   # a load or store at the stack pointer: a spill slot
-
-
-def micro_tile(isa: str) -> tuple[int, int]:
-    """(MR, NV) of the ISA's default micro-tile, read from csrc/kr_microtile.h."""
-    text = (CSRC / "kr_microtile.h").read_text()
-    mr, nr = (int(re.search(rf"#define KR_{axis}_{isa.upper()} (\d+)", text).group(1))
-              for axis in ("MR", "NR"))
-    return mr, nr // machine.VECTOR_WIDTH[isa]
 
 
 def innermost_loops(listing: str) -> list[list[str]]:
@@ -72,12 +62,13 @@ def build(rung: str, name: str, out: Path) -> str:
         pytest.skip(f"{name}: no {compiler[0]} or {objdump} here (apt install {package})")
     isa = name.split()[1]
     obj = out / f"{rung}.o"
-    command = [*compiler, "-O3", "-std=gnu11", "-fPIC", *flags, f"-DKR_ISA={ISA_IDS[isa]}",
-               f"-I{CSRC}", "-c", str(CSRC / f"{rung}.c"), "-o", str(obj)]
-    if compiler[0].endswith("gcc"):
-        command.insert(-4, "-fno-version-loops-for-strides")   # as the seam builds rungs 5-7
+    as_the_seam = ["-fno-version-loops-for-strides"] if compiler[0].endswith("gcc") else []
+    command = [*compiler, "-O3", "-std=gnu11", "-fPIC", *flags, *as_the_seam,
+               f"-DKR_ISA={machine.ISA_MACROS[isa]}", f"-I{CSRC}", "-c", str(CSRC / f"{rung}.c"),
+               "-o", str(obj)]
     built = subprocess.run(command, capture_output=True, text=True)
-    if built.returncode != 0 and "--target" in compiler[1:2] and "stdint.h" in built.stderr:
+    cross_clang = any(arg.startswith("--target") for arg in compiler[1:])
+    if built.returncode != 0 and cross_clang and "stdint.h" in built.stderr:
         pytest.skip(f"{name}: clang has no aarch64 headers here (apt install {package})")
     assert built.returncode == 0, f"{' '.join(command)} failed:\n{built.stderr}"
     return subprocess.run([objdump, "-d", "--no-show-raw-insn", str(obj)], capture_output=True,
@@ -87,7 +78,9 @@ def build(rung: str, name: str, out: Path) -> str:
 @pytest.mark.parametrize("rung", ["packed", "small"])
 @pytest.mark.parametrize("name", list(BUILDS))
 def test_the_full_tile_keeps_its_accumulators_in_registers(rung, name, tmp_path):
-    mr, nv = micro_tile(name.split()[1])
+    isa = name.split()[1]
+    mr, nr = kernels.DEFAULT_MICROTILE[isa]   # the ISA's default tile, from kr_microtile.h
+    nv = nr // machine.VECTOR_WIDTH[isa]
     loops = innermost_loops(build(rung, name, tmp_path))
     found = [(sum(bool(FMA.search(line)) for line in body),
               sum(bool(STACK.search(line)) for line in body)) for body in loops]
