@@ -150,24 +150,38 @@ static int kr_parallel_five_loops(int64_t M, int64_t N, int64_t K, const kr_oper
                 const int64_t mc = kr_min(max.mc, rows.end - ic);
                 const kr_view a = kr_pack_a(A, ic, pc, mc, kc, Ap);
                 /* The tile at (ir, jr): MR rows (or the rows left, kr_tile_rows) of A's
-                 * block times NR columns of B's. */
-#define KR_TILE(ir, mr, jr)                                                                     \
-                kr_microkernel((mr), kr_min(KR_NR, nc - (jr)), kc,                              \
-                               a.data + (ir) / KR_MR * a.ps, a.rs, a.cs, a.ps,                  \
-                               b.data + (jr) / KR_NR * b.ps, b.rs,                              \
-                               C + (ic + (ir)) * rsc + (jc + (jr)) * csc, rsc, csc, pc == 0)
+                 * block times nr columns of B's. A thread's panels of B are whole, NR wide,
+                 * but for the last one at the right edge of C: the loops run over the whole
+                 * ones with nr = KR_NR, a constant, so the micro-kernel inlined there loses its
+                 * edge tests, and the narrow one goes to its own copy out of line. With nr a
+                 * variable in every copy, clang 14 kept a copy of it on the stack for each of
+                 * the tests and re-read them all at every tile: 128 x 10 x 256 (a K of 10:
+                 * little work per tile) ran at two thirds of gcc's speed. Measure: that shape
+                 * and 784 x 128 x 256 built by each compiler (CC=clang), against the loops
+                 * written with nr = kr_min(KR_NR, nc - jr) for every panel, interleaved. */
+#define KR_TILE(kernel, ir, mr, jr, nr)                                                         \
+                kernel((mr), (nr), kc, a.data + (ir) / KR_MR * a.ps, a.rs, a.cs, a.ps,          \
+                       b.data + (jr) / KR_NR * b.ps, b.rs,                                      \
+                       C + (ic + (ir)) * rsc + (jc + (jr)) * csc, rsc, csc, pc == 0)
+                const int64_t j_whole = j_begin + (j_end - j_begin) / KR_NR * KR_NR;
                 if (threads_n == 1 && kr_rows_outside(kc, nc)) {  /* rung 7: B's block in L2 */
                     for (int64_t ir = 0, mr; ir < mc; ir += mr) {  /* ir: A panel, L1 */
                         mr = kr_tile_rows(mc - ir);
-                        for (int64_t jr = j_begin; jr < j_end; jr += KR_NR)   /* jr: tile */
-                            KR_TILE(ir, mr, jr);
+                        for (int64_t jr = j_begin; jr < j_whole; jr += KR_NR)   /* jr: tile */
+                            KR_TILE(kr_microkernel, ir, mr, jr, KR_NR);
+                        if (j_whole < j_end)
+                            KR_TILE(kr_microkernel_narrow, ir, mr, j_whole, j_end - j_whole);
                     }
                 } else {
-                    for (int64_t jr = j_begin; jr < j_end; jr += KR_NR)   /* jr: B panel, L1 */
+                    for (int64_t jr = j_begin; jr < j_whole; jr += KR_NR)   /* jr: B panel, L1 */
                         for (int64_t ir = 0, mr; ir < mc; ir += mr) {  /* ir: tile in registers */
                             mr = kr_tile_rows(mc - ir);   /* MR, or the rows left */
-                            KR_TILE(ir, mr, jr);
+                            KR_TILE(kr_microkernel, ir, mr, jr, KR_NR);
                         }
+                    for (int64_t ir = 0, mr; j_whole < j_end && ir < mc; ir += mr) {
+                        mr = kr_tile_rows(mc - ir);
+                        KR_TILE(kr_microkernel_narrow, ir, mr, j_whole, j_end - j_whole);
+                    }
                 }
 #undef KR_TILE
             }
