@@ -41,15 +41,22 @@
 #  define KR_EDGE_KERNELS 0
 #endif
 /* Rows a tall tile may add to MR: fewer than MR (they are the rows of one more panel), as
- * many as fit the registers beside B's NV vectors and A's broadcast, and at most 3: 11 x 32 on
- * AVX-512 holds 22 accumulators in 25 of 32 registers, and reads A in place through 11 row
- * pointers; 12 rows in place, 12 pointers of x86's 16 general registers, ran slower than 8 + 4.
- * 0 on AVX2's 6 x 16, whose 16 vector registers are full. Measure: time 10 x 128 x 256:tn,
+ * many as fit the registers beside B's NV vectors and A's broadcasts, and at most 3: 11 x 32
+ * on AVX-512 holds 22 accumulators in 25 of 32 registers (an FMA there takes its broadcast of
+ * A from memory), and reads A in place through 11 row pointers; 12 rows in place, 12 pointers
+ * of x86's 16 general registers, ran slower than 8 + 4. AArch64's FMAs read registers only,
+ * and gcc and clang load a step's values of A, one register per row, before its FMAs: NEON's
+ * 8 x 8 takes 2 (10 x 2 accumulators + 2 of B + 10 of A = 32; with 3, gcc kept some on the
+ * stack: tests/test_codegen.py). 0 on AVX2's 6 x 16, whose 16 vector registers are full. Measure: time 10 x 128 x 256:tn,
  * 11 x 128 x 1024 and 12 x 128 x 256:tn (M x K x N) on this rung against one compiled after
  * `#define KR_TALL_ROWS 0` (or 4), in interleaved rounds. */
 #ifndef KR_TALL_ROWS
 #  if KR_EDGE_KERNELS
-#    define KR_TALL_FIT ((KR_VREGS - KR_NV - 1) / KR_NV - KR_MR)
+#    if KR_ISA == KR_ISA_NEON   /* a register per row of A */
+#      define KR_TALL_FIT ((KR_VREGS - KR_NV) / (KR_NV + 1) - KR_MR)
+#    else                       /* one broadcast, or none */
+#      define KR_TALL_FIT ((KR_VREGS - KR_NV - 1) / KR_NV - KR_MR)
+#    endif
 #    define KR_TALL_CAP (KR_MR - 1 < 3 ? KR_MR - 1 : 3)
 #    define KR_TALL_ROWS \
          (KR_TALL_FIT > KR_TALL_CAP ? KR_TALL_CAP : KR_TALL_FIT > 0 ? KR_TALL_FIT : 0)
@@ -121,7 +128,7 @@ KR_UNROLL
         }
     }
 
-#pragma GCC unroll 4
+KR_UNROLL_K
     for (int64_t k = 0; k < kc; ++k) {                 /* depth: one rank-1 update per step */
         kr_vec b[KR_NV];
 KR_UNROLL
@@ -282,20 +289,6 @@ kr_microkernel(int64_t mr, int64_t nr, int64_t kc, const float *restrict A, int6
 #endif
     kr_microkernel_tile(KR_MR, KR_NV, kc, A, 1, KR_MR, 0, B, rsb, C, rsc, csc, KR_MR, nr,
                         overwrite);
-}
-
-
-/* The tile at the right edge of C, where the last panel of B is narrower than NR: the same
- * call, made once per row of tiles, so its copy of the micro-kernel is out of line. Inlined
- * beside the loop of whole panels, a third and fourth copy would leave the compiler fewer
- * registers for them all (clang 14 then reloads B's stride from the stack at every step of k:
- * tests/test_codegen.py). */
-static __attribute__((noinline)) void
-kr_microkernel_narrow(int64_t mr, int64_t nr, int64_t kc, const float *restrict A, int64_t rsa,
-                      int64_t csa, int64_t psa, const float *restrict B, int64_t rsb,
-                      float *restrict C, int64_t rsc, int64_t csc, int overwrite)
-{
-    kr_microkernel(mr, nr, kc, A, rsa, csa, psa, B, rsb, C, rsc, csc, overwrite);
 }
 
 #endif

@@ -118,6 +118,19 @@ static void kr_thread_grid(int64_t m_panels, int64_t n_panels, int64_t threads,
     }
 }
 
+/* The tile at the right edge of C, where the last panel of B is narrower than NR: the same
+ * call, made once per row of tiles, so its copy of the micro-kernel is out of line. Inlined
+ * beside the loop of whole panels, a third and fourth copy would leave the compiler fewer
+ * registers for them all (clang 14 then reloads B's stride from the stack at every step of k:
+ * tests/test_codegen.py). */
+static __attribute__((noinline)) void
+kr_microkernel_narrow(int64_t mr, int64_t nr, int64_t kc, const float *restrict A, int64_t rsa,
+                      int64_t csa, int64_t psa, const float *restrict B, int64_t rsb,
+                      float *restrict C, int64_t rsc, int64_t csc, int overwrite)
+{
+    kr_microkernel(mr, nr, kc, A, rsa, csa, psa, B, rsb, C, rsc, csc, overwrite);
+}
+
 /* Thread tid's part of C = A*B for an M x N C with strides (rsc, csc). */
 static int kr_parallel_five_loops(int64_t M, int64_t N, int64_t K, const kr_operand *A,
                                   const kr_operand *B, float *restrict C, int64_t rsc,

@@ -38,6 +38,11 @@ BUILDS = {
 JUMP_BACK = re.compile(r"\s(?:0x)?([0-9a-f]+) <[^>]*>\s*(//.*)?$")  # GNU aarch64: "// b.any"
 FMA = re.compile(r"\t(vfmadd\d*ps|fmla)\s")
 STACK = re.compile(r"\(%rsp|\[sp\b")   # a load or store at the stack pointer: a spill slot
+# A vector loaded from the stack: x86's `op ..(%rsp), %?mm` (AT&T: the source first, so an
+# FMA's memory operand too), AArch64's ldr/ldp/ld1r of a q, d or s register or of v lanes.
+VECTOR_FROM_STACK = re.compile(r"\(%rsp[^)]*\),.*%[xyz]mm\d|\tld(?:r|p|ur|1r?)\t[{]?[qdsv]\d.*\[sp\b")
+CALL_OR_RETURN = re.compile(r"\t(?:call|ret|bl|blr)\b")
+FUNCTION = re.compile(r"^[0-9a-f]+ <([\w.]+)>:\n(.*?)(?=\n\n|\Z)", re.S | re.M)
 
 
 def innermost_loops(listing: str) -> list[list[str]]:
@@ -91,6 +96,29 @@ def test_the_full_tile_keeps_its_accumulators_in_registers(rung, name, tmp_path)
         f"{sorted(f for f in found if f[0])[-8:]}")
 
 
+@pytest.mark.parametrize("name", list(BUILDS))
+def test_no_tile_loop_of_rung_7_reads_vectors_from_the_stack(name, tmp_path):
+    # Rung 7 inlines many copies of the micro-kernel (A packed or in place, tall tiles, edges),
+    # each with its own k loop; none may keep accumulators, B's vectors or A's broadcasts on the
+    # stack (the step's values reloaded at every pass). clang once did, unrolling the k loop of
+    # the tall and in-place copies on AArch64 (KR_UNROLL_K in kr_common.h), and gcc with NEON
+    # tall tiles of 11 rows (KR_TALL_ROWS). A loop that calls or returns is not a tile's loop
+    # (the listing's loops are found from backward jumps, and may take in an epilogue).
+    listing = build("small", name, tmp_path)
+    found = []
+    for function, body in FUNCTION.findall(listing):
+        for loop in innermost_loops(body):
+            fmas = sum(bool(FMA.search(line)) for line in loop)
+            if fmas and not any(CALL_OR_RETURN.search(line) for line in loop):
+                found.append((function, fmas, sum(bool(VECTOR_FROM_STACK.search(line))
+                                                  for line in loop)))
+    assert found, f"small built by {name}: no loop with FMAs found; is the listing empty?"
+    reloading = [loop for loop in found if loop[2]]
+    assert not reloading, (
+        f"small built by {name}: loops that load vectors from the stack (function, FMAs, "
+        f"loads from the stack): {reloading}")
+
+
 def test_loops_are_found_with_aarch64s_branch_comments():
     listing = """
   10:	ldr	q0, [x1]
@@ -103,3 +131,9 @@ def test_loops_are_found_with_aarch64s_branch_comments():
     (loop,) = innermost_loops(listing)
     assert len(loop) == 4 and "fmla" in loop[1] and not STACK.search("".join(loop))
     assert STACK.search("ldr q3, [sp, #16]") and STACK.search("vmovaps %zmm1,0x40(%rsp)")
+    for reload in ("vmovaps 0x40(%rsp),%zmm1", "vfmadd231ps 0x80(%rsp),%zmm2,%zmm3",
+                   "\tldr\tq6, [sp, #368]", "\tldp\tq1, q2, [sp, #32]", "\tld1r\t{v0.4s}, [sp]"):
+        assert VECTOR_FROM_STACK.search(reload), reload
+    for other in ("vmovaps %zmm1,0x40(%rsp)", "mov    0xd0(%rsp),%r13", "\tstr\tq0, [sp, #368]",
+                  "\tldr\tx2, [sp, #208]", "vmovups (%rax),%zmm1"):
+        assert not VECTOR_FROM_STACK.search(other), other
