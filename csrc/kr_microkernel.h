@@ -47,9 +47,9 @@
  * of x86's 16 general registers, ran slower than 8 + 4. AArch64's FMAs read registers only,
  * and gcc and clang load a step's values of A, one register per row, before its FMAs: NEON's
  * 8 x 8 takes 2 (10 x 2 accumulators + 2 of B + 10 of A = 32; with 3, gcc kept some on the
- * stack: tests/test_codegen.py). 0 on AVX2's 6 x 16, whose 16 vector registers are full. Measure: time 10 x 128 x 256:tn,
- * 11 x 128 x 1024 and 12 x 128 x 256:tn (M x K x N) on this rung against one compiled after
- * `#define KR_TALL_ROWS 0` (or 4), in interleaved rounds. */
+ * stack: tests/test_codegen.py). 0 on AVX2's 6 x 16, whose 16 vector registers are full.
+ * Measure: time 10 x 128 x 256:tn, 11 x 128 x 1024 and 12 x 128 x 256:tn (M x K x N) on this
+ * rung against one compiled after `#define KR_TALL_ROWS 0` (or 4), in interleaved rounds. */
 #ifndef KR_TALL_ROWS
 #  if KR_EDGE_KERNELS
 #    if KR_ISA == KR_ISA_NEON   /* a register per row of A */

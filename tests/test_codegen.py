@@ -40,7 +40,8 @@ FMA = re.compile(r"\t(vfmadd\d*ps|fmla)\s")
 STACK = re.compile(r"\(%rsp|\[sp\b")   # a load or store at the stack pointer: a spill slot
 # A vector loaded from the stack: x86's `op ..(%rsp), %?mm` (AT&T: the source first, so an
 # FMA's memory operand too), AArch64's ldr/ldp/ld1r of a q, d or s register or of v lanes.
-VECTOR_FROM_STACK = re.compile(r"\(%rsp[^)]*\),.*%[xyz]mm\d|\tld(?:r|p|ur|1r?)\t[{]?[qdsv]\d.*\[sp\b")
+VECTOR_FROM_STACK = re.compile(r"\(%rsp[^)]*\),.*%[xyz]mm\d"
+                               r"|\tld(?:r|p|ur|1r?)\t[{]?[qdsv]\d.*\[sp\b")
 CALL_OR_RETURN = re.compile(r"\t(?:call|ret|bl|blr)\b")
 FUNCTION = re.compile(r"^[0-9a-f]+ <([\w.]+)>:\n(.*?)(?=\n\n|\Z)", re.S | re.M)
 
