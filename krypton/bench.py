@@ -240,8 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unmeasured:
         print(f"No peak for {', '.join(map(str, unmeasured))} threads: this build has no OpenMP "
               f"(the compiler {seam.compiler()[0]!r} has none), so the probe and the threaded "
-              "rungs run on one thread; those rows have no % peak. For threads, install the "
-              "compiler's OpenMP (apt install libomp-dev for clang, brew install libomp).",
+              f"rungs run on one thread; those rows have no % peak. {seam.OPENMP_HINT}",
               flush=True)
     peak = {t: result.gflops for t, result in measured.items()}
     measurements = run(list(args.kernels) + references, shapes, threads_list, args.repeats,

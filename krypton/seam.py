@@ -201,6 +201,13 @@ def native_flags() -> tuple[str, ...]:
     return ()
 
 
+OPENMP_HINT = ("For threads, build with a compiler that takes -fopenmp: gcc does; clang does with "
+               "its OpenMP runtime (apt install libomp-dev on Debian and Ubuntu); Apple's clang "
+               "does not (Homebrew's gcc does, CC=gcc-14: not tested here). Set CC, then restart "
+               "Python.")
+"""How to get OpenMP where ``openmp_flags()`` found none: what the bench and notebook 06 print."""
+
+
 @functools.lru_cache(maxsize=None)
 def openmp_flags() -> tuple[str, ...]:
     """The flag that enables OpenMP, or ``()`` when the compiler has none (kernels still work,
