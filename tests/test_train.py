@@ -433,3 +433,19 @@ def test_the_matmul_clock_counts_every_product_in_every_thread():
     assert outer.seconds >= inner.seconds > 0
     a.detach() @ b.detach()
     assert outer.calls == 4  # closed blocks count nothing more
+
+
+@pytest.mark.parametrize("openmp", [True, False])
+def test_threaded_rungs_report_the_threads_they_run(monkeypatch, openmp):
+    # Without OpenMP (Apple's clang, clang without libomp) a threaded rung computes on one
+    # thread whatever it is given: the history, and so the CLI's table, must say 1, while NumPy
+    # and PyTorch keep the threads asked for.
+    from krypton import machine
+    info = dict(machine.machine_info(), openmp=openmp)
+    monkeypatch.setattr(machine, "machine_info", lambda: info)
+    assert train.resolve_threads("small", 2) == (2 if openmp else 1)
+    assert train.resolve_threads("parallel", 2) == (2 if openmp else 1)
+    assert train.resolve_threads("numpy", 2) == 2
+    assert train.resolve_threads("packed", 2) == 1
+    with pytest.raises(ValueError, match="threads"):
+        train.resolve_threads("small", 0)

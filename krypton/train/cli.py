@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from krypton import machine
+from krypton import machine, seam
 from krypton.backends import BACKENDS, DEFAULT
 from krypton.data import DATASETS, DatasetNotFoundError, load_data
 from krypton.files import atomic_write, check_writable
@@ -199,10 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{plan.lr:g} ({plan.schedule})"
           + (f" momentum {plan.momentum:g}" if plan.optimizer == "sgd" else "")
           + f"; batch {plan.batch_size}, {plan.epochs} epoch{'s' * (plan.epochs > 1)}, "
-          f"seed {plan.seed}, {threads} thread{'s' * (threads > 1)} for the parallel rung, "
+          f"seed {plan.seed}, {threads} thread{'s' * (threads > 1)} for the threaded rungs, "
           "NumPy and PyTorch; element-wise work "
           + ("in NumPy (--no-fused)" if args.no_fused else "in the fused C kernels"),
           flush=True)
+    if threads > 1 and not machine.machine_info()["openmp"]:
+        print(f"No OpenMP in this build ({seam.compiler_version()}): the threaded rungs run on one "
+              f"thread, NumPy and PyTorch on {threads}. {seam.OPENMP_HINT}", flush=True)
 
     histories = train_backends(
         backends, data, sizes=args.sizes, model=args.model, compare_torch=args.compare_torch,

@@ -107,11 +107,13 @@ def learning_rate(lr: float, step: int, total_steps: int, schedule: str = "cosin
 
 
 def resolve_threads(backend: str, threads: int | None = None) -> int:
-    """Threads a backend's matmul uses: the parallel rung, NumPy and PyTorch get ``threads``
-    (default all cores); the other rungs run on one."""
-    if backend in KERNELS and not SPECS[backend].threaded:
+    """Threads a backend's matmul uses: the threaded rungs, NumPy and PyTorch get ``threads``
+    (default all cores); the other rungs run on one, and so do the threaded ones in a build
+    without OpenMP (``machine.machine_info()["openmp"]``)."""
+    threads = machine.cpu_count() if threads is None else machine.check_threads("threads", threads)
+    if backend in KERNELS and not (SPECS[backend].threaded and machine.machine_info()["openmp"]):
         return 1
-    return machine.cpu_count() if threads is None else machine.check_threads("threads", threads)
+    return threads
 
 
 def make_optimizer(model, plan: Plan) -> optim.Optimizer:
