@@ -298,3 +298,19 @@ def test_a_first_call_longer_than_max_seconds_is_the_one_sample(monkeypatch):
     bench.measure_shape([], 4, 4, 4, threads=1, repeats=3, max_seconds=0.01,
                         min_block_seconds=0.0, others={"slow": slow})
     assert len(calls) == 3                   # the first call, then round 0: a warm-up and a block
+
+
+@pytest.mark.parametrize("openmp", [True, False])
+def test_the_table_says_which_rows_ran_on_one_thread_without_openmp(monkeypatch, openmp):
+    # Without OpenMP a threaded rung's "2 threads" row ran on one; the table must say so
+    # (the header's "No peak" line says it too), and say nothing where OpenMP is there.
+    from krypton import machine
+    info = dict(machine.machine_info(), openmp=openmp)
+    monkeypatch.setattr(machine, "machine_info", lambda: info)
+    rows = [Measurement("small", 64, 64, 64, 2, [1e-5]),
+            Measurement("numpy", 64, 64, 64, 2, [1e-5]),
+            Measurement("packed", 64, 64, 64, 1, [1e-5])]
+    notes = [line for line in bench.format_table(rows, {}).splitlines() if "no OpenMP" in line]
+    assert notes == ([] if openmp else
+                     ["note: this build has no OpenMP, so small ran on one thread in the rows "
+                      "of more threads (NumPy and PyTorch did not)"])
