@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from krypton import machine, plotting, seam
 from krypton.checks import positive_int
 from krypton.files import atomic_write, check_writable
-from krypton.kernels import KERNELS, SPECS
+from krypton.kernels import KERNELS
 from krypton.timing import (IDLE_SECONDS, LAYOUTS, REFERENCES, SPREAD_WARNING, Measurement,
                             ColdCalls, blas_threads, check_fits_in_memory, cold_calls, contender,
                             gflops, is_threaded, measure_shape, quick_mode, shape_label,
@@ -140,9 +140,9 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
                             f"the ratio {', '.join(noisy)} is not meaningful: their ranges "
                             f"overlap and spread over {SPREAD_WARNING:.0%} of the median "
                             f"(more --repeats, or a quieter machine)")
-    one_thread = sorted({x.kernel for x in measurements if x.threads > 1 and x.kernel in SPECS
-                         and SPECS[x.kernel].threaded})
-    if one_thread and not machine.machine_info()["openmp"]:
+    one_thread = sorted({x.kernel for x in measurements
+                         if x.threads > 1 and x.kernel in KERNELS and is_threaded(x.kernel)})
+    if one_thread and not seam.openmp_flags():
         warnings.append(f"note: this build has no OpenMP, so {' and '.join(one_thread)} ran on one "
                         "thread in the rows of more threads (NumPy and PyTorch did not)")
     return "\n".join(lines + warnings)

@@ -203,9 +203,10 @@ def native_flags() -> tuple[str, ...]:
 
 OPENMP_HINT = ("For threads, build with a compiler that takes -fopenmp: gcc does; clang does with "
                "its OpenMP runtime (apt install libomp-dev on Debian and Ubuntu); Apple's clang "
-               "does not (Homebrew's gcc does, CC=gcc-14: not tested here). Set CC, then restart "
-               "Python.")
-"""How to get OpenMP where ``openmp_flags()`` found none: what the bench and notebook 06 print."""
+               "does not (Homebrew's gcc should, CC=gcc-14 or the version it installed: not "
+               "tested here). Set CC, then restart Python.")
+"""How to get OpenMP where ``openmp_flags()`` found none: what the bench, ``krypton.train`` and
+notebooks 00, 06, 07, 09 and 10 print."""
 
 
 @functools.lru_cache(maxsize=None)

@@ -304,9 +304,8 @@ def test_a_first_call_longer_than_max_seconds_is_the_one_sample(monkeypatch):
 def test_the_table_says_which_rows_ran_on_one_thread_without_openmp(monkeypatch, openmp):
     # Without OpenMP a threaded rung's "2 threads" row ran on one; the table must say so
     # (the header's "No peak" line says it too), and say nothing where OpenMP is there.
-    from krypton import machine
-    info = dict(machine.machine_info(), openmp=openmp)
-    monkeypatch.setattr(machine, "machine_info", lambda: info)
+    from krypton import seam
+    monkeypatch.setattr(seam, "openmp_flags", lambda: ("-fopenmp",) if openmp else ())
     rows = [Measurement("small", 64, 64, 64, 2, [1e-5]),
             Measurement("numpy", 64, 64, 64, 2, [1e-5]),
             Measurement("packed", 64, 64, 64, 1, [1e-5])]

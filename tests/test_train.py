@@ -440,9 +440,8 @@ def test_threaded_rungs_report_the_threads_they_run(monkeypatch, openmp):
     # Without OpenMP (Apple's clang, clang without libomp) a threaded rung computes on one
     # thread whatever it is given: the history, and so the CLI's table, must say 1, while NumPy
     # and PyTorch keep the threads asked for.
-    from krypton import machine
-    info = dict(machine.machine_info(), openmp=openmp)
-    monkeypatch.setattr(machine, "machine_info", lambda: info)
+    from krypton import seam
+    monkeypatch.setattr(seam, "openmp_flags", lambda: ("-fopenmp",) if openmp else ())
     assert train.resolve_threads("small", 2) == (2 if openmp else 1)
     assert train.resolve_threads("parallel", 2) == (2 if openmp else 1)
     assert train.resolve_threads("numpy", 2) == 2

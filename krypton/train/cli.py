@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           "NumPy and PyTorch; element-wise work "
           + ("in NumPy (--no-fused)" if args.no_fused else "in the fused C kernels"),
           flush=True)
-    if threads > 1 and not machine.machine_info()["openmp"]:
+    if threads > 1 and not seam.openmp_flags():
         print(f"No OpenMP in this build ({seam.compiler_version()}): the threaded rungs run on one "
               f"thread, NumPy and PyTorch on {threads}. {seam.OPENMP_HINT}", flush=True)
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from krypton import backends, machine, optim
+from krypton import backends, machine, optim, seam
 from krypton.autograd import Tensor, no_grad
 from krypton.checks import finite_float, positive_int
 from krypton.data import Data
@@ -109,9 +109,9 @@ def learning_rate(lr: float, step: int, total_steps: int, schedule: str = "cosin
 def resolve_threads(backend: str, threads: int | None = None) -> int:
     """Threads a backend's matmul uses: the threaded rungs, NumPy and PyTorch get ``threads``
     (default all cores); the other rungs run on one, and so do the threaded ones in a build
-    without OpenMP (``machine.machine_info()["openmp"]``)."""
+    without OpenMP (``seam.openmp_flags()`` empty)."""
     threads = machine.cpu_count() if threads is None else machine.check_threads("threads", threads)
-    if backend in KERNELS and not (SPECS[backend].threaded and machine.machine_info()["openmp"]):
+    if backend in KERNELS and not (SPECS[backend].threaded and seam.openmp_flags()):
         return 1
     return threads
 
