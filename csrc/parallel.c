@@ -191,10 +191,11 @@ static int kr_parallel_five_loops(int64_t M, int64_t N, int64_t K, const kr_oper
                             mr = kr_tile_rows(mc - ir);   /* MR, or the rows left */
                             KR_TILE(kr_microkernel, ir, mr, jr, KR_NR);
                         }
-                    for (int64_t ir = 0, mr; j_whole < j_end && ir < mc; ir += mr) {
-                        mr = kr_tile_rows(mc - ir);
-                        KR_TILE(kr_microkernel_narrow, ir, mr, j_whole, j_end - j_whole);
-                    }
+                    if (j_whole < j_end)
+                        for (int64_t ir = 0, mr; ir < mc; ir += mr) {
+                            mr = kr_tile_rows(mc - ir);
+                            KR_TILE(kr_microkernel_narrow, ir, mr, j_whole, j_end - j_whole);
+                        }
                 }
 #undef KR_TILE
             }
