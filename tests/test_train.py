@@ -246,18 +246,39 @@ def test_an_interrupt_keeps_the_finished_epochs_and_the_partial_one(toy_data):
 
 def test_an_interrupt_stops_the_remaining_backends(toy_data, monkeypatch):
     calls = []
-    real_train = train.train
+    real_train_epochs = train.loop.train_epochs
 
     def train_then_interrupt(model, data, backend, **options):
         calls.append(backend)
         options["callback"] = _raise_at_step(2) if backend == "packed" else None
-        return real_train(model, data, backend, **options)
+        return real_train_epochs(model, data, backend, **options)
 
-    monkeypatch.setattr(train.compare, "train", train_then_interrupt)  # what train_backends calls
+    monkeypatch.setattr(train.compare, "train_epochs", train_then_interrupt)  # what it calls
     histories = train.train_backends(["numpy", "packed", "parallel"], toy_data, epochs=1,
                                      batch_size=BATCH, progress=False, log=None, pause=0)
     assert calls == ["numpy", "packed"]
     assert [h.interrupted for h in histories] == [False, True]
+
+
+def test_backends_take_turns_an_epoch_each_and_learn_what_they_learn_alone(toy_data):
+    # Round r starts r places further along the list, as the bench's rounds do; and taking
+    # turns changes no number: each run keeps its own model, optimizer, batches and settings.
+    lines: list[str] = []
+    options = dict(epochs=3, batch_size=BATCH, progress=False, seed=4)
+    histories = train.train_backends(["numpy", "packed", "parallel"], toy_data, pause=0,
+                                     log=lines.append, **options)
+    order = [(line.split()[0], line.split()[2].rstrip(":")) for line in lines]
+    assert order == [("numpy", "1/3"), ("packed", "1/3"), ("parallel", "1/3"),
+                     ("packed", "2/3"), ("parallel", "2/3"), ("numpy", "2/3"),
+                     ("parallel", "3/3"), ("numpy", "3/3"), ("packed", "3/3")]
+    assert [h.backend for h in histories] == ["numpy", "packed", "parallel"]
+    for history in histories:
+        alone = train.train(train.build_mlp(seed=4), toy_data, history.backend, log=None,
+                            **options)
+        assert [e.epoch for e in history.epochs] == [1, 2, 3]
+        np.testing.assert_array_equal(history.batch_losses, alone.batch_losses)
+        assert [e.test_accuracy for e in history.epochs] == [e.test_accuracy
+                                                             for e in alone.epochs]
 
 
 def _raise_at_step(stop_step: int):

@@ -19,9 +19,9 @@ Where each part lives (read them in this order):
 
     krypton.train.model     the models: ``build_mlp``, ``build_cnn``, ``product_shapes``
     krypton.train.history   what a run records: ``EpochResult``, ``History``, ``format_epoch``
-    krypton.train.loop      the loop: ``train``, ``evaluate``, ``predict``, the schedule
+    krypton.train.loop      the loop: ``train`` (``train_epochs``), ``evaluate``, ``predict``
     krypton.train.twin      the same run in PyTorch: ``build_torch_twin``, ``train_torch``
-    krypton.train.compare   several backends in turn: ``train_backends``
+    krypton.train.compare   several backends, an epoch each in turn: ``train_backends``
     krypton.train.report    the summary table and the JSON document: ``format_summary``
     krypton.train.cli       ``python -m krypton.train``: ``build_parser``, ``main``
 
@@ -38,11 +38,11 @@ from krypton.train.compare import NAIVE_BATCHES, PAUSE_BETWEEN_BACKENDS, train_b
 from krypton.train.history import PHASES, EpochResult, History, format_epoch
 from krypton.train.loop import (DEFAULT_LR, EVAL_BATCH, OPTIMIZERS, SCHEDULES, Plan, evaluate,
                                 learning_rate, make_optimizer, make_plan, predict,
-                                resolve_threads, train)
+                                resolve_threads, train, train_epochs)
 from krypton.train.model import (DEFAULT_SIZES, MODELS, build_cnn, build_mlp, build_model, describe,
                                  initial_parameters, linear_layers, product_shapes)
 from krypton.train.report import format_summary, results_document
-from krypton.train.twin import build_torch_mlp, build_torch_twin, train_torch
+from krypton.train.twin import build_torch_mlp, build_torch_twin, train_torch, train_torch_epochs
 
 __all__ = [
     "BACKENDS", "CLASS_NAMES", "DEFAULT_LR", "DEFAULT_SIZES", "EVAL_BATCH", "Data",
@@ -51,5 +51,6 @@ __all__ = [
     "build_parser", "build_torch_mlp", "build_torch_twin", "describe", "product_shapes",
     "evaluate", "format_epoch", "format_summary", "initial_parameters", "learning_rate",
     "linear_layers", "load_data", "main", "make_optimizer", "make_plan", "matmul_timer",
-    "predict", "resolve_threads", "results_document", "train", "train_backends", "train_torch",
+    "predict", "resolve_threads", "results_document", "train", "train_backends", "train_epochs",
+    "train_torch", "train_torch_epochs",
 ]

@@ -1,8 +1,9 @@
 """The training loop: one backend, one model, epochs of timed steps; and evaluation.
 
-``train`` runs ``run_epochs`` with krypton's forward and backward; the PyTorch twin
-(``krypton.train.twin``) runs the same ``run_epochs`` with PyTorch's. Every epoch walks the
-train split in the order ``data.loader(batch_size, seed=seed)`` gives, and the learning
+``train`` runs ``run_epoch`` once per epoch with krypton's forward and backward; the PyTorch
+twin (``krypton.train.twin``) runs the same ``run_epoch`` with PyTorch's. ``train_epochs`` is
+``train`` an epoch per ``next()``, so that several runs can take turns (``krypton.train.compare``).
+Every epoch walks the train split in the order ``data.loader(batch_size, seed=seed)`` gives, and the learning
 rate follows its schedule step by step over the whole run, so runs with the same settings see
 the same batches with the same learning rates.
 
@@ -25,7 +26,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -198,6 +199,33 @@ def train(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
         epochs finished so far, plus the interrupted one if it ran any batches (its accuracy not
         measured), and ``interrupted`` is true; the interrupt is not re-raised.
     """
+    run = train_epochs(model, data, backend, epochs=epochs, batch_size=batch_size,
+                       optimizer=optimizer, lr=lr, momentum=momentum, schedule=schedule,
+                       seed=seed, threads=threads, max_batches=max_batches, progress=progress,
+                       evaluate_each_epoch=evaluate_each_epoch, log=log, callback=callback,
+                       fused=fused)
+    for history in run:  # one History, a longer one after each epoch
+        pass
+    return history
+
+
+def train_epochs(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
+                 batch_size: int = 128, optimizer: str = "sgd", lr: float | None = None,
+                 momentum: float = 0.9, schedule: str = "cosine", seed: int = 0,
+                 threads: int | None = None, max_batches: int | None = None,
+                 progress: bool = True, evaluate_each_epoch: bool = True,
+                 log: Callable[[str], None] | None = print,
+                 callback: Callable[[int, int, float], None] | None = None,
+                 fused: bool = True) -> Iterator[History]:
+    """``train``, one epoch per ``next()``: the same arguments, checked at once; each ``next``
+    trains the next epoch and yields the run's ``History`` (the same object every time), until
+    ``epochs`` have run or one was interrupted.
+
+    Each epoch enters the run's settings (backend and its threads, NumPy's BLAS threads, the
+    fused kernels) and leaves them after it, so several runs can take turns, an epoch each, in
+    one process (``krypton.train.compare``): a slow stretch of the machine then falls on all of
+    them, not on whichever ran during it.
+    """
     if backend not in backends.BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of "
                          f"{', '.join(backends.BACKENDS)}")
@@ -207,73 +235,80 @@ def train(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
     training_step = timed_step(make_optimizer(model, plan),
                                lambda x, y: F.cross_entropy(model(Tensor(x)), y))
     threads_knob = {"threads": threads} if backend in KERNELS and SPECS[backend].threaded else {}
-    try:
-        with backends.backend(backend, **threads_knob), blas_threads(threads), \
-                backends.fused_kernels(fused):
-            with no_grad():  # untimed: compiles/loads the kernel, wakes its threads, pages in
-                model(Tensor(data.train_images[:plan.batch_size]))
-            with backends.matmul_clock() as matmul:
-                run_epochs(history, plan, data, training_step,
-                           lambda: evaluate(model, data.test_images, data.test_labels), matmul,
-                           progress, evaluate_each_epoch, log, callback)
-    except KeyboardInterrupt:  # landed between two epochs: keep the ones that finished
-        history.interrupted = True
-    return history
-
-
-def run_epochs(history: History, plan: Plan, data: Data, training_step: StepFunction,
-               test_accuracy: Callable[[], float], matmul: Stopwatch | None, progress: bool,
-               evaluate_each_epoch: bool, log: Callable[[str], None] | None,
-               callback: Callable[[int, int, float], None] | None) -> None:
-    """The epoch loop ``train`` and ``train_torch`` share: batches, clocks, records, Ctrl-C."""
     loader = data.loader(plan.batch_size, seed=plan.seed)   # from the pixels, where known
+
+    def epochs_of_the_run() -> Iterator[History]:
+        for epoch in range(plan.epochs):
+            try:
+                with backends.backend(backend, **threads_knob), blas_threads(threads), \
+                        backends.fused_kernels(fused):
+                    with no_grad():  # untimed: compiles/loads the kernel, wakes its threads
+                        model(Tensor(data.train_images[:plan.batch_size]))
+                    with backends.matmul_clock() as matmul:
+                        run_epoch(history, plan, data, loader, epoch, training_step,
+                                  lambda: evaluate(model, data.test_images, data.test_labels),
+                                  matmul, progress, evaluate_each_epoch, log, callback)
+            except KeyboardInterrupt:  # landed outside the steps (setup, evaluation)
+                history.interrupted = True
+            yield history
+            if history.interrupted:
+                return
+
+    return epochs_of_the_run()
+
+
+def run_epoch(history: History, plan: Plan, data: Data, loader, epoch: int,
+              training_step: StepFunction, test_accuracy: Callable[[], float],
+              matmul: Stopwatch | None, progress: bool, evaluate_each_epoch: bool,
+              log: Callable[[str], None] | None,
+              callback: Callable[[int, int, float], None] | None) -> None:
+    """Epoch ``epoch`` (from 0) of a run, the one ``train`` and ``train_torch`` share: its
+    batches from ``loader``, its clocks, its record appended to ``history``, Ctrl-C."""
     steps_per_epoch = plan.batches_run(data)
     total_steps = plan.epochs * steps_per_epoch
-    for epoch in range(plan.epochs):
-        clocks = {phase: Stopwatch() for phase in PHASES}
-        matmul_before = matmul.seconds if matmul else 0.0
-        loss_sum, step = 0.0, 0
-        bar = tqdm(total=steps_per_epoch, desc=f"{history.backend} {epoch + 1}/{plan.epochs}",
-                   unit="batch", leave=False, file=sys.stderr, mininterval=0.5,
-                   disable=not progress)
-        start = time.perf_counter()
+    clocks = {phase: Stopwatch() for phase in PHASES}
+    matmul_before = matmul.seconds if matmul else 0.0
+    loss_sum, step = 0.0, 0
+    bar = tqdm(total=steps_per_epoch, desc=f"{history.backend} {epoch + 1}/{plan.epochs}",
+               unit="batch", leave=False, file=sys.stderr, mininterval=0.5,
+               disable=not progress)
+    loader.set_epoch(epoch)  # its shuffle, whatever ran before
+    start = time.perf_counter()
+    try:
+        batches = iter(loader)
+        while step < steps_per_epoch:
+            with clocks["data"]:
+                x, y = next(batches)
+            lr = learning_rate(plan.lr, epoch * steps_per_epoch + step, total_steps,
+                               plan.schedule)
+            loss = training_step(x, y, lr, clocks)
+            loss_sum += loss
+            history.batch_losses.append(loss)
+            step += 1
+            bar.update()
+            if callback is not None:
+                callback(epoch, step, loss)
+    except KeyboardInterrupt:
+        history.interrupted = True
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - start
+    if step == 0:
+        return
+    matmul_seconds = matmul.seconds - matmul_before if matmul else None  # not the eval's
+    accuracy = None
+    if evaluate_each_epoch and not history.interrupted:
         try:
-            batches = iter(loader)
-            while step < steps_per_epoch:
-                with clocks["data"]:
-                    x, y = next(batches)
-                lr = learning_rate(plan.lr, epoch * steps_per_epoch + step, total_steps,
-                                   plan.schedule)
-                loss = training_step(x, y, lr, clocks)
-                loss_sum += loss
-                history.batch_losses.append(loss)
-                step += 1
-                bar.update()
-                if callback is not None:
-                    callback(epoch, step, loss)
+            accuracy = test_accuracy()
         except KeyboardInterrupt:
             history.interrupted = True
-        finally:
-            bar.close()
-        elapsed = time.perf_counter() - start
-        if step == 0:
-            break
-        matmul_seconds = matmul.seconds - matmul_before if matmul else None  # not the eval's
-        accuracy = None
-        if evaluate_each_epoch and not history.interrupted:
-            try:
-                accuracy = test_accuracy()
-            except KeyboardInterrupt:
-                history.interrupted = True
-        scale = plan.batches_per_epoch(data) / step
-        result = EpochResult(
-            epoch=epoch + 1, seconds=elapsed * scale,
-            matmul_seconds=None if matmul_seconds is None else matmul_seconds * scale,
-            phase_seconds={phase: clock.seconds * scale for phase, clock in clocks.items()},
-            train_loss=loss_sum / step, test_accuracy=accuracy, batches=step,
-            batches_per_epoch=plan.batches_per_epoch(data), measured_seconds=elapsed)
-        history.epochs.append(result)
-        if log is not None:
-            log(format_epoch(history, result))
-        if history.interrupted:
-            break
+    scale = plan.batches_per_epoch(data) / step
+    result = EpochResult(
+        epoch=epoch + 1, seconds=elapsed * scale,
+        matmul_seconds=None if matmul_seconds is None else matmul_seconds * scale,
+        phase_seconds={phase: clock.seconds * scale for phase, clock in clocks.items()},
+        train_loss=loss_sum / step, test_accuracy=accuracy, batches=step,
+        batches_per_epoch=plan.batches_per_epoch(data), measured_seconds=elapsed)
+    history.epochs.append(result)
+    if log is not None:
+        log(format_epoch(history, result))

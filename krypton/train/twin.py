@@ -7,14 +7,14 @@ built, and ``krypton.timing.torch_available()`` says whether it can be.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from krypton import backends, machine, nn
 from krypton.data import Data
 from krypton.train.history import History
-from krypton.train.loop import EVAL_BATCH, make_plan, run_epochs, timed_step
+from krypton.train.loop import EVAL_BATCH, make_plan, run_epoch, timed_step
 from krypton.train.model import sizes_of
 
 
@@ -64,6 +64,26 @@ def train_torch(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
     changed), same batches in the same order, same hyper-parameters and schedule, and
     ``torch.set_num_threads(threads)``. Matmul time is not split out (``None``); the batches are
     the same, gathered by NumPy's indexing."""
+    run = train_torch_epochs(model, data, epochs=epochs, batch_size=batch_size,
+                             optimizer=optimizer, lr=lr, momentum=momentum, schedule=schedule,
+                             seed=seed, threads=threads, max_batches=max_batches,
+                             progress=progress, evaluate_each_epoch=evaluate_each_epoch,
+                             log=log, callback=callback)
+    for history in run:  # one History, a longer one after each epoch
+        pass
+    return history
+
+
+def train_torch_epochs(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
+                       optimizer: str = "sgd", lr: float | None = None, momentum: float = 0.9,
+                       schedule: str = "cosine", seed: int = 0, threads: int | None = None,
+                       max_batches: int | None = None, progress: bool = True,
+                       evaluate_each_epoch: bool = True,
+                       log: Callable[[str], None] | None = print,
+                       callback: Callable[[int, int, float], None] | None = None
+                       ) -> Iterator[History]:
+    """``train_torch``, one epoch per ``next()``, as ``krypton.train.loop.train_epochs``; each
+    epoch sets PyTorch's threads and puts the previous number back after it."""
     import torch  # optional dependency
 
     plan = make_plan(epochs, batch_size, optimizer, lr, momentum, schedule, seed, max_batches)
@@ -77,6 +97,7 @@ def train_torch(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
         opt = torch.optim.Adam(twin.parameters(), lr=plan.lr)
     training_step = timed_step(opt, lambda x, y: torch.nn.functional.cross_entropy(
         twin(torch.from_numpy(x)), torch.from_numpy(y)))
+    loader = data.loader(plan.batch_size, seed=plan.seed)
 
     def test_accuracy() -> float:
         images = torch.from_numpy(data.test_images)
@@ -85,19 +106,27 @@ def train_torch(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
                                      for start in range(0, len(images), EVAL_BATCH)])
         return float(np.mean(predictions.numpy() == data.test_labels))
 
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            # a copy: load_data's train_images are read-only, and PyTorch warns on such views
-            twin(torch.from_numpy(data.train_images[:plan.batch_size].copy()))
-        # The batches are gathered by NumPy's indexing, as a PyTorch user's loop gathers them,
-        # not by krypton's threaded C copy (whose idle threads would spin beside PyTorch's).
-        with backends.fused_kernels(False):
-            run_epochs(history, plan, data, training_step, test_accuracy, None, progress,
-                       evaluate_each_epoch, log, callback)
-    except KeyboardInterrupt:  # landed between two epochs: keep the ones that finished
-        history.interrupted = True
-    finally:
-        torch.set_num_threads(previous_threads)
-    return history
+    def epochs_of_the_run() -> Iterator[History]:
+        for epoch in range(plan.epochs):
+            previous_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                with torch.no_grad():  # untimed: wakes PyTorch's threads
+                    # a copy: load_data's train_images are read-only, and PyTorch warns on
+                    # such views
+                    twin(torch.from_numpy(data.train_images[:plan.batch_size].copy()))
+                # The batches are gathered by NumPy's indexing, as a PyTorch user's loop
+                # gathers them, not by krypton's threaded C copy (whose idle threads would spin
+                # beside PyTorch's).
+                with backends.fused_kernels(False):
+                    run_epoch(history, plan, data, loader, epoch, training_step, test_accuracy,
+                              None, progress, evaluate_each_epoch, log, callback)
+            except KeyboardInterrupt:  # landed outside the steps (setup, evaluation)
+                history.interrupted = True
+            finally:
+                torch.set_num_threads(previous_threads)
+            yield history
+            if history.interrupted:
+                return
+
+    return epochs_of_the_run()
