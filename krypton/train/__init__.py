@@ -21,7 +21,7 @@ Where each part lives (read them in this order):
     krypton.train.history   what a run records: ``EpochResult``, ``History``, ``format_epoch``
     krypton.train.loop      the loop: ``train`` (``train_epochs``), ``evaluate``, ``predict``
     krypton.train.twin      the same run in PyTorch: ``build_torch_twin``, ``train_torch``
-    krypton.train.compare   several backends, an epoch each in turn: ``train_backends``
+    krypton.train.compare   runs taking turns an epoch each: ``take_turns``, ``train_backends``
     krypton.train.report    the summary table and the JSON document: ``format_summary``
     krypton.train.cli       ``python -m krypton.train``: ``build_parser``, ``main``
 
@@ -34,10 +34,11 @@ from krypton.backends import BACKENDS
 from krypton.backends import matmul_clock as matmul_timer
 from krypton.data import CLASS_NAMES, Data, load_data
 from krypton.train.cli import QUICK_MAX_BATCHES, build_parser, main
-from krypton.train.compare import NAIVE_BATCHES, PAUSE_BETWEEN_BACKENDS, train_backends
+from krypton.train.compare import (NAIVE_BATCHES, PAUSE_BETWEEN_BACKENDS, take_turns,
+                                   train_backends)
 from krypton.train.history import PHASES, EpochResult, History, format_epoch
-from krypton.train.loop import (DEFAULT_LR, EVAL_BATCH, OPTIMIZERS, SCHEDULES, Plan, evaluate,
-                                learning_rate, make_optimizer, make_plan, predict,
+from krypton.train.loop import (DEFAULT_LR, EVAL_BATCH, OPTIMIZERS, SCHEDULES, Plan, Run,
+                                evaluate, learning_rate, make_optimizer, make_plan, predict,
                                 resolve_threads, train, train_epochs)
 from krypton.train.model import (DEFAULT_SIZES, MODELS, build_cnn, build_mlp, build_model, describe,
                                  initial_parameters, linear_layers, product_shapes)
@@ -47,10 +48,10 @@ from krypton.train.twin import build_torch_mlp, build_torch_twin, train_torch, t
 __all__ = [
     "BACKENDS", "CLASS_NAMES", "DEFAULT_LR", "DEFAULT_SIZES", "EVAL_BATCH", "Data",
     "EpochResult", "History", "NAIVE_BATCHES", "OPTIMIZERS", "PAUSE_BETWEEN_BACKENDS", "PHASES",
-    "MODELS", "Plan", "QUICK_MAX_BATCHES", "SCHEDULES", "build_cnn", "build_mlp", "build_model",
-    "build_parser", "build_torch_mlp", "build_torch_twin", "describe", "product_shapes",
-    "evaluate", "format_epoch", "format_summary", "initial_parameters", "learning_rate",
-    "linear_layers", "load_data", "main", "make_optimizer", "make_plan", "matmul_timer",
-    "predict", "resolve_threads", "results_document", "train", "train_backends", "train_epochs",
-    "train_torch", "train_torch_epochs",
+    "MODELS", "Plan", "QUICK_MAX_BATCHES", "Run", "SCHEDULES", "build_cnn", "build_mlp",
+    "build_model", "build_parser", "build_torch_mlp", "build_torch_twin", "describe",
+    "product_shapes", "evaluate", "format_epoch", "format_summary", "initial_parameters",
+    "learning_rate", "linear_layers", "load_data", "main", "make_optimizer", "make_plan",
+    "matmul_timer", "predict", "resolve_threads", "results_document", "take_turns", "train",
+    "train_backends", "train_epochs", "train_torch", "train_torch_epochs",
 ]

@@ -13,12 +13,12 @@ time is extrapolated (marked ``*`` in the table), so the run takes minutes, not 
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from krypton.data import Data
 from krypton.timing import IDLE_SECONDS, settle_idle_threads
 from krypton.train.history import History
-from krypton.train.loop import resolve_threads, train_epochs
+from krypton.train.loop import Run, resolve_threads, train_epochs
 from krypton.train.model import DEFAULT_SIZES, build_model
 from krypton.train.twin import train_torch_epochs
 
@@ -32,7 +32,7 @@ def train_backends(backends: Sequence[str], data: Data, *, sizes: Sequence[int] 
                    model: str = "mlp", compare_torch: bool = False, naive_batches: int | None = None,
                    pause: float = PAUSE_BETWEEN_BACKENDS, **options: Any) -> list[History]:
     """Train a fresh ``build_model(model, sizes, seed)`` with each backend (then PyTorch), the
-    backends taking turns an epoch at a time.
+    backends taking turns an epoch at a time (``take_turns``).
 
     Args:
         backends: Names from ``krypton.backends.BACKENDS``; the first round runs them in this
@@ -53,48 +53,59 @@ def train_backends(backends: Sequence[str], data: Data, *, sizes: Sequence[int] 
         ``interrupted`` true.
     """
     contenders = list(backends) + (["torch"] if compare_torch else [])
-    seed = options.get("seed", 0)
-    runs: dict[str, Iterator[History]] = {}
-    histories: dict[str, History] = {}
-    finished: set[str] = set()
-    first_turn, this_round = True, 0
-    while len(finished) < len(contenders):
-        for place in range(len(contenders)):
-            name = contenders[(this_round + place) % len(contenders)]
-            if name in finished:
+    runs: dict[str, Run] = {}
+    for name in contenders:
+        try:
+            runs[name] = _run(name, data, sizes, model, naive_batches, options)
+        except KeyboardInterrupt:  # while one was setting up (PyTorch's import takes seconds)
+            interrupted = History(name, resolve_threads(name, options.get("threads")),
+                                  data.dataset, {}, interrupted=True)
+            return [interrupted]
+    return list(take_turns(runs, pause).values())
+
+
+def take_turns(runs: dict[str, Run], pause: float = PAUSE_BETWEEN_BACKENDS) -> dict[str, History]:
+    """Train every run of ``runs`` an epoch at a time, in turns, until each has run its epochs.
+
+    Round r runs them in the order of ``runs`` turned r places (A B C, then B C A, ...), and
+    ``pause`` seconds pass before each turn (``krypton.timing.settle_idle_threads``). Returns
+    each run's ``History`` by name, in the order of ``runs``. An interrupt (Ctrl-C) stops
+    every run; the one it landed in, or the one whose turn was next, is marked interrupted, and
+    the runs that had not started are left out.
+    """
+    names = list(runs)
+    pending = set(names)
+    this_round, first_turn = 0, True
+    while pending:
+        for place in range(len(names)):
+            name = names[(this_round + place) % len(names)]
+            if name not in pending:
                 continue
+            run = runs[name]
             try:
                 if not first_turn and pause:
                     settle_idle_threads(pause)
                 first_turn = False
-                if name not in runs:
-                    runs[name] = _start(name, data, sizes, model, seed, naive_batches, options)
-                history = next(runs[name], None)  # its next epoch (None: it had run them all)
-            except KeyboardInterrupt:  # between turns, or while one was setting up
-                history = histories.setdefault(name, History(
-                    name, resolve_threads(name, options.get("threads")), data.dataset, {}))
-                history.interrupted = True
-            if history is None:
-                finished.add(name)
-                continue
-            histories[name] = history
-            if history.interrupted:  # every backend stops
-                return [histories[name] for name in contenders if name in histories]
-            if len(history.epochs) == history.settings["epochs"]:
-                finished.add(name)
+                if next(run, None) is None or run.done:  # one epoch (None: none was left)
+                    pending.discard(name)
+            except KeyboardInterrupt:  # between two turns: the run is not left to finish
+                run.history.interrupted = True
+            if run.history.interrupted:
+                return {name: runs[name].history for name in names
+                        if runs[name].history.epochs or runs[name].history.interrupted}
         this_round += 1
-    return [histories[name] for name in contenders if name in histories]
+    return {name: runs[name].history for name in names}
 
 
-def _start(name: str, data: Data, sizes: Sequence[int], model: str, seed: int,
-           naive_batches: int | None, options: dict[str, Any]) -> Iterator[History]:
-    """The epochs of one contender's run (``train_epochs`` or ``train_torch_epochs``)."""
+def _run(name: str, data: Data, sizes: Sequence[int], model: str, naive_batches: int | None,
+         options: dict[str, Any]) -> Run:
+    """One contender's run, not started (``train_epochs`` or ``train_torch_epochs``)."""
     run_options = dict(options)
     if name == "naive" and naive_batches is not None:
         limit = run_options.get("max_batches")
         run_options["max_batches"] = (naive_batches if limit is None
                                       else min(limit, naive_batches))
-    network = build_model(model, sizes, seed)
+    network = build_model(model, sizes, options.get("seed", 0))
     if name == "torch":
         run_options.pop("fused", None)  # krypton's kernels: PyTorch has its own
         return train_torch_epochs(network, data, **run_options)

@@ -2,10 +2,11 @@
 
 ``train`` runs ``run_epoch`` once per epoch with krypton's forward and backward; the PyTorch
 twin (``krypton.train.twin``) runs the same ``run_epoch`` with PyTorch's. ``train_epochs`` is
-``train`` an epoch per ``next()``, so that several runs can take turns (``krypton.train.compare``).
-Every epoch walks the train split in the order ``data.loader(batch_size, seed=seed)`` gives, and the learning
-rate follows its schedule step by step over the whole run, so runs with the same settings see
-the same batches with the same learning rates.
+``train`` as a ``Run``, an epoch per ``next()``, so that several runs can take turns
+(``krypton.train.compare``). Every epoch walks the train split in the order
+``data.loader(batch_size, seed=seed)`` gives, and the learning rate follows its schedule step
+by step over the whole run, so runs with the same settings see the same batches with the same
+learning rates.
 
 The step is the ordinary API, nothing special to the CLI: ``model(Tensor(x))`` (a Sequential
 runs each Linear + ReLU as one fused node), ``F.cross_entropy``, ``zero_grad``, ``backward``
@@ -204,9 +205,9 @@ def train(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
                        seed=seed, threads=threads, max_batches=max_batches, progress=progress,
                        evaluate_each_epoch=evaluate_each_epoch, log=log, callback=callback,
                        fused=fused)
-    for history in run:  # one History, a longer one after each epoch
+    for _ in run:  # an epoch each
         pass
-    return history
+    return run.history
 
 
 def train_epochs(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
@@ -216,15 +217,14 @@ def train_epochs(model, data: Data, backend: str = "parallel", *, epochs: int = 
                  progress: bool = True, evaluate_each_epoch: bool = True,
                  log: Callable[[str], None] | None = print,
                  callback: Callable[[int, int, float], None] | None = None,
-                 fused: bool = True) -> Iterator[History]:
-    """``train``, one epoch per ``next()``: the same arguments, checked at once; each ``next``
-    trains the next epoch and yields the run's ``History`` (the same object every time), until
-    ``epochs`` have run or one was interrupted.
+                 fused: bool = True) -> Run:
+    """``train``, one epoch per ``next()``: the same arguments, checked at once, and a ``Run``
+    whose every ``next`` trains the next epoch.
 
     Each epoch enters the run's settings (backend and its threads, NumPy's BLAS threads, the
     fused kernels) and leaves them after it, so several runs can take turns, an epoch each, in
-    one process (``krypton.train.compare``): a slow stretch of the machine then falls on all of
-    them, not on whichever ran during it.
+    one process (``krypton.train.compare.take_turns``): a slow stretch of the machine then falls
+    on all of them, not on whichever ran during it.
     """
     if backend not in backends.BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of "
@@ -254,7 +254,30 @@ def train_epochs(model, data: Data, backend: str = "parallel", *, epochs: int = 
             if history.interrupted:
                 return
 
-    return epochs_of_the_run()
+    return Run(history, epochs_of_the_run())
+
+
+class Run:
+    """A training run, an epoch per ``next()`` (``train_epochs`` and ``train_torch_epochs``
+    make them): each ``next`` trains one more epoch and returns ``history``, the run's
+    ``History`` (the same object from the start, with no epochs yet), until every epoch has run
+    or one was interrupted."""
+
+    def __init__(self, history: History, epochs: Iterator[History]):
+        self.history = history
+        self._epochs = epochs
+
+    def __iter__(self) -> Run:
+        return self
+
+    def __next__(self) -> History:
+        return next(self._epochs)
+
+    @property
+    def done(self) -> bool:
+        """Every epoch of the plan ran, or one was interrupted: nothing more to train."""
+        history = self.history
+        return history.interrupted or len(history.epochs) == history.settings["epochs"]
 
 
 def run_epoch(history: History, plan: Plan, data: Data, loader, epoch: int,

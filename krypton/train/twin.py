@@ -14,7 +14,7 @@ import numpy as np
 from krypton import backends, machine, nn
 from krypton.data import Data
 from krypton.train.history import History
-from krypton.train.loop import EVAL_BATCH, make_plan, run_epoch, timed_step
+from krypton.train.loop import EVAL_BATCH, Run, make_plan, run_epoch, timed_step
 from krypton.train.model import sizes_of
 
 
@@ -69,9 +69,9 @@ def train_torch(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
                              seed=seed, threads=threads, max_batches=max_batches,
                              progress=progress, evaluate_each_epoch=evaluate_each_epoch,
                              log=log, callback=callback)
-    for history in run:  # one History, a longer one after each epoch
+    for _ in run:  # an epoch each
         pass
-    return history
+    return run.history
 
 
 def train_torch_epochs(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
@@ -80,8 +80,7 @@ def train_torch_epochs(model, data: Data, *, epochs: int = 3, batch_size: int = 
                        max_batches: int | None = None, progress: bool = True,
                        evaluate_each_epoch: bool = True,
                        log: Callable[[str], None] | None = print,
-                       callback: Callable[[int, int, float], None] | None = None
-                       ) -> Iterator[History]:
+                       callback: Callable[[int, int, float], None] | None = None) -> Run:
     """``train_torch``, one epoch per ``next()``, as ``krypton.train.loop.train_epochs``; each
     epoch sets PyTorch's threads and puts the previous number back after it."""
     import torch  # optional dependency
@@ -129,4 +128,4 @@ def train_torch_epochs(model, data: Data, *, epochs: int = 3, batch_size: int = 
             if history.interrupted:
                 return
 
-    return epochs_of_the_run()
+    return Run(history, epochs_of_the_run())
