@@ -285,12 +285,6 @@ def test_backends_take_turns_an_epoch_each_and_learn_what_they_learn_alone(toy_d
                                                              for e in alone.epochs]
 
 
-def callback(epoch: int, step: int, loss: float) -> None:
-        if step == stop_step:
-            raise KeyboardInterrupt
-    return callback
-
-
 def test_ctrl_c_prints_what_was_measured_and_exits_130(toy_root):
     command = [sys.executable, "-m", "krypton.train", "--no-progress", "--dataset", "mnist",
                "--data-root", str(toy_root), "--backend", "naive", "--epochs", "1000",
