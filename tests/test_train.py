@@ -285,6 +285,22 @@ def test_backends_take_turns_an_epoch_each_and_learn_what_they_learn_alone(toy_d
                                                              for e in alone.epochs]
 
 
+def test_runs_taking_turns_keep_their_own_settings(toy_data):
+    # Two runs of one backend, fused kernels on and off (notebook 10's comparison): each epoch
+    # enters its own run's settings, so each run computes what it computes alone.
+    options = dict(epochs=2, batch_size=BATCH, progress=False, log=None, seed=1)
+    runs = {fused: train.train_epochs(train.build_mlp(seed=1), toy_data, "packed", fused=fused,
+                                      **options) for fused in (True, False)}
+    assert all(not run.history.epochs for run in runs.values())   # nothing trained yet
+    histories = train.take_turns(runs, pause=0)
+    assert list(histories) == [True, False]
+    for fused, history in histories.items():
+        alone = train.train(train.build_mlp(seed=1), toy_data, "packed", fused=fused, **options)
+        np.testing.assert_array_equal(history.batch_losses, alone.batch_losses)
+        assert history is runs[fused].history and runs[fused].done
+    assert not np.array_equal(histories[True].batch_losses, histories[False].batch_losses)
+
+
 def test_ctrl_c_prints_what_was_measured_and_exits_130(toy_root):
     command = [sys.executable, "-m", "krypton.train", "--no-progress", "--dataset", "mnist",
                "--data-root", str(toy_root), "--backend", "naive", "--epochs", "1000",
