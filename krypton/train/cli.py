@@ -90,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "per epoch and a summary table, optionally beside PyTorch.")
     parser.add_argument("--backend", nargs="+", type=_backend_choice, default=[DEFAULT],
                         metavar="NAME",
-                        help=f"one or more of {', '.join(BACKENDS)}, or all (every one in "
-                             f"turn); default {DEFAULT}, the top rung")
+                        help=f"one or more of {', '.join(BACKENDS)}, or all (every one); "
+                             f"several take turns, an epoch each; default {DEFAULT}, the top "
+                             f"rung")
     parser.add_argument("--dataset", choices=DATASETS, default=None,
                         help="default: mnist if it can be found or downloaded, else "
                              "fashion-mnist")
