@@ -44,7 +44,11 @@ def predicted_epoch_seconds(sizes, best, base_sizes=(784, 256, 10)) -> float:
 #                  "max_batches=100, progress=False, log=None)", "step.prof")
 #     pstats.Stats("step.prof").sort_stats("cumtime").print_stats(15)
 #
-# Read the rows below backends.matmul: the optimizer's step (one pass per parameter array),
-# cross_entropy and the bias/ReLU of the fused layer, and _accumulate (the gradient sums).
-# Each temporary array NumPy allocates is a pass over memory; out= and in-place updates
-# (np.multiply(g, mask, out=g)) remove passes, which notebook 10 measures.
+# Read the rows outside backends.matmul. With the fused kernels on (the default), the step's
+# element-wise work is one C call each (the kr_* rows: bias + ReLU and its backward, softmax and
+# cross-entropy and theirs, the optimizer's update of all four parameters in one call), and
+# the rest is Python: the wrappers that check each call's arrays, the graph's nodes and
+# backward walk, the optimizer's bookkeeping. A row's cumtime minus its C call's tottime is
+# what the Python around it costs. Run it again inside `with backends.fused_kernels(False):`
+# to see the NumPy references instead: each temporary array NumPy allocates is a pass over
+# memory, which is what the C kernels remove (notebook 10 measures each one).
