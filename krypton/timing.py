@@ -142,9 +142,18 @@ def too_noisy_to_compare(a: Measurement, b: Measurement,
     """Whether the ratio of ``a`` and ``b`` means little: their GFLOPS ranges overlap and one
     of them spreads wider than ``threshold`` of its median (overlapping tight ranges are a
     real tie, and a tie is a meaningful ratio)."""
-    (low_a, high_a), (low_b, high_b) = a.gflops_range, b.gflops_range
+    return ranges_too_noisy(a.gflops_range, a.gflops, b.gflops_range, b.gflops, threshold)
+
+
+def ranges_too_noisy(range_a: tuple[float, float], median_a: float,
+                     range_b: tuple[float, float], median_b: float,
+                     threshold: float = SPREAD_WARNING) -> bool:
+    """``too_noisy_to_compare`` for any two contenders' (lowest, highest) values and medians,
+    in any unit (GFLOPS of rounds, seconds of epochs)."""
+    (low_a, high_a), (low_b, high_b) = range_a, range_b
     overlap = low_a <= high_b and low_b <= high_a
-    return overlap and max(a.spread, b.spread) > threshold
+    spread = max((high_a - low_a) / median_a, (high_b - low_b) / median_b)
+    return overlap and spread > threshold
 
 
 class Stopwatch:

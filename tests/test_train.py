@@ -301,6 +301,29 @@ def test_runs_taking_turns_keep_their_own_settings(toy_data):
     assert not np.array_equal(histories[True].batch_losses, histories[False].batch_losses)
 
 
+def _history(backend: str, seconds: list[float]) -> train.History:
+    history = train.History(backend, 2, "mnist", {"epochs": len(seconds)})
+    for number, time in enumerate(seconds, 1):
+        history.epochs.append(train.EpochResult(
+            epoch=number, seconds=time, matmul_seconds=None if backend == "torch" else time / 2,
+            phase_seconds={}, train_loss=0.5, test_accuracy=0.9, batches=10,
+            batches_per_epoch=10, measured_seconds=time))
+    return history
+
+
+def test_the_summary_shows_each_runs_spread_and_warns_where_it_hides_the_ratio():
+    torch_run = _history("torch", [0.60, 0.62, 0.64])
+    clear = _history("small", [0.35, 0.36, 0.37])        # far from PyTorch's: a real ratio
+    tight_tie = _history("parallel", [0.61, 0.62, 0.63])  # overlaps, within 10%: a real tie
+    noisy = _history("numpy", [0.45, 0.61, 0.80])         # overlaps, spread 57%
+    summary = train.format_summary([clear, tight_tie, noisy, torch_run])
+    assert "min-max" in summary and "0.35-0.37 s" in summary and "0.45-0.80 s" in summary
+    warnings = [line for line in summary.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "of numpy is not meaningful" in warnings[0]
+    one_epoch = train.format_summary([_history("small", [0.3]), _history("torch", [0.3, 0.9])])
+    assert "warning" not in one_epoch   # one epoch has no spread to judge by
+
+
 def test_ctrl_c_prints_what_was_measured_and_exits_130(toy_root):
     command = [sys.executable, "-m", "krypton.train", "--no-progress", "--dataset", "mnist",
                "--data-root", str(toy_root), "--backend", "naive", "--epochs", "1000",

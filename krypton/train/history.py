@@ -66,6 +66,12 @@ class History:
         return _median([e.seconds for e in self.epochs])
 
     @property
+    def epoch_range(self) -> tuple[float, float]:
+        """The shortest and the longest epoch time: how far apart the epochs' times were."""
+        times = [e.seconds for e in self.epochs]
+        return (min(times), max(times)) if times else (float("nan"), float("nan"))
+
+    @property
     def matmul_seconds(self) -> float | None:
         values = [e.matmul_seconds for e in self.epochs]
         return None if not values or None in values else _median(values)

@@ -7,15 +7,18 @@ from typing import Any, Sequence
 
 from krypton import machine
 from krypton.data import Data
+from krypton.timing import SPREAD_WARNING, ranges_too_noisy
 from krypton.train.history import History
 
 
 def format_summary(histories: Sequence[History]) -> str:
     """The table at the end of a run: one row per backend, PyTorch beside them.
 
-    Epoch time is the median over epochs; matmul/other split it into the time inside the
-    backend's matrix products and the rest (autograd bookkeeping, elementwise ops, loss,
-    optimizer, data); "vs torch" is the epoch time divided by PyTorch's (below 1: faster).
+    Epoch time is the median over epochs, "min-max" the shortest and longest epoch;
+    matmul/other split the median into the time inside the backend's matrix products and the
+    rest (autograd bookkeeping, elementwise ops, loss, optimizer, data); "vs torch" is the epoch
+    time divided by PyTorch's (below 1: faster), with a warning under the table where the two
+    runs' epochs spread too widely to tell them apart (``timing.ranges_too_noisy``).
     """
     rows = [h for h in histories if h.epochs]
     if not rows:
@@ -23,7 +26,8 @@ def format_summary(histories: Sequence[History]) -> str:
             f"\n{h.backend}: interrupted (Ctrl-C) before it finished a step"
             for h in histories if h.interrupted)
     torch_row = next((h for h in rows if h.backend == "torch"), None)
-    header = (f"{'backend':>9} {'threads':>7} {'epoch time':>11} {'matmul':>8} {'other':>8} "
+    header = (f"{'backend':>9} {'threads':>7} {'epoch time':>11} {'min-max':>11} "
+              f"{'matmul':>8} {'other':>8} "
               f"{'matmul %':>8} {'train loss':>10} {'test acc':>9}"
               + (f" {'vs torch':>8}" if torch_row else ""))
     lines = [header, "-" * len(header)]
@@ -33,7 +37,9 @@ def format_summary(histories: Sequence[History]) -> str:
         other = None if matmul is None else h.epoch_seconds - matmul
         share = h.matmul_share
         accuracy = h.test_accuracy
-        line = (f"{h.backend:>9} {h.threads:>7} {h.epoch_seconds:9.2f} s{mark}"
+        low, high = h.epoch_range
+        spread = f"{low:.2f}-{high:.2f} s" if len(h.epochs) > 1 else "-"
+        line = (f"{h.backend:>9} {h.threads:>7} {h.epoch_seconds:9.2f} s{mark} {spread:>11}"
                 f"{_cell(matmul, '{:6.2f} s', 8)} {_cell(other, '{:6.2f} s', 8)}"
                 f"{_cell(share, '{:7.0%}', 8)} {h.train_loss:>10.4f}"
                 f"{_cell(accuracy, '{:8.2%}', 9)}")
@@ -41,6 +47,15 @@ def format_summary(histories: Sequence[History]) -> str:
             line += f" {h.epoch_seconds / torch_row.epoch_seconds:7.2f}x"
         lines.append(line)
     notes = []
+    if torch_row:
+        noisy = [h.backend for h in rows if h is not torch_row and len(h.epochs) > 1
+                 and ranges_too_noisy(h.epoch_range, h.epoch_seconds, torch_row.epoch_range,
+                                      torch_row.epoch_seconds)]
+        if noisy:
+            notes.append(f"warning: the ratio to PyTorch of {', '.join(noisy)} is not "
+                         f"meaningful: their epoch times overlap PyTorch's and spread over "
+                         f"{SPREAD_WARNING:.0%} of the median (more --epochs, or a quieter "
+                         f"machine)")
     for h in rows:
         if h.extrapolated:
             shortest = min(e.batches for e in h.epochs)
