@@ -1,7 +1,7 @@
 """Train an MLP or a CNN on (Fashion-)MNIST with any rung of the ladder as its matmul, and time it.
 
     python -m krypton.train                                  # 784-256-10, 3 epochs, fastest rung
-    python -m krypton.train --backend all --compare-torch    # every rung, NumPy and PyTorch, taking turns
+    python -m krypton.train --backend all --compare-torch    # every rung, NumPy, PyTorch, in turns
     python -m krypton.train --dataset fashion-mnist --optimizer adam --lr 1e-3 --json out.json
     python -m krypton.train --model cnn --epochs 5 --compare-torch   # LeNet-style CNN
     python -m krypton.train --help

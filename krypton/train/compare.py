@@ -86,7 +86,8 @@ def take_turns(runs: dict[str, Run], pause: float = PAUSE_BETWEEN_BACKENDS) -> d
                 if not first_turn and pause:
                     settle_idle_threads(pause)
                 first_turn = False
-                if next(run, None) is None or run.done:  # one epoch (None: none was left)
+                next(run)  # one epoch
+                if run.done:
                     pending.discard(name)
             except KeyboardInterrupt:  # between two turns: the run is not left to finish
                 run.history.interrupted = True

@@ -27,7 +27,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -200,14 +200,11 @@ def train(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
         epochs finished so far, plus the interrupted one if it ran any batches (its accuracy not
         measured), and ``interrupted`` is true; the interrupt is not re-raised.
     """
-    run = train_epochs(model, data, backend, epochs=epochs, batch_size=batch_size,
-                       optimizer=optimizer, lr=lr, momentum=momentum, schedule=schedule,
-                       seed=seed, threads=threads, max_batches=max_batches, progress=progress,
-                       evaluate_each_epoch=evaluate_each_epoch, log=log, callback=callback,
-                       fused=fused)
-    for _ in run:  # an epoch each
-        pass
-    return run.history
+    return train_epochs(model, data, backend, epochs=epochs, batch_size=batch_size,
+                        optimizer=optimizer, lr=lr, momentum=momentum, schedule=schedule,
+                        seed=seed, threads=threads, max_batches=max_batches, progress=progress,
+                        evaluate_each_epoch=evaluate_each_epoch, log=log, callback=callback,
+                        fused=fused).finish()
 
 
 def train_epochs(model, data: Data, backend: str = "parallel", *, epochs: int = 3,
@@ -237,47 +234,64 @@ def train_epochs(model, data: Data, backend: str = "parallel", *, epochs: int = 
     threads_knob = {"threads": threads} if backend in KERNELS and SPECS[backend].threaded else {}
     loader = data.loader(plan.batch_size, seed=plan.seed)   # from the pixels, where known
 
-    def epochs_of_the_run() -> Iterator[History]:
-        for epoch in range(plan.epochs):
-            try:
-                with backends.backend(backend, **threads_knob), blas_threads(threads), \
-                        backends.fused_kernels(fused):
-                    with no_grad():  # untimed: compiles/loads the kernel, wakes its threads
-                        model(Tensor(data.train_images[:plan.batch_size]))
-                    with backends.matmul_clock() as matmul:
-                        run_epoch(history, plan, data, loader, epoch, training_step,
-                                  lambda: evaluate(model, data.test_images, data.test_labels),
-                                  matmul, progress, evaluate_each_epoch, log, callback)
-            except KeyboardInterrupt:  # landed outside the steps (setup, evaluation)
-                history.interrupted = True
-            yield history
-            if history.interrupted:
-                return
+    def test_accuracy() -> float:
+        return evaluate(model, data.test_images, data.test_labels)
 
-    return Run(history, epochs_of_the_run())
+    def train_epoch(epoch: int) -> None:
+        with backends.backend(backend, **threads_knob), blas_threads(threads), \
+                backends.fused_kernels(fused):
+            # Untimed: loads the kernel (compiles it, the first time), wakes its threads.
+            with no_grad():
+                model(Tensor(data.train_images[:plan.batch_size]))
+            with backends.matmul_clock() as matmul:
+                run_epoch(history, plan, data, loader, epoch, training_step, test_accuracy,
+                          matmul, progress, evaluate_each_epoch, log, callback)
+
+    return Run(history, plan.epochs, train_epoch)
 
 
 class Run:
     """A training run, an epoch per ``next()`` (``train_epochs`` and ``train_torch_epochs``
     make them): each ``next`` trains one more epoch and returns ``history``, the run's
     ``History`` (the same object from the start, with no epochs yet), until every epoch has run
-    or one was interrupted."""
+    or one was interrupted. ``finish()`` trains the epochs left and returns it.
 
-    def __init__(self, history: History, epochs: Iterator[History]):
+    Args:
+        history: Where the run's epochs are recorded.
+        epochs: How many epochs the run has.
+        train_epoch: ``train_epoch(epoch)`` trains epoch ``epoch`` (from 0) inside the run's
+            settings and records it in ``history``.
+    """
+
+    def __init__(self, history: History, epochs: int, train_epoch: Callable[[int], None]):
         self.history = history
         self._epochs = epochs
+        self._train_epoch = train_epoch
+        self._next_epoch = 0
 
     def __iter__(self) -> Run:
         return self
 
     def __next__(self) -> History:
-        return next(self._epochs)
+        if self.done:
+            raise StopIteration
+        try:
+            self._train_epoch(self._next_epoch)
+        except KeyboardInterrupt:  # landed outside the steps (setup, evaluation)
+            self.history.interrupted = True
+        self._next_epoch += 1
+        return self.history
 
     @property
     def done(self) -> bool:
-        """Every epoch of the plan ran, or one was interrupted: nothing more to train."""
-        history = self.history
-        return history.interrupted or len(history.epochs) == history.settings["epochs"]
+        """Every epoch of the run was trained, or one was interrupted: nothing more to train."""
+        return self.history.interrupted or self._next_epoch == self._epochs
+
+    def finish(self) -> History:
+        """Train the epochs left; the run's ``History``."""
+        for _ in self:
+            pass
+        return self.history
 
 
 def run_epoch(history: History, plan: Plan, data: Data, loader, epoch: int,

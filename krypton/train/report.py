@@ -38,8 +38,8 @@ def format_summary(histories: Sequence[History]) -> str:
         share = h.matmul_share
         accuracy = h.test_accuracy
         low, high = h.epoch_range
-        spread = f"{low:.2f}-{high:.2f} s" if len(h.epochs) > 1 else "-"
-        line = (f"{h.backend:>9} {h.threads:>7} {h.epoch_seconds:9.2f} s{mark} {spread:>11}"
+        span = f"{low:.2f}-{high:.2f} s" if len(h.epochs) > 1 else "-"
+        line = (f"{h.backend:>9} {h.threads:>7} {h.epoch_seconds:9.2f} s{mark} {span:>11}"
                 f"{_cell(matmul, '{:6.2f} s', 8)} {_cell(other, '{:6.2f} s', 8)}"
                 f"{_cell(share, '{:7.0%}', 8)} {h.train_loss:>10.4f}"
                 f"{_cell(accuracy, '{:8.2%}', 9)}")

@@ -7,7 +7,7 @@ built, and ``krypton.timing.torch_available()`` says whether it can be.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -64,14 +64,11 @@ def train_torch(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
     changed), same batches in the same order, same hyper-parameters and schedule, and
     ``torch.set_num_threads(threads)``. Matmul time is not split out (``None``); the batches are
     the same, gathered by NumPy's indexing."""
-    run = train_torch_epochs(model, data, epochs=epochs, batch_size=batch_size,
-                             optimizer=optimizer, lr=lr, momentum=momentum, schedule=schedule,
-                             seed=seed, threads=threads, max_batches=max_batches,
-                             progress=progress, evaluate_each_epoch=evaluate_each_epoch,
-                             log=log, callback=callback)
-    for _ in run:  # an epoch each
-        pass
-    return run.history
+    return train_torch_epochs(model, data, epochs=epochs, batch_size=batch_size,
+                              optimizer=optimizer, lr=lr, momentum=momentum, schedule=schedule,
+                              seed=seed, threads=threads, max_batches=max_batches,
+                              progress=progress, evaluate_each_epoch=evaluate_each_epoch,
+                              log=log, callback=callback).finish()
 
 
 def train_torch_epochs(model, data: Data, *, epochs: int = 3, batch_size: int = 128,
@@ -105,27 +102,20 @@ def train_torch_epochs(model, data: Data, *, epochs: int = 3, batch_size: int = 
                                      for start in range(0, len(images), EVAL_BATCH)])
         return float(np.mean(predictions.numpy() == data.test_labels))
 
-    def epochs_of_the_run() -> Iterator[History]:
-        for epoch in range(plan.epochs):
-            previous_threads = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
-                with torch.no_grad():  # untimed: wakes PyTorch's threads
-                    # a copy: load_data's train_images are read-only, and PyTorch warns on
-                    # such views
-                    twin(torch.from_numpy(data.train_images[:plan.batch_size].copy()))
-                # The batches are gathered by NumPy's indexing, as a PyTorch user's loop
-                # gathers them, not by krypton's threaded C copy (whose idle threads would spin
-                # beside PyTorch's).
-                with backends.fused_kernels(False):
-                    run_epoch(history, plan, data, loader, epoch, training_step, test_accuracy,
-                              None, progress, evaluate_each_epoch, log, callback)
-            except KeyboardInterrupt:  # landed outside the steps (setup, evaluation)
-                history.interrupted = True
-            finally:
-                torch.set_num_threads(previous_threads)
-            yield history
-            if history.interrupted:
-                return
+    def train_epoch(epoch: int) -> None:
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.no_grad():  # untimed: wakes PyTorch's threads
+                # a copy: load_data's train_images are read-only, and PyTorch warns on such views
+                twin(torch.from_numpy(data.train_images[:plan.batch_size].copy()))
+            # The batches are gathered by NumPy's indexing, as a PyTorch user's loop gathers
+            # them, not by krypton's threaded C copy (whose idle threads would spin beside
+            # PyTorch's).
+            with backends.fused_kernels(False):
+                run_epoch(history, plan, data, loader, epoch, training_step, test_accuracy,
+                          None, progress, evaluate_each_epoch, log, callback)
+        finally:
+            torch.set_num_threads(previous_threads)
 
-    return Run(history, epochs_of_the_run())
+    return Run(history, plan.epochs, train_epoch)
