@@ -39,7 +39,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from krypton import bench, kernels, machine
+from krypton import bench, kernels, machine, timing
 
 
 @dataclass(frozen=True)
@@ -116,17 +116,21 @@ def format_table(measurements: Sequence[bench.Measurement],
     lines = [header, "-" * len(header)]
     shapes = list(dict.fromkeys((x.m, x.n, x.k, x.layout) for x in measurements))
     for shape in shapes:
-        row = {x.kernel: x.gflops for x in measurements
-               if (x.m, x.n, x.k, x.layout) == shape}
+        row = {x.kernel: x for x in measurements if (x.m, x.n, x.k, x.layout) == shape}
         reference = row.get("numpy")
         cells = []
         for label in labels:
-            value = row.get(label, float("nan"))
-            ratio = f" {value / reference:4.2f}x" if reference and label != "numpy" else ""
+            x = row.get(label)
+            value = x.gflops if x else float("nan")
+            ratio = ""
+            if x and reference and label != "numpy":
+                paired = timing.compare(x, reference)   # round by round, else the medians
+                ratio = f" {paired.ratio if paired else value / reference.gflops:4.2f}x"
             cells.append(f"{f'{value:.1f}{ratio}':>{width}}")
         lines.append(f"{bench.shape_label(*shape):>16}" + "".join(cells))
-    lines.append("GFLOPS (and the ratio to NumPy), medians of interleaved repeats; :nt (:tn) "
-                 "marks a B (an A) that is a transposed view.")
+    lines.append("GFLOPS, medians of interleaved repeats, and the ratio to NumPy, the median of "
+                 "the rounds' ratios (timing.compare); :nt (:tn) marks a B (an A) that is a "
+                 "transposed view.")
     return "\n".join(lines)
 
 

@@ -29,9 +29,9 @@ from krypton.checks import positive_int
 from krypton.files import atomic_write, check_writable
 from krypton.kernels import KERNELS
 from krypton.timing import (IDLE_SECONDS, LAYOUTS, REFERENCES, SPREAD_WARNING, Measurement,
-                            ColdCalls, blas_threads, check_fits_in_memory, cold_calls, contender,
-                            gflops, is_threaded, measure_shape, quick_mode, shape_label,
-                            too_noisy_to_compare, torch_available)
+                            ColdCalls, blas_threads, check_fits_in_memory, cold_calls, compare,
+                            contender, gflops, is_threaded, measure_shape, quick_mode,
+                            shape_label, too_noisy_to_compare, torch_available)
 
 __all__ = ["IDLE_SECONDS", "REFERENCES", "Measurement", "blas_threads", "check_output_dir",
            "contender", "format_table", "gflops", "main", "measure_shape", "measured_peaks",
@@ -102,9 +102,10 @@ def measured_peaks(threads_list: Iterable[int]) -> dict[int, machine.Peak]:
 
 def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) -> str:
     """A text table: GFLOPS (median, and the slowest-fastest range of the rounds), speed-up
-    over naive, % of NumPy and % of the measured peak; then, for each shape, a warning line
-    naming the pairs of a contender and a reference too noisy to compare
-    (``timing.too_noisy_to_compare``)."""
+    over naive, speed against NumPy compared round by round (``timing.compare``: the median
+    ratio, and in how many of the rounds both ran this one was faster), % of the measured peak;
+    then, for each shape, a warning line naming the pairs of a contender and a reference too
+    noisy to compare (``timing.too_noisy_to_compare``)."""
     def find(name, config):
         for x in measurements:
             if x.kernel == name and (x.m, x.n, x.k, x.layout, x.threads) == config:
@@ -112,7 +113,7 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
         return None
 
     header = (f"{'shape (MxKxN)':>16} {'threads':>7} {'kernel':>9} {'GFLOPS':>9} "
-              f"{'min-max':>13} {'x naive':>9} {'% NumPy':>8} {'% peak':>7}")
+              f"{'min-max':>13} {'x naive':>9} {'% NumPy':>8} {'ahead':>6} {'% peak':>7}")
     lines = [header, "-" * len(header)]
     warnings = []
     order = {name: i for i, name in enumerate(KERNELS + REFERENCES)}
@@ -129,23 +130,37 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
             low, high = x.gflops_range
             spread = f"{low:.1f}-{high:.1f}"
             speedup = f"{x.gflops / naive.gflops:9.1f}" if naive else f"{'-':>9}"
-            vs_numpy = f"{100 * x.gflops / numpy_.gflops:7.0f}%" if numpy_ else f"{'-':>8}"
+            paired = compare(x, numpy_) if numpy_ and x is not numpy_ else None
+            if paired is not None:   # round by round
+                vs_numpy, ahead = f"{100 * paired.ratio:7.0f}%", f"{paired.ahead}/{paired.rounds}"
+            else:                    # too few rounds in common: the ratio of the medians
+                vs_numpy = f"{100 * x.gflops / numpy_.gflops:7.0f}%" if numpy_ else f"{'-':>8}"
+                ahead = "-"
             of_peak = f"{100 * x.gflops / peak[x.threads]:6.0f}%" if x.threads in peak else ""
             lines.append(f"{label:>16} {x.threads:>7} {x.kernel:>9} {x.gflops:9.1f} "
-                         f"{spread:>13} {speedup} {vs_numpy} {of_peak}")
-        noisy = [f"{x.kernel}/{y.kernel}" for i, x in enumerate(rows) for y in rows[i + 1:]
+                         f"{spread:>13} {speedup} {vs_numpy} {ahead:>6} {of_peak}")
+        noisy = [_undecided(x, y) for i, x in enumerate(rows) for y in rows[i + 1:]
                  if y.kernel in REFERENCES and too_noisy_to_compare(x, y)]
         if noisy:
             warnings.append(f"warning: {label} on {threads} thread{'s' * (threads > 1)}: "
-                            f"the ratio {', '.join(noisy)} is not meaningful: their ranges "
-                            f"overlap and spread over {SPREAD_WARNING:.0%} of the median "
-                            f"(more --repeats, or a quieter machine)")
+                            f"{'; '.join(noisy)} (more --repeats, or a quieter machine)")
     one_thread = sorted({x.kernel for x in measurements
                          if x.threads > 1 and x.kernel in KERNELS and is_threaded(x.kernel)})
     if one_thread and not seam.openmp_flags():
         warnings.append(f"note: this build has no OpenMP, so {' and '.join(one_thread)} ran on one "
                         "thread in the rows of more threads (NumPy and PyTorch did not)")
     return "\n".join(lines + warnings)
+
+
+def _undecided(x: Measurement, y: Measurement) -> str:
+    """Why the comparison of x with y says little, in a few words."""
+    paired = compare(x, y)
+    if paired is not None:
+        return (f"{x.kernel}/{y.kernel} undecided (the middle half of its ratios, round by "
+                f"round, is {paired.low:.2f}-{paired.high:.2f}: either side of 1, wider than "
+                f"{SPREAD_WARNING:.0%})")
+    return (f"{x.kernel}/{y.kernel} not meaningful (too few rounds in common, and their "
+            f"ranges overlap and spread over {SPREAD_WARNING:.0%} of the median)")
 
 
 def save_results(measurements: Sequence[Measurement], peak: dict[int, float],

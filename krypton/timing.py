@@ -9,9 +9,12 @@ called once to warm up (compile, page in, spin up threads), then the contenders 
 interleaved rounds (A, B, C, then C, A, B, ...: each round in its own shuffled order) so that
 a burst of noise from a shared machine hits all of them alike, and no contender always follows
 the same one. The median of the rounds is reported, and beside it the spread (the slowest and
-the fastest round), so a reader can see when two medians are too noisy to compare. NumPy's
-BLAS runs with the same thread count as the kernel it is compared with (threadpoolctl).
-GFLOPS = 2*M*N*K / time.
+the fastest round). Two contenders are compared round by round (``compare``): in each round
+both ran, how many times faster one was than the other; the median of those ratios is the
+comparison, and the middle half of them says whether it is decided. A slow stretch of a shared
+machine that lasts a round slows both contenders of that round, so it moves their ratio far less
+than either time. NumPy's BLAS runs with the same thread count as the kernel it is compared with
+(threadpoolctl). GFLOPS = 2*M*N*K / time.
 
 How a result is checked: against NumPy in float64, with a tolerance of ``1e-5 * sqrt(K)``
 (float32 rounding errors of a K-term sum grow like sqrt(K)).
@@ -58,8 +61,10 @@ one-time costs (page faults on C, cold caches and branch predictors) are micro- 
 milliseconds, so a second call would double the time spent and add no information."""
 
 SPREAD_WARNING = 0.10
-"""The spread (fastest round minus slowest, over the median) above which two contenders whose
-ranges overlap are too noisy to compare: their ratio then says less than the noise."""
+"""How wide a comparison may be and still say something: two contenders compared round by
+round are undecided when the middle half of the rounds' ratios lies on both sides of 1 and
+spans more than this share of the median; two with too few rounds in common, when their ranges
+(fastest round to slowest) overlap and one spreads wider than this share of its median."""
 
 
 def quick_mode() -> bool:
@@ -103,6 +108,14 @@ class Measurement:
     threads: int
     seconds: list[float] = field(default_factory=list)
     layout: str = "nn"   # how A and B lie in memory (LAYOUTS)
+    rounds: list[int] = field(default_factory=list)
+    """The round each of ``seconds`` was timed in (``measure_shape``; -1 for a first call kept
+    as the one sample). Empty: sample i was timed in round i."""
+
+    def round_seconds(self) -> dict[int, float]:
+        """The seconds of each round this contender was timed in, by round."""
+        rounds = self.rounds or range(len(self.seconds))
+        return {r: t for r, t in zip(rounds, self.seconds) if r >= 0}
 
     @property
     def label(self) -> str:
@@ -137,11 +150,56 @@ class Measurement:
                 "gflops_min": low, "gflops_max": high, "spread": self.spread}
 
 
+PAIRED_MIN_ROUNDS = 3
+"""Rounds two contenders must share before their comparison is made round by round; with
+fewer, ``too_noisy_to_compare`` falls back on their ranges (``ranges_too_noisy``)."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How ``a`` compared with ``b`` in the rounds both were timed in (``compare``).
+
+    ``ratio`` is the median over those rounds of b's seconds over a's (above 1: ``a`` was
+    faster), ``low`` and ``high`` the quartiles of the same ratios (the middle half of the
+    rounds), ``ahead`` the rounds in which ``a`` was faster, out of ``rounds``.
+    """
+
+    ratio: float
+    low: float
+    high: float
+    ahead: int
+    rounds: int
+
+    def undecided(self, threshold: float = SPREAD_WARNING) -> bool:
+        """The middle half of the rounds' ratios lies on both sides of 1 and spans more than
+        ``threshold`` of the median: neither is faster in most rounds, yet they are not tied
+        either. (A middle half on one side of 1 is a decided lead; a narrow one about 1, a
+        decided tie.)"""
+        return self.low <= 1.0 <= self.high and (self.high - self.low) / self.ratio > threshold
+
+
+def compare(a: Measurement, b: Measurement) -> Comparison | None:
+    """``a`` against ``b`` round by round (see ``Comparison``); None if they share fewer than
+    ``PAIRED_MIN_ROUNDS`` rounds (a contender timed once, or measured apart)."""
+    mine, theirs = a.round_seconds(), b.round_seconds()
+    shared = sorted(mine.keys() & theirs.keys())
+    if len(shared) < PAIRED_MIN_ROUNDS:
+        return None
+    ratios = [theirs[r] / mine[r] for r in shared]
+    low, median, high = statistics.quantiles(ratios, n=4, method="inclusive")
+    return Comparison(ratio=median, low=low, high=high,
+                      ahead=sum(ratio > 1.0 for ratio in ratios), rounds=len(ratios))
+
+
 def too_noisy_to_compare(a: Measurement, b: Measurement,
                          threshold: float = SPREAD_WARNING) -> bool:
-    """Whether the ratio of ``a`` and ``b`` means little: their GFLOPS ranges overlap and one
-    of them spreads wider than ``threshold`` of its median (overlapping tight ranges are a
-    real tie, and a tie is a meaningful ratio)."""
+    """Whether the comparison of ``a`` and ``b`` means little: round by round it is undecided
+    (``Comparison.undecided``); where they share too few rounds for that, their GFLOPS ranges
+    overlap and one of them spreads wider than ``threshold`` of its median (overlapping tight
+    ranges are a real tie, and a tie is a meaningful ratio)."""
+    paired = compare(a, b)
+    if paired is not None:
+        return paired.undecided(threshold)
     return ranges_too_noisy(a.gflops_range, a.gflops, b.gflops_range, b.gflops, threshold)
 
 
@@ -361,7 +419,8 @@ def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, re
     given explicitly comes before every block), one
     untimed call wakes its threads and caches, then calls are timed back to back for at least
     ``min_block_seconds``; the block's mean is one sample, and the median of the rounds is
-    reported. Contenders slower than ``max_seconds`` per round are timed fewer rounds (at
+    reported. Each sample keeps the round it was timed in (``Measurement.rounds``), so that two
+    contenders can be compared round by round (``compare``). Contenders slower than ``max_seconds`` per round are timed fewer rounds (at
     least one), so the naive rung does not take minutes at large sizes; one whose first call
     alone takes longer than ``max_seconds`` (and ``LONG_CALL_SECONDS``) keeps that call as its
     one sample.
@@ -397,6 +456,7 @@ def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, re
                         if seconds > max(max_seconds, LONG_CALL_SECONDS)}
         for name in sampled_once:
             results[name].seconds.append(one_call[name])
+            results[name].rounds.append(-1)   # a first call, in no round
         order = random.Random(seed)
         previous_spun = True  # the first calls just ran, the threaded ones among them
         for round_index in range(repeats):
@@ -418,6 +478,7 @@ def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, re
                     call()
                 elapsed = time.perf_counter() - start
                 results[name].seconds.append(elapsed / calls_in_block)
+                results[name].rounds.append(round_index)
                 one_call[name] = min(one_call[name], elapsed / calls_in_block)
     return list(results.values())
 

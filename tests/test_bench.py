@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.figure
@@ -75,8 +76,9 @@ def test_table_reports_ratios_to_naive_numpy_and_peak():
             Measurement("numpy", 100, 100, 100, 1, [2e-4])]
     table = bench.format_table(rows, {1: 40.0})
     packed = next(line for line in table.splitlines() if " packed " in line).split()
-    # packed: median 1e-4 s -> 20 GFLOPS (rounds 10-20); naive 0.2 GFLOPS; numpy 10; peak 40
-    assert packed[-5:] == ["20.0", "10.0-20.0", "100.0", "200%", "50%"]
+    # packed: median 1e-4 s -> 20 GFLOPS (rounds 10-20); naive 0.2 GFLOPS; numpy 10; peak 40;
+    # one round in common with NumPy, too few to compare round by round: the medians' ratio
+    assert packed[-6:] == ["20.0", "10.0-20.0", "100.0", "200%", "-", "50%"]
 
 
 def test_the_spread_is_the_slowest_and_fastest_round_beside_the_median():
@@ -94,18 +96,88 @@ def _rows(packed_seconds, numpy_seconds):
 
 
 @pytest.mark.parametrize("packed, numpy_, warned", [
-    ([1e-4, 1.5e-4, 2e-4], [1.2e-4, 1.3e-4, 1.6e-4], True),     # wide and overlapping
-    ([1e-4, 1.01e-4, 1.02e-4], [1.01e-4, 1.02e-4], False),      # a tight tie is a real tie
-    ([1e-4, 1.5e-4, 2e-4], [4e-4, 5e-4, 6e-4], False),          # wide but apart
+    ([1e-4, 1.5e-4, 2e-4], [1.2e-4, 1.3e-4, 1.6e-4], "undecided"),   # ratios 1.2, 0.87, 0.8
+    ([1e-4, 2e-4], [1.2e-4, 1.6e-4], "not meaningful"),    # two rounds: wide, overlapping ranges
+    ([1e-4, 1.01e-4, 1.02e-4], [1.01e-4, 1.02e-4], None),  # two rounds: a tight tie is a tie
+    ([1e-4, 1.5e-4, 2e-4], [4e-4, 5e-4, 6e-4], None),      # wide but apart: 3-4x every round
 ])
 def test_a_warning_names_contenders_too_noisy_to_compare(packed, numpy_, warned):
     rows = _rows(packed, numpy_)
-    assert timing.too_noisy_to_compare(*rows) is warned
+    assert timing.too_noisy_to_compare(*rows) is (warned is not None)
     warnings = [line for line in bench.format_table(rows, {}).splitlines()
                 if line.startswith("warning")]
-    assert len(warnings) == int(warned)
+    assert len(warnings) == int(warned is not None)
     if warned:
-        assert "packed/numpy" in warnings[0] and "not meaningful" in warnings[0]
+        assert f"packed/numpy {warned}" in warnings[0]
+
+
+def test_a_slow_round_that_slows_both_leaves_their_comparison_decided():
+    # Round 2 is twice as slow for both (a slow stretch of the host): each range spreads over
+    # 100% and the two overlap, yet packed was 1.25x faster than NumPy in every round.
+    packed, numpy_ = [1e-4, 2e-4, 1e-4, 1.04e-4], [1.25e-4, 2.5e-4, 1.25e-4, 1.3e-4]
+    rows = _rows(packed, numpy_)
+    assert timing.ranges_too_noisy(rows[0].gflops_range, rows[0].gflops, rows[1].gflops_range,
+                                   rows[1].gflops)
+    paired = timing.compare(*rows)
+    assert (paired.rounds, paired.ahead) == (4, 4)
+    assert paired.ratio == pytest.approx(1.25) and not paired.undecided()
+    assert not timing.too_noisy_to_compare(*rows)
+    table = bench.format_table(rows, {})
+    assert not any(line.startswith("warning") for line in table.splitlines())
+    line = next(line for line in table.splitlines() if " packed " in line).split()
+    assert line[-2:] == ["125%", "4/4"]
+
+
+@pytest.mark.parametrize("ratios, undecided", [
+    ([1.3, 1.2, 1.25, 1.22, 1.28], False),       # ahead in every round
+    ([0.99, 1.01, 1.0, 1.02, 0.98], False),      # a tie, and a narrow one: decided
+    ([0.8, 1.2, 0.9, 1.15, 1.05], True),         # either way, by up to 20%: undecided
+    ([0.7, 0.75, 0.72, 0.8, 0.71], False),       # behind in every round
+])
+def test_round_by_round_a_lead_or_a_tie_is_decided_and_a_wide_straddle_is_not(ratios,
+                                                                              undecided):
+    packed = [1e-4] * len(ratios)
+    numpy_ = [1e-4 * ratio for ratio in ratios]   # numpy's time over packed's: the ratio
+    paired = timing.compare(*_rows(packed, numpy_))
+    assert paired.ratio == pytest.approx(sorted(ratios)[len(ratios) // 2])
+    assert paired.ahead == sum(ratio > 1 for ratio in ratios)
+    assert paired.low <= paired.ratio <= paired.high
+    assert paired.undecided() is undecided
+    warnings = [line for line in bench.format_table(_rows(packed, numpy_), {}).splitlines()
+                if line.startswith("warning")]
+    assert len(warnings) == int(undecided)
+    if undecided:
+        assert "packed/numpy undecided" in warnings[0] and f"{paired.low:.2f}" in warnings[0]
+
+
+def test_only_the_rounds_both_ran_are_paired():
+    # numpy was timed in rounds 0-3, packed in rounds 1-3 and once before any round (-1):
+    # three rounds in common, compared round by round.
+    packed = Measurement("packed", 100, 100, 100, 1, [5e-4, 1e-4, 1e-4, 1e-4],
+                         rounds=[-1, 1, 2, 3])
+    numpy_ = Measurement("numpy", 100, 100, 100, 1, [9e-4, 2e-4, 3e-4, 4e-4],
+                         rounds=[0, 1, 2, 3])
+    paired = timing.compare(packed, numpy_)
+    assert paired.rounds == 3 and paired.ratio == pytest.approx(3.0)
+    assert timing.compare(Measurement("naive", 100, 100, 100, 1, [1.0], rounds=[-1]),
+                          numpy_) is None   # a contender timed once: no rounds to pair
+
+
+def test_measure_shape_records_the_round_of_every_sample():
+    slow_calls = []
+
+    def slow(a, b):
+        slow_calls.append(1)
+        time.sleep(0.02)
+
+    rows = bench.measure_shape([], 4, 4, 4, threads=1, repeats=5, max_seconds=0.05,
+                               min_block_seconds=0.0, gap_seconds=0.0,
+                               others={"fast": lambda a, b: None, "slow": slow})
+    fast, slow_row = sorted(rows, key=lambda r: r.kernel)
+    assert fast.rounds == [0, 1, 2, 3, 4]
+    # the slow one stops once its rounds would pass max_seconds: its first rounds only
+    assert slow_row.rounds == list(range(len(slow_row.seconds))) and len(slow_row.rounds) < 5
+    assert fast.to_dict()["rounds"] == fast.rounds
 
 
 def _rounds(seed, repeats=6, names=("a", "b", "c", "d")):
@@ -313,3 +385,13 @@ def test_the_table_says_which_rows_ran_on_one_thread_without_openmp(monkeypatch,
     assert notes == ([] if openmp else
                      ["note: this build has no OpenMP, so small ran on one thread in the rows "
                       "of more threads (NumPy and PyTorch did not)"])
+
+
+def test_the_ablation_gives_each_variant_its_ratio_to_numpy_round_by_round():
+    from krypton import ablation
+    label = ablation.STEPS[0].label
+    # one slow round for both: the medians' ratio is 1.25, every round's too
+    rows = [Measurement("numpy", 100, 100, 100, 1, [1.25e-4, 2.5e-4, 1.25e-4, 1.3e-4]),
+            Measurement(label, 100, 100, 100, 1, [1e-4, 2e-4, 1e-4, 1.04e-4])]
+    line = ablation.format_table(rows, ablation.STEPS[:1]).splitlines()[2]
+    assert "1.25x" in line
