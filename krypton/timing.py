@@ -181,7 +181,12 @@ class Comparison:
 def compare(a: Measurement, b: Measurement) -> Comparison | None:
     """``a`` against ``b`` round by round (see ``Comparison``); None if they share fewer than
     ``PAIRED_MIN_ROUNDS`` rounds (a contender timed once, or measured apart)."""
-    mine, theirs = a.round_seconds(), b.round_seconds()
+    return compare_rounds(a.round_seconds(), b.round_seconds())
+
+
+def compare_rounds(mine: dict[int, float], theirs: dict[int, float]) -> Comparison | None:
+    """``compare`` for any two contenders' seconds by round (a training run's epochs, taken in
+    turns, by epoch): the ratios are ``theirs[r] / mine[r]`` over the rounds both have."""
     shared = sorted(mine.keys() & theirs.keys())
     if len(shared) < PAIRED_MIN_ROUNDS:
         return None

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from krypton import machine
 from krypton.data import Data
-from krypton.timing import SPREAD_WARNING, ranges_too_noisy
+from krypton.timing import SPREAD_WARNING, compare_rounds, ranges_too_noisy
 from krypton.train.history import History
 
 
@@ -17,8 +17,11 @@ def format_summary(histories: Sequence[History]) -> str:
     Epoch time is the median over epochs, "min-max" the shortest and longest epoch;
     matmul/other split the median into the time inside the backend's matrix products and the
     rest (autograd bookkeeping, elementwise ops, loss, optimizer, data); "vs torch" is the epoch
-    time divided by PyTorch's (below 1: faster), with a warning under the table where the two
-    runs' epochs spread too widely to tell them apart (``timing.ranges_too_noisy``).
+    time over PyTorch's (below 1: faster), epoch by epoch where the runs share at least three
+    (``timing.compare_rounds``: the runs take turns an epoch at a time, so epoch e of each ran
+    in the same round; the median of the ratios), else the ratio of the medians; a warning under
+    the table names the runs whose ratio is undecided (``Comparison.undecided``; with fewer
+    epochs, whose epochs overlap PyTorch's and spread widely, ``timing.ranges_too_noisy``).
     """
     rows = [h for h in histories if h.epochs]
     if not rows:
@@ -44,18 +47,20 @@ def format_summary(histories: Sequence[History]) -> str:
                 f"{_cell(share, '{:7.0%}', 8)} {h.train_loss:>10.4f}"
                 f"{_cell(accuracy, '{:8.2%}', 9)}")
         if torch_row:
-            line += f" {h.epoch_seconds / torch_row.epoch_seconds:7.2f}x"
+            paired = _by_epoch(torch_row, h)
+            ratio = paired.ratio if paired else h.epoch_seconds / torch_row.epoch_seconds
+            line += f" {ratio:7.2f}x"
         lines.append(line)
     notes = []
     if torch_row:
         noisy = [h.backend for h in rows if h is not torch_row and len(h.epochs) > 1
-                 and ranges_too_noisy(h.epoch_range, h.epoch_seconds, torch_row.epoch_range,
-                                      torch_row.epoch_seconds)]
+                 and _undecided(h, torch_row)]
         if noisy:
-            notes.append(f"warning: the ratio to PyTorch of {', '.join(noisy)} is not "
-                         f"meaningful: their epoch times overlap PyTorch's and spread over "
-                         f"{SPREAD_WARNING:.0%} of the median (more --epochs, or a quieter "
-                         f"machine)")
+            notes.append(f"warning: the ratio to PyTorch of {', '.join(noisy)} is undecided: "
+                         f"epoch by epoch it lies either side of 1 and spreads over "
+                         f"{SPREAD_WARNING:.0%} (with under three epochs each: their epoch "
+                         f"times overlap PyTorch's and spread over {SPREAD_WARNING:.0%} of the "
+                         f"median); more --epochs, or a quieter machine")
     for h in rows:
         if h.extrapolated:
             shortest = min(e.batches for e in h.epochs)
@@ -69,6 +74,20 @@ def format_summary(histories: Sequence[History]) -> str:
                          + ("; its last epoch is partial" if h.epochs
                             else " before it finished a step"))
     return "\n".join(lines + notes)
+
+
+def _by_epoch(reference: History, history: History):
+    """``history``'s epoch times over ``reference``'s, epoch by epoch (None under three)."""
+    return compare_rounds({e.epoch: e.seconds for e in reference.epochs},
+                          {e.epoch: e.seconds for e in history.epochs})
+
+
+def _undecided(history: History, reference: History) -> bool:
+    paired = _by_epoch(reference, history)
+    if paired is not None:
+        return paired.undecided()
+    return ranges_too_noisy(history.epoch_range, history.epoch_seconds, reference.epoch_range,
+                            reference.epoch_seconds)
 
 
 def _cell(value: float | None, pattern: str, width: int) -> str:
