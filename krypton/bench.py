@@ -31,7 +31,7 @@ from krypton.kernels import KERNELS
 from krypton.timing import (IDLE_SECONDS, LAYOUTS, REFERENCES, SPREAD_WARNING, Measurement,
                             ColdCalls, blas_threads, check_fits_in_memory, cold_calls, compare,
                             contender, gflops, is_threaded, measure_shape, quick_mode,
-                            shape_label, too_noisy_to_compare, torch_available)
+                            shape_label, too_noisy, torch_available)
 
 __all__ = ["IDLE_SECONDS", "REFERENCES", "Measurement", "blas_threads", "check_output_dir",
            "contender", "format_table", "gflops", "main", "measure_shape", "measured_peaks",
@@ -105,7 +105,7 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
     over naive, speed against NumPy compared round by round (``timing.compare``: the median
     ratio, and in how many of the rounds both ran this one was faster), % of the measured peak;
     then, for each shape, a warning line naming the pairs of a contender and a reference too
-    noisy to compare (``timing.too_noisy_to_compare``)."""
+    noisy to compare (``timing.too_noisy_to_compare``), and why."""
     def find(name, config):
         for x in measurements:
             if x.kernel == name and (x.m, x.n, x.k, x.layout, x.threads) == config:
@@ -139,8 +139,8 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
             of_peak = f"{100 * x.gflops / peak[x.threads]:6.0f}%" if x.threads in peak else ""
             lines.append(f"{label:>16} {x.threads:>7} {x.kernel:>9} {x.gflops:9.1f} "
                          f"{spread:>13} {speedup} {vs_numpy} {ahead:>6} {of_peak}")
-        noisy = [_undecided(x, y) for i, x in enumerate(rows) for y in rows[i + 1:]
-                 if y.kernel in REFERENCES and too_noisy_to_compare(x, y)]
+        noisy = [reason for i, x in enumerate(rows) for y in rows[i + 1:]
+                 if y.kernel in REFERENCES and (reason := _undecided(x, y))]
         if noisy:
             warnings.append(f"warning: {label} on {threads} thread{'s' * (threads > 1)}: "
                             f"{'; '.join(noisy)} (more --repeats, or a quieter machine)")
@@ -152,9 +152,12 @@ def format_table(measurements: Sequence[Measurement], peak: dict[int, float]) ->
     return "\n".join(lines + warnings)
 
 
-def _undecided(x: Measurement, y: Measurement) -> str:
-    """Why the comparison of x with y says little, in a few words."""
+def _undecided(x: Measurement, y: Measurement) -> str | None:
+    """Why the comparison of x with y says little (``timing.too_noisy_to_compare``), in a few
+    words; None where it says something."""
     paired = compare(x, y)
+    if not too_noisy(paired, x.gflops_range, x.gflops, y.gflops_range, y.gflops):
+        return None
     if paired is not None:
         return (f"{x.kernel}/{y.kernel} undecided (the middle half of its ratios, round by "
                 f"round, is {paired.low:.2f}-{paired.high:.2f}: either side of 1, wider than "

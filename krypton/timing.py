@@ -202,17 +202,27 @@ def too_noisy_to_compare(a: Measurement, b: Measurement,
     (``Comparison.undecided``); where they share too few rounds for that, their GFLOPS ranges
     overlap and one of them spreads wider than ``threshold`` of its median (overlapping tight
     ranges are a real tie, and a tie is a meaningful ratio)."""
-    paired = compare(a, b)
+    return too_noisy(compare(a, b), a.gflops_range, a.gflops, b.gflops_range, b.gflops,
+                     threshold)
+
+
+def too_noisy(paired: Comparison | None, range_a: tuple[float, float], median_a: float,
+              range_b: tuple[float, float], median_b: float,
+              threshold: float = SPREAD_WARNING) -> bool:
+    """The rule of ``too_noisy_to_compare`` for any two contenders, in any unit (GFLOPS of
+    rounds, seconds of epochs): ``paired.undecided`` where they were compared round by round,
+    else ``ranges_too_noisy`` on their (lowest, highest) values and medians."""
     if paired is not None:
         return paired.undecided(threshold)
-    return ranges_too_noisy(a.gflops_range, a.gflops, b.gflops_range, b.gflops, threshold)
+    return ranges_too_noisy(range_a, median_a, range_b, median_b, threshold)
 
 
 def ranges_too_noisy(range_a: tuple[float, float], median_a: float,
                      range_b: tuple[float, float], median_b: float,
                      threshold: float = SPREAD_WARNING) -> bool:
-    """``too_noisy_to_compare`` for any two contenders' (lowest, highest) values and medians,
-    in any unit (GFLOPS of rounds, seconds of epochs)."""
+    """Whether two contenders' (lowest, highest) values overlap and one spreads wider than
+    ``threshold`` of its median, in any unit: the rule for contenders that share too few rounds
+    to be compared round by round."""
     (low_a, high_a), (low_b, high_b) = range_a, range_b
     overlap = low_a <= high_b and low_b <= high_a
     spread = max((high_a - low_a) / median_a, (high_b - low_b) / median_b)
@@ -425,10 +435,10 @@ def measure_shape(names: Sequence[str], m: int, n: int, k: int, threads: int, re
     untimed call wakes its threads and caches, then calls are timed back to back for at least
     ``min_block_seconds``; the block's mean is one sample, and the median of the rounds is
     reported. Each sample keeps the round it was timed in (``Measurement.rounds``), so that two
-    contenders can be compared round by round (``compare``). Contenders slower than ``max_seconds`` per round are timed fewer rounds (at
-    least one), so the naive rung does not take minutes at large sizes; one whose first call
-    alone takes longer than ``max_seconds`` (and ``LONG_CALL_SECONDS``) keeps that call as its
-    one sample.
+    contenders can be compared round by round (``compare``). Contenders slower than
+    ``max_seconds`` per round are timed fewer rounds (at least one), so the naive rung does not
+    take minutes at large sizes; one whose first call alone takes longer than ``max_seconds``
+    (and ``LONG_CALL_SECONDS``) keeps that call as its one sample.
 
     ``others`` adds contenders by label: functions of (a, b), such as a ``Kernel`` compiled
     with ``kernels.compile_source`` (they are timed as running on ``threads`` threads).

@@ -22,7 +22,8 @@ Where each part lives (read them in this order):
     krypton.train.loop      the loop: ``train`` (``train_epochs``), ``evaluate``, ``predict``
     krypton.train.twin      the same run in PyTorch: ``build_torch_twin``, ``train_torch``
     krypton.train.compare   runs taking turns an epoch each: ``take_turns``, ``train_backends``
-    krypton.train.report    the summary table and the JSON document: ``format_summary``
+    krypton.train.report    the summary table and the JSON document: ``format_summary``,
+                            ``ratio_to``
     krypton.train.cli       ``python -m krypton.train``: ``build_parser``, ``main``
 
 The dataset wrapper (``Data``, ``CLASS_NAMES``, ``load_data``) lives in ``krypton.data`` and the
@@ -42,7 +43,7 @@ from krypton.train.loop import (DEFAULT_LR, EVAL_BATCH, OPTIMIZERS, SCHEDULES, P
                                 resolve_threads, train, train_epochs)
 from krypton.train.model import (DEFAULT_SIZES, MODELS, build_cnn, build_mlp, build_model, describe,
                                  initial_parameters, linear_layers, product_shapes)
-from krypton.train.report import format_summary, results_document
+from krypton.train.report import format_summary, ratio_to, results_document
 from krypton.train.twin import build_torch_mlp, build_torch_twin, train_torch, train_torch_epochs
 
 __all__ = [
@@ -52,6 +53,6 @@ __all__ = [
     "build_model", "build_parser", "build_torch_mlp", "build_torch_twin", "describe",
     "product_shapes", "evaluate", "format_epoch", "format_summary", "initial_parameters",
     "learning_rate", "linear_layers", "load_data", "main", "make_optimizer", "make_plan",
-    "matmul_timer", "predict", "resolve_threads", "results_document", "take_turns", "train",
-    "train_backends", "train_epochs", "train_torch", "train_torch_epochs",
+    "matmul_timer", "predict", "ratio_to", "resolve_threads", "results_document", "take_turns",
+    "train", "train_backends", "train_epochs", "train_torch", "train_torch_epochs",
 ]

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from krypton import machine
 from krypton.data import Data
-from krypton.timing import SPREAD_WARNING, compare_rounds, ranges_too_noisy
+from krypton.timing import SPREAD_WARNING, Comparison, compare_rounds, too_noisy
 from krypton.train.history import History
 
 
@@ -47,20 +47,14 @@ def format_summary(histories: Sequence[History]) -> str:
                 f"{_cell(share, '{:7.0%}', 8)} {h.train_loss:>10.4f}"
                 f"{_cell(accuracy, '{:8.2%}', 9)}")
         if torch_row:
-            paired = _by_epoch(torch_row, h)
-            ratio = paired.ratio if paired else h.epoch_seconds / torch_row.epoch_seconds
-            line += f" {ratio:7.2f}x"
+            line += f" {ratio_to(h, torch_row):7.2f}x"
         lines.append(line)
     notes = []
-    if torch_row:
-        noisy = [h.backend for h in rows if h is not torch_row and len(h.epochs) > 1
-                 and _undecided(h, torch_row)]
-        if noisy:
-            notes.append(f"warning: the ratio to PyTorch of {', '.join(noisy)} is undecided: "
-                         f"epoch by epoch it lies either side of 1 and spreads over "
-                         f"{SPREAD_WARNING:.0%} (with under three epochs each: their epoch "
-                         f"times overlap PyTorch's and spread over {SPREAD_WARNING:.0%} of the "
-                         f"median); more --epochs, or a quieter machine")
+    for h in rows:
+        reason = _undecided(h, torch_row) if torch_row and h is not torch_row else None
+        if reason:
+            notes.append(f"warning: the ratio to PyTorch of {h.backend} is undecided: {reason} "
+                         f"(more --epochs, or a quieter machine)")
     for h in rows:
         if h.extrapolated:
             shortest = min(e.batches for e in h.epochs)
@@ -76,18 +70,33 @@ def format_summary(histories: Sequence[History]) -> str:
     return "\n".join(lines + notes)
 
 
-def _by_epoch(reference: History, history: History):
-    """``history``'s epoch times over ``reference``'s, epoch by epoch (None under three)."""
+def ratio_to(history: History, reference: History) -> float:
+    """``history``'s epoch time over ``reference``'s (below 1: faster): epoch by epoch where the
+    two share at least three epochs (the median of the ratios, ``timing.compare_rounds``; runs
+    that take turns ran their epoch e in the same round), else the ratio of the median epochs."""
+    paired = _by_epoch(history, reference)
+    return paired.ratio if paired else history.epoch_seconds / reference.epoch_seconds
+
+
+def _by_epoch(history: History, reference: History) -> Comparison | None:
     return compare_rounds({e.epoch: e.seconds for e in reference.epochs},
                           {e.epoch: e.seconds for e in history.epochs})
 
 
-def _undecided(history: History, reference: History) -> bool:
-    paired = _by_epoch(reference, history)
+def _undecided(history: History, reference: History) -> str | None:
+    """Why ``ratio_to(history, reference)`` says little (``timing.too_noisy``); None where it
+    says something, or where one epoch leaves no spread to judge by."""
+    if len(history.epochs) < 2:
+        return None
+    paired = _by_epoch(history, reference)
+    if not too_noisy(paired, history.epoch_range, history.epoch_seconds,
+                     reference.epoch_range, reference.epoch_seconds):
+        return None
     if paired is not None:
-        return paired.undecided()
-    return ranges_too_noisy(history.epoch_range, history.epoch_seconds, reference.epoch_range,
-                            reference.epoch_seconds)
+        return (f"epoch by epoch the middle half of its ratios is {paired.low:.2f}-"
+                f"{paired.high:.2f}, either side of 1 and wider than {SPREAD_WARNING:.0%}")
+    return (f"too few epochs to pair, and their times overlap PyTorch's and spread over "
+            f"{SPREAD_WARNING:.0%} of the median")
 
 
 def _cell(value: float | None, pattern: str, width: int) -> str:
